@@ -1,0 +1,125 @@
+"""``agiqa-distill``: typer commands that parse arguments and call the typed library functions."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
+
+
+def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Known bad input -> one line on stderr and exit 2; Ctrl-C -> exit 130. No tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo("\ninterrupted: everything written so far is kept; run the same command "
+                       "(or `agiqa-distill run --resume RUN_DIR`) to continue", err=True)
+            raise typer.Exit(130)
+        except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+            if isinstance(exc, RuntimeError) and type(exc).__module__.startswith("torch"):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+@app.command()
+@_friendly_errors
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON run config "
+                                          "(configs/agiqa3k.yaml); default: the built-in demo"),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.epochs=5 "
+                                   "(repeatable; values are YAML)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder "
+                                          "from its last checkpoint, with its saved config"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
+) -> None:
+    """Label (if needed), distil, evaluate and report. With no arguments: a complete demo
+    (generated images, tiny random teacher, the default student) in a few minutes on a CPU."""
+    from .config import ConfigError, load_config
+    from .run import run_distillation
+
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("--resume uses the run's saved config.json; drop --config")
+        saved = resume / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"{saved}: missing; --resume needs a run folder written by agiqa-distill run")
+        cfg = load_config(saved, [*set_, f"out_dir={resume}"])
+    else:
+        cfg = load_config(config, set_)
+    result = run_distillation(cfg, resume=resume is not None, progress=progress)
+    if "test" in result:
+        vs_t = result["test"]["vs_teacher"]
+        typer.echo(f"done in {result['seconds']:.0f} s -> {result['run_dir']}\n"
+                   f"held-out student vs teacher: SRCC {vs_t['srcc']:.4f}  PLCC {vs_t['plcc']:.4f}  "
+                   f"(n={vs_t['n']})")
+        if "vs_mos" in result["test"]:
+            vs_m = result["test"]["vs_mos"]
+            typer.echo(f"held-out student vs MOS:     SRCC {vs_m['srcc']:.4f}  PLCC {vs_m['plcc']:.4f}")
+
+
+@app.command()
+@_friendly_errors
+def label(
+    dataset: Path = typer.Argument(..., help="Dataset root (AGIQA-3k, AIGCQA-20k, an image folder) or a CSV"),
+    out: Path = typer.Option(..., "--out", "-o", help="Label cache folder (created; resumable)"),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher folder with teacher.json"),
+    tiny: bool = typer.Option(False, "--tiny", help="Use the tiny random teacher (pipeline tests)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | folder | csv "
+                                       "(default: guessed from the files)"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (default: cuda if available)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Run the MLLM folder's own Python code (mPLUG-Owl2)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle",
+                                      help="Allow a pickled MA-AGIQA checkpoint (runs arbitrary code)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
+    from teacher.cache import build_label_cache
+    from teacher.data import DatasetSpec, load_records
+    from teacher.labeler import Teacher, save_tiny_teacher
+
+    if (teacher is None) == (not tiny):
+        raise ValueError("pass exactly one of --teacher DIR or --tiny")
+    if tiny:
+        teacher = out.parent / f"{out.name}.tiny_teacher"
+        if not (teacher / "teacher.json").is_file():
+            save_tiny_teacher(teacher)
+    spec = (DatasetSpec(kind="csv", root=str(dataset.parent), annotations=str(dataset))
+            if dataset.suffix.lower() == ".csv" else
+            DatasetSpec(kind=kind or _guess_kind(dataset), root=str(dataset)))
+    records = load_records(spec)
+    labeler = Teacher.from_pretrained(teacher, device=device, trust_remote_code=trust_remote_code,
+                                      allow_pickle=allow_pickle)
+    report = build_label_cache(records, labeler, out, batch_size=batch_size, progress=progress)
+    typer.echo(json.dumps({"labelled": report.n_labeled, "skipped": report.n_skipped,
+                           "images_per_s": round(report.images_per_s, 2), "cache": str(out)}))
+
+
+def _guess_kind(root: Path) -> str:
+    if (root / "data.csv").is_file():
+        return "agiqa3k"
+    if any(root.glob("info_*.csv")) or any(root.glob("*/info_*.csv")):
+        return "aigcqa20k"
+    return "folder"
+
+
+def main() -> None:  # pragma: no cover - console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

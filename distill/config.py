@@ -1,0 +1,171 @@
+"""Run configuration: typed dataclasses, loaded from YAML/JSON and overridden by ``key=value``.
+
+The defaults *are* the embedded demo: ``agiqa-distill run`` with no arguments generates a small
+image set, builds the tiny random teacher, labels, distils the default student and evaluates.
+Real datasets and weights are a config file away (``configs/agiqa3k.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+__all__ = ["DataConfig", "TeacherSection", "StudentSection", "TrainConfig", "LossConfig",
+           "RunConfig", "load_config", "apply_overrides", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    kind: str = "demo"  # demo | agiqa3k | aigcqa20k | folder | csv
+    root: str | None = None  # dataset folder (demo: generated into RUN_DIR/demo_images)
+    annotations: str | None = None  # CSV with names and MOS (defaults per kind)
+    mos_column: str | None = None  # override the MOS column (agiqa3k: mos_quality)
+    image_column: str | None = None  # override the image-name column
+    val_fraction: float = 0.1  # held out for model selection
+    test_fraction: float = 0.2  # held out for the final metrics (MA-AGIQA code: 70/10/20)
+    split_seed: int = 20  # the official code's split seed
+    num_workers: int = 0  # DataLoader workers decoding images (0 = preload in RAM)
+    demo_images: int = 240  # demo only: number of generated images
+
+
+@dataclass
+class TeacherSection:
+    path: str | None = None  # teacher folder with teacher.json; None + demo = build the tiny teacher
+    cache: str | None = None  # label cache folder; default RUN_DIR/labels
+    batch_size: int = 8  # images per teacher forward
+    device: str | None = None  # cuda | cpu; default cuda when available
+    trust_remote_code: bool = False  # needed for mPLUG-Owl2 (runs the model folder's Python code)
+    allow_pickle: bool = False  # allow a pickled MA-AGIQA checkpoint (arbitrary code execution)
+
+
+@dataclass
+class StudentSection:
+    variant: str = "mnv3s"  # see student.list_students()
+    overrides: dict[str, Any] = field(default_factory=dict)  # StudentConfig fields, e.g. input_size
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32  # global batch (split across DDP ranks)
+    lr: float = 2e-3  # AdamW peak learning rate
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05  # linear warmup, then cosine to min_lr
+    min_lr: float = 1e-5
+    grad_clip: float = 2.0  # max gradient norm
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+    deterministic: bool = True  # deterministic algorithms (CPU runs are bitwise repeatable)
+    hflip: bool = True  # horizontal flips only: blur, noise, JPEG or colour jitter change the label
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: every epoch only)
+    device: str | None = None  # default cuda when available
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+
+
+@dataclass
+class LossConfig:
+    score: float = 1.0  # MSE to the teacher score (standardised)
+    mos: float = 0.5  # MSE to MOS where the dataset has it
+    semantic: float = 0.5  # semantic-vector KD in the compressed space (MSE + cosine)
+    quality: float = 0.5  # quality-feature KD in the compressed space (MSE + cosine)
+    gate: float = 0.2  # KL(teacher gate || student gate)
+    rank: float = 0.5  # pairwise logistic ranking loss on teacher order
+    gate_temperature: float = 1.0
+    semantic_components: int = 128  # PCA dims per semantic vector (<= train images - 1)
+    quality_components: int = 64  # PCA dims of the quality feature
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/demo"  # the run folder (relative paths resolve against the current folder)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    student: StudentSection = field(default_factory=StudentSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return _build(cls, data, "")
+
+    @property
+    def is_demo(self) -> bool:
+        return self.data.kind == "demo"
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
+                          f"valid under {prefix or 'top level'}: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        sub = hints[key]
+        kwargs[key] = _build(sub, value, f"{prefix}{key}.") if is_dataclass(sub) else value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars/lists: 3, 0.1, true, null, [224, 224], mnv3s."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings to a config dict (validated when the dataclass is built)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=5")
+        key, text = item.split("=", 1)
+        node = config
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a config section")
+            node = node[part]
+        node[parts[-1]] = _parse_value(text)
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- config file (YAML or JSON) <- ``overrides``; returns a validated RunConfig."""
+    config = RunConfig().to_dict()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from None
+        _merge(config, loaded, str(path))
+    apply_overrides(config, overrides or [])
+    try:
+        return RunConfig.from_dict(config)
+    except TypeError as exc:
+        raise ConfigError(f"invalid config: {exc}") from None
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
+    if not isinstance(new, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "overrides":
+            _merge(base[key], value, where)
+        else:
+            base[key] = value

@@ -1,0 +1,69 @@
+"""The distillation objective: a module returning a dict of named, separately logged losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from student.model import StudentOutput
+
+from .config import LossConfig
+
+__all__ = ["DistillationLoss"]
+
+
+def _vector_kd(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE + (1 - cosine) over the last dim; both matter: MSE for magnitude, cosine for direction."""
+    mse = F.mse_loss(pred, target)
+    cos = 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6).mean()
+    return mse + cos
+
+
+def pairwise_rank_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """RankNet-style logistic loss over all ordered pairs of the batch with distinct targets."""
+    diff_pred = (pred[:, None] - pred[None, :]) * scale
+    sign = torch.sign(target[:, None] - target[None, :])
+    mask = sign != 0
+    if not mask.any():
+        return pred.sum() * 0.0
+    return F.softplus(-sign[mask] * diff_pred[mask]).mean()
+
+
+class DistillationLoss(nn.Module):
+    """Student outputs + teacher targets -> {"score", "mos", "semantic", "quality", "gate",
+    "rank", "total"}. Targets (a batch dict):
+
+    - ``score`` (B,) teacher score; ``mos`` (B,) with NaN where unknown
+    - ``semantic`` (B, S, Ds), ``quality`` (B, Dq): teacher vectors in the compressed space
+    - ``gate`` (B, E) teacher gate weights (raw, as the official gate has no softmax)
+
+    Scores are compared after dividing by ``score_std`` (the train split's teacher score std)
+    so the loss weights mean the same for any score scale.
+    """
+
+    def __init__(self, config: LossConfig, score_std: float) -> None:
+        super().__init__()
+        self.config = config
+        self.score_std = float(max(score_std, 1e-8))
+
+    def forward(self, out: StudentOutput, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg, inv = self.config, 1.0 / self.score_std
+        losses: dict[str, torch.Tensor] = {}
+        losses["score"] = F.mse_loss(out.score * inv, targets["score"] * inv)
+        mos = targets.get("mos")
+        known = torch.isfinite(mos) if mos is not None else None
+        if known is not None and known.any():
+            losses["mos"] = F.mse_loss(out.score[known] * inv, mos[known] * inv)
+        else:
+            losses["mos"] = out.score.sum() * 0.0
+        losses["semantic"] = _vector_kd(out.semantic, targets["semantic"])
+        losses["quality"] = _vector_kd(out.quality, targets["quality"])
+        t = cfg.gate_temperature
+        teacher_gate = F.softmax(targets["gate"].float() / t, dim=-1)
+        student_log_gate = F.log_softmax(out.gate_logits / t, dim=-1)
+        losses["gate"] = F.kl_div(student_log_gate, teacher_gate, reduction="batchmean") * t * t
+        losses["rank"] = pairwise_rank_loss(out.score, targets["score"], scale=inv)
+        losses["total"] = sum(getattr(cfg, name) * losses[name]
+                              for name in ("score", "mos", "semantic", "quality", "gate", "rank"))
+        return losses

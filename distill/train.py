@@ -1,0 +1,245 @@
+"""The distillation loop: plain functions, read top to bottom.
+
+Determinism: the epoch order comes from ``seed + epoch`` and every step reseeds torch with
+``(seed, step)``, so the step is the whole training state besides the weights and the
+optimizer: a run resumed from any checkpoint replays exactly what an uninterrupted run does
+(bitwise on CPU in deterministic mode). Checkpoints are safetensors + JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save
+from torch.utils.data import DataLoader, Dataset
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from edge_runtime.preprocess import PreprocessSpec
+from student.model import StudentIQA
+
+from .config import RunConfig
+from .losses import DistillationLoss
+from .metrics import iqa_metrics
+
+__all__ = ["ImageSet", "Split", "get_lr", "train", "predict", "TrainState"]
+
+
+class ImageSet(Dataset):
+    """Images of one split through the shared preprocessing: item = ``(index, (3, H, W) float32)``.
+
+    ``preload`` decodes everything once into RAM (small sets, the demo); otherwise each item is
+    decoded on access (use DataLoader workers for large datasets).
+    """
+
+    def __init__(self, paths: list[str], spec: PreprocessSpec, preload: bool) -> None:
+        self.paths, self.spec = paths, spec
+        self._cache = torch.from_numpy(np.stack([spec.load(p) for p in paths])) if preload else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        if self._cache is not None:
+            return index, self._cache[index]
+        return index, torch.from_numpy(self.spec.load(self.paths[index]))
+
+
+@dataclass
+class Split:
+    """One split's images and aligned teacher targets (see :class:`DistillationLoss`)."""
+
+    ids: list[str]
+    images: ImageSet
+    targets: dict[str, torch.Tensor]  # score (N,), mos (N,), semantic (N,S,Ds), quality (N,Dq), gate (N,E)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_val_srcc: float = -2.0
+    best_step: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch eval records
+
+
+def get_lr(step: int, total_steps: int, cfg: RunConfig) -> float:
+    """Linear warmup, then cosine decay from ``lr`` to ``min_lr``."""
+    t = cfg.train
+    warmup = max(1, int(round(t.warmup_fraction * total_steps)))
+    if step < warmup:
+        return t.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 10_007 + epoch))
+    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)] or [order]
+
+
+@torch.inference_mode()
+def predict(model: StudentIQA, images: ImageSet, device: torch.device, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Student outputs over a whole split (eval mode), in split order, on CPU."""
+    model.eval()
+    outs: dict[str, list[torch.Tensor]] = {}
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False)
+    for _, x in loader:
+        out = model(x.to(device))
+        for key in ("score", "semantic", "quality", "gate_weights"):
+            outs.setdefault(key, []).append(getattr(out, key).float().cpu())
+    return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def evaluate(model: StudentIQA, split: Split, device: torch.device) -> dict[str, Any]:
+    pred = predict(model, split.images, device)
+    result = {"vs_teacher": iqa_metrics(pred["score"].numpy(), split.targets["score"].numpy())}
+    mos = split.targets["mos"].numpy()
+    if np.isfinite(mos).sum() >= 3:
+        result["vs_mos"] = iqa_metrics(pred["score"].numpy(), mos)
+    return result
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def save_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer,
+                    state: TrainState) -> None:
+    """``state.safetensors`` (weights + optimizer moments) then ``state.json`` (the commit point)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, pstate in opt["state"].items():
+        for name, value in pstate.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    payload = save(tensors)
+    atomic_write_bytes(directory / "state.safetensors", payload)
+
+    atomic_write_json(directory / "state.json", {
+        "step": state.step, "best_val_srcc": state.best_val_srcc, "best_step": state.best_step,
+        "history": state.history, "param_groups": opt["param_groups"],
+        "sha256": hashlib.sha256(payload).hexdigest()})
+
+
+def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer) -> TrainState:
+    meta_path, tensor_path = directory / "state.json", directory / "state.safetensors"
+    meta = json.loads(meta_path.read_text())
+
+    if hashlib.sha256(tensor_path.read_bytes()).hexdigest() != meta["sha256"]:
+        raise RuntimeError(f"{tensor_path}: does not match {meta_path} (corrupt checkpoint); "
+                           "delete the checkpoint folder to restart training from scratch")
+    tensors = load_file(str(tensor_path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    return TrainState(meta["step"], meta["best_val_srcc"], meta["best_step"], meta["history"])
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, val_split: Split,
+          *, score_std: float, device: torch.device, resume: bool,
+          save_student: Callable[[StudentIQA, str], None],
+          log: Callable[[dict[str, Any]], None], progress: bool = True) -> TrainState:
+    """Distil into ``model``; saves ``student/best`` and ``student/last`` via ``save_student``."""
+    rank, world = _rank_world()
+    t = cfg.train
+    if t.batch_size % world:
+        raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {world} DDP ranks")
+    model.to(device)
+    criterion = DistillationLoss(cfg.loss, score_std)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
+    ckpt_dir = run_dir / "checkpoint"
+    state = TrainState()
+    if resume and (ckpt_dir / "state.json").is_file():
+        state = load_checkpoint(ckpt_dir, model, optimizer)
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    n = len(train_split.ids)
+    steps_per_epoch = len(_epoch_batches(n, t.batch_size, t.seed, 0))
+    total = steps_per_epoch * t.epochs
+    use_amp = t.amp and device.type == "cuda"
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state.step, desc="distill", unit="step",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    started = time.time()
+    consistent = True  # weights, optimizer and state.step describe the same moment
+    try:
+        while state.step < total:
+            epoch, index_in_epoch = divmod(state.step, steps_per_epoch)
+            batch = _epoch_batches(n, t.batch_size, t.seed, epoch)[index_in_epoch]
+            batch = batch[rank::world]
+            torch.manual_seed(t.seed * 1_000_003 + state.step)  # dropout and flips of this step
+            x = torch.stack([train_split.images[int(i)][1] for i in batch]).to(device)
+            if t.hflip:
+                flip = torch.rand(len(batch)) < 0.5
+                x[flip.to(device)] = x[flip.to(device)].flip(-1)
+            targets = {k: v[batch].to(device) for k, v in train_split.targets.items()}
+            lr = get_lr(state.step, total, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            train_model.train()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = train_model(x)
+            losses = criterion(type(out)(*(o.float() for o in out)), targets)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            consistent = False
+            optimizer.step()
+            state.step += 1
+            bar.update(1)
+            record = {"step": state.step, "epoch": epoch, "lr": lr, "grad_norm": float(grad_norm),
+                      **{f"loss/{k}": float(v.detach()) for k, v in losses.items()}}
+            bar.set_postfix(loss=f"{record['loss/total']:.3f}")
+            if rank == 0:
+                log(record)
+            end_of_epoch = state.step % steps_per_epoch == 0
+            if end_of_epoch and rank == 0:
+                metrics = evaluate(model, val_split, device)
+                srcc = metrics["vs_teacher"]["srcc"]
+                entry = {"step": state.step, "epoch": epoch + 1, "val": metrics}
+                state.history.append(entry)
+                log({"step": state.step, "epoch": epoch + 1,
+                     **{f"val/{k}": v for k, v in metrics["vs_teacher"].items()}})
+                if np.isfinite(srcc) and srcc > state.best_val_srcc:
+                    state.best_val_srcc, state.best_step = srcc, state.step
+                    save_student(model, "best")
+                bar.set_postfix(loss=f"{record['loss/total']:.3f}", val_srcc=f"{srcc:.3f}")
+            if rank == 0 and (end_of_epoch or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
+                save_checkpoint(ckpt_dir, model, optimizer, state)
+            consistent = True
+            if world > 1:
+                dist.barrier()
+    except KeyboardInterrupt:
+        # Save only a consistent state; otherwise the last checkpoint (<= 1 epoch old) stands.
+        if rank == 0 and consistent:
+            save_checkpoint(ckpt_dir, model, optimizer, state)
+        bar.close()
+        raise
+    bar.close()
+    if rank == 0:
+        save_student(model, "last")
+        if state.best_step < 0:
+            save_student(model, "best")
+        log({"step": state.step, "train_seconds": time.time() - started})
+    return state

@@ -1,0 +1,13 @@
+"""On-device scoring: the shared preprocessing and a thin ExecuTorch runtime wrapper.
+
+Importing this package is light: numpy and Pillow only. The ExecuTorch runtime (which pulls
+in torch) is imported when a :class:`Scorer` is first created, never by the preprocessing,
+and nothing here imports training code, timm or transformers.
+"""
+
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .images import ImageLoadError, load_rgb
+from .preprocess import PreprocessSpec
+
+__all__ = ["ImageLoadError", "PreprocessSpec", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "load_rgb"]

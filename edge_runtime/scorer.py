@@ -1,0 +1,218 @@
+"""Score photos with an exported program: a thin typed wrapper over the ExecuTorch runtime.
+
+    scorer = Scorer.from_file("model.pte")       # reads model.json, checks its sha256, loads once
+    scorer.score("photo.jpg")                    # -> float
+    scorer.rank(["a.jpg", "b.png"])             # -> [ScoreResult], best first, skipped last
+
+Everything model specific (preprocessing, input shape, output names, score direction) comes
+from the contract; nothing is hard-coded here. ``executorch.runtime`` (which imports torch)
+is imported on the first :meth:`Scorer.from_file`, never at ``import edge_runtime``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .contract import ModelContract, read_program
+from .images import ImageLoadError
+
+__all__ = ["RuntimeUnavailableError", "ScoreResult", "Scorer"]
+
+
+class RuntimeUnavailableError(ImportError):
+    """The ExecuTorch runtime (native extension) cannot be imported."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One image's outcome: a score, or the reason it was skipped (never both)."""
+
+    path: str
+    score: float | None = None
+    skipped: str | None = None  # short reason, e.g. "empty file (0 bytes)"
+
+    @property
+    def ok(self) -> bool:
+        return self.score is not None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hide import-time chatter (torch pytree warnings, torchao's missing-CUDA-kernel lines).
+
+    Python-level stderr is swapped for a buffer; on failure the buffer is replayed so that
+    nothing useful is lost. File descriptor 2 is left alone (native errors stay visible).
+    """
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    saved, buffer = sys.stderr, _Buffer()
+    sys.stderr = buffer
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except BaseException:
+        sys.stderr = saved
+        saved.write(buffer.getvalue())
+        raise
+    finally:
+        sys.stderr = saved
+
+
+class _Buffer:
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> str:
+        return "".join(self._parts)
+
+
+def _import_runtime() -> tuple[Any, Any]:
+    """``(executorch.runtime.Runtime, torch)``, imported quietly, with a clear error."""
+    try:
+        with _quiet_stderr():
+            import torch
+            from executorch.runtime import Runtime
+    except (ImportError, OSError) as exc:
+        raise RuntimeUnavailableError(
+            f"the ExecuTorch runtime is not available ({exc}). Install the pinned toolchain "
+            "(pip install executorch==1.5.1 torch==2.14.1), or run the .pte with the C++, "
+            "Android or iOS ExecuTorch runtime (docs/edge.md)") from None
+    return Runtime, torch
+
+
+def _set_threads(threads: int) -> None:
+    from executorch.extension.pybindings import portable_lib
+
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    if reset is None:
+        raise RuntimeUnavailableError("this ExecuTorch build cannot set its thread count")
+    reset(int(threads))
+
+
+class Scorer:
+    """A loaded program plus its contract. Create with :meth:`from_file`."""
+
+    def __init__(self, path: Path, contract: ModelContract, program: Any, torch: Any) -> None:
+        self.path = path
+        self.contract = contract
+        self._program = program  # owns the method's memory: must live as long as the method
+        self._method = program.load_method("forward")
+        self._torch = torch
+        self._score_index = contract.output_names.index(contract.score_output)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> "Scorer":
+        """Load ``path`` (a .pte) and its ``model.json``; ``threads`` sets the runtime pool.
+
+        Raises:
+            ContractError: model.json missing, malformed, or not this program's (re-export).
+            RuntimeUnavailableError: the ExecuTorch native extension cannot be imported.
+        """
+        path = Path(path)
+        data, contract = read_program(path)  # before the slow import: fail fast on bad files
+        runtime, torch = _import_runtime()
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            _set_threads(threads)
+        with _quiet_stderr():
+            program = runtime.get().load_program(data)
+            scorer = cls(path, contract, program, torch)
+        scorer._check_signature(scorer._method.metadata)
+        return scorer
+
+    def _check_signature(self, meta: Any) -> None:
+        expected = list(self.contract.input_shape)
+        try:
+            actual = list(meta.input_tensor_meta(0).sizes())
+            outputs = meta.num_outputs()
+        except (AttributeError, TypeError):  # metadata API moved; the run itself will tell
+            return
+        if actual != expected or outputs != len(self.contract.output_names):
+            raise ValueError(f"{self.path}: program takes {actual} and returns {outputs} outputs, "
+                             f"but model.json says {expected} and {list(self.contract.output_names)}; "
+                             "re-export it")
+
+    # -- the model ---------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.contract.preprocess.input_size)
+
+    @property
+    def lower_better(self) -> bool:
+        return self.contract.lower_better
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the program on a preprocessed ``(1, 3, H, W) float32`` batch; outputs by name."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if list(batch.shape) != list(self.contract.input_shape):
+            raise ValueError(f"input shape {list(batch.shape)} != contract input_shape "
+                             f"{list(self.contract.input_shape)}")
+        outputs = self._method.execute([self._torch.from_numpy(batch)])
+        return {name: np.asarray(out.detach().numpy() if hasattr(out, "detach") else out)
+                for name, out in zip(self.contract.output_names, outputs)}
+
+    def timed_score(self, tensor: np.ndarray) -> tuple[float, float]:
+        """``(score, seconds)`` for one preprocessed ``(3, H, W)`` image (model only)."""
+        start = time.perf_counter()
+        out = self.run(tensor[None])
+        seconds = time.perf_counter() - start
+        return float(out[self.contract.score_output].reshape(-1)[0]), seconds
+
+    # -- images ------------------------------------------------------------------------------
+    def preprocess(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
+        """A path (decoded with EXIF, draft rule) or an ``(H, W, 3) uint8`` RGB array -> ``(3, H, W)``."""
+        spec = self.contract.preprocess
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} "
+                                 f"{tuple(image.shape)}")
+            return spec(image)
+        return spec.load(image)
+
+    def score(self, image: str | os.PathLike | np.ndarray) -> float:
+        """Score one image. Raises ``ImageLoadError`` when a file cannot be decoded."""
+        return self.timed_score(self.preprocess(image))[0]
+
+    def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
+        """Score every path in order; an unreadable image is skipped with its reason."""
+        results = []
+        for path in paths:
+            try:
+                tensor = self.preprocess(path)
+            except ImageLoadError as exc:
+                results.append(ScoreResult(str(path), skipped=exc.reason))
+                continue
+            except Exception as exc:  # a decoder bug must not abort a batch of 10,000 photos
+                results.append(ScoreResult(str(path), skipped=f"unexpected decode error ({exc!r})"))
+                continue
+            results.append(ScoreResult(str(path), score=self.timed_score(tensor)[0]))
+        return results
+
+    def rank(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
+        """Scored images best first (respecting ``lower_better``), then the skipped ones."""
+        return rank_results(self.score_many(paths), self.contract.lower_better)
+
+
+def rank_results(results: Sequence[ScoreResult], lower_better: bool) -> list[ScoreResult]:
+    """Best first; ties keep input order; skipped results last, in input order."""
+    scored = [r for r in results if r.ok]
+    scored.sort(key=lambda r: r.score if lower_better else -r.score)
+    return scored + [r for r in results if not r.ok]

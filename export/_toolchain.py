@@ -1,0 +1,168 @@
+"""Every torch.export / torchao / ExecuTorch call of the library, in a few small functions.
+
+Their APIs move between releases (see /work/shared/toolchain.md for the versions this was
+written against: torch 2.14.1, torchao 0.18.0, executorch 1.5.1). When one moves, only this
+file changes. Imports are local so ``agiqa-export --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LoweredProgram", "SUPPORTED_BACKENDS", "export_program", "quantize_int8",
+           "int8_quantizer_settings", "lower_to_executorch", "registered_runtime_backends",
+           "quiet_toolchain"]
+
+# Backends this library can export to *and* run here. The executorch 1.5.1 wheel ships the
+# Vulkan and CUDA (AOTInductor) exporters, but its runtime registers only XnnpackBackend,
+# QnnBackend and OpenvinoBackend: no Vulkan or CUDA runtime, so a GPU .pte could be neither
+# verified nor scored here. Only XNNPACK (ARM/x86 CPUs, phones, Jetson's CPU) is offered.
+SUPPORTED_BACKENDS = ("xnnpack",)
+
+# The delegate's own plumbing: a node that is one of these is not "outside the delegate".
+_DELEGATE_PLUMBING = ("executorch_call_delegate", "getitem")
+
+
+def quiet_toolchain() -> None:
+    """Silence the harmless import-time warnings of torch/torchao (idempotent)."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*KernelPreference.*")
+    warnings.filterwarnings("ignore", module="torchao.*")
+
+
+@dataclass(frozen=True)
+class LoweredProgram:
+    """A serialised ExecuTorch program and what the partitioner left outside XNNPACK."""
+
+    buffer: bytes
+    outside_delegate: tuple[str, ...]  # op names of call_function nodes not delegated
+    num_delegates: int  # executorch_call_delegate nodes (1 = the whole graph in one blob)
+
+
+def export_program(module: nn.Module, example: torch.Tensor) -> "torch.export.ExportedProgram":
+    """``torch.export`` with static shapes, functionalised (``hardswish_`` -> ``hardswish``).
+
+    ``run_decompositions({})`` only functionalises: without it the in-place activations timm
+    uses are decomposed by the lowering into ops with int64 scalar constants whose dtype casts
+    stay outside the XNNPACK delegate.
+    """
+    if not isinstance(module, torch.fx.GraphModule):  # a PT2E-converted module refuses .eval()
+        module.eval()
+    with torch.no_grad():
+        program = torch.export.export(module, (example,), strict=False)
+    return program.run_decompositions({})
+
+
+def _xnnpack_int8_config() -> Any:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config,
+    )
+    # int8 symmetric per-channel weights, static (calibrated) per-tensor int8 activations.
+    return get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=False)
+
+
+def _spec_to_dict(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    ctor = getattr(spec, "observer_or_fake_quant_ctr", None)
+    observer = getattr(ctor, "p", None)  # _PartialWrapper around the observer class
+    observer = getattr(getattr(observer, "func", None), "__name__", None) or repr(ctor)[:80]
+    return {"dtype": str(getattr(spec, "dtype", None)).replace("torch.", ""),
+            "quant_min": getattr(spec, "quant_min", None),
+            "quant_max": getattr(spec, "quant_max", None),
+            "qscheme": str(getattr(spec, "qscheme", None)).replace("torch.", ""),
+            "ch_axis": getattr(spec, "ch_axis", None),
+            "is_dynamic": bool(getattr(spec, "is_dynamic", False)),
+            "observer": observer}
+
+
+def int8_quantizer_settings() -> dict[str, Any]:
+    """The int8 quantizer's settings as plain data, for the program's metadata."""
+    config = _xnnpack_int8_config()
+    return {"flow": "torchao.quantization.pt2e prepare_pt2e -> calibrate -> convert_pt2e",
+            "quantizer": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer.XNNPACKQuantizer",
+            "global_config": "get_symmetric_quantization_config(is_per_channel=True, "
+                             "is_dynamic=False, is_qat=False)",
+            "input_activation": _spec_to_dict(config.input_activation),
+            "output_activation": _spec_to_dict(config.output_activation),
+            "weight": _spec_to_dict(config.weight),
+            "bias": _spec_to_dict(config.bias),
+            "is_qat": bool(config.is_qat)}
+
+
+def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
+                  fp32_modules: Sequence[str] = ()) -> tuple[nn.Module, int]:
+    """PT2E static int8 for XNNPACK; returns the converted module and the batches seen.
+
+    ``calibration`` yields real, preprocessed images ``(1, 3, H, W)``: activation ranges are
+    observed on them, so they must look like what the device will score. Ops inside the
+    submodules named in ``fp32_modules`` are left unquantized (still lowered to XNNPACK).
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    quantizer = XNNPACKQuantizer().set_global(_xnnpack_int8_config())
+    if fp32_modules:
+        in_fp32 = [get_module_name_filter(name) for name in fp32_modules]
+        quantizer.set_filter_function(lambda node: not any(f(node) for f in in_fp32))
+    with torch.no_grad():
+        graph = torch.export.export(module.eval(), (example,), strict=False).module()
+        prepared = prepare_pt2e(graph, quantizer)
+        seen = 0
+        for batch in calibration:
+            prepared(batch)
+            seen += 1
+        if seen == 0:
+            raise ValueError("int8 calibration needs at least one image; got none")
+        return convert_pt2e(prepared), seen
+
+
+def lower_to_executorch(program: "torch.export.ExportedProgram", backend: str = "xnnpack") -> LoweredProgram:
+    """Partition for XNNPACK, lower, and serialise to ``.pte`` bytes."""
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(unsupported_backend_message(backend))
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    graph = edge.exported_program().graph_module.graph
+    outside, delegates = [], 0
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node.target)
+        if name == "executorch_call_delegate":
+            delegates += 1
+        elif name not in _DELEGATE_PLUMBING:
+            outside.append(name)
+    return LoweredProgram(bytes(edge.to_executorch().buffer), tuple(outside), delegates)
+
+
+def _op_name(target: Any) -> str:
+    name = getattr(target, "__name__", None) or str(target)
+    # EdgeOpOverload names look like "aten.sum.dim_IntList"; builtins like "getitem".
+    return str(name).split(":")[0].strip("<> ").replace("EdgeOpOverload ", "")
+
+
+def registered_runtime_backends() -> list[str]:
+    """Backends the installed ExecuTorch runtime can execute (imports the runtime)."""
+    from executorch.runtime import Runtime
+
+    return list(Runtime.get().backend_registry.registered_backend_names)
+
+
+def unsupported_backend_message(backend: str) -> str:
+    return (f"backend {backend!r} is not supported; choose from {list(SUPPORTED_BACKENDS)}. "
+            "The installed executorch wheel's runtime registers no GPU backend (no Vulkan, no "
+            "CUDA: only XnnpackBackend, QnnBackend, OpenvinoBackend), so a GPU program could "
+            "not be verified or scored here; XNNPACK runs on ARM and x86 CPUs, including "
+            "phones and Jetson")

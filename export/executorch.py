@@ -1,0 +1,288 @@
+"""Export a student to a self-describing ExecuTorch program, and verify it on real images.
+
+One straight sequence (:func:`export_executorch`):
+
+    student -> EdgeStudent (score, gate_weights) -> torch.export
+      [int8: PT2E prepare -> calibrate on real images -> convert -> torch.export]
+      -> to_edge_transform_and_lower(XnnpackPartitioner) -> to_executorch -> model.pte
+      -> model.json (the contract) -> load with the ExecuTorch runtime, score held-out images,
+         compare with the eager fp32 student -> model.report.json -> pass or FidelityError
+
+The toolchain calls themselves live in :mod:`export._toolchain`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from edge_runtime.contract import ModelContract, contract_path, report_path, sha256_bytes
+from edge_runtime.images import ImageLoadError
+from edge_runtime.preprocess import PreprocessSpec
+from edge_runtime.scorer import Scorer
+
+from . import _toolchain as tc
+from .source import ExportSource, resolve_source
+from .wrapper import OUTPUT_NAMES, EdgeStudent, expert_names
+
+__all__ = ["ExportError", "ExportReport", "FidelityError", "Verification", "export_executorch",
+           "DEFAULT_MAX_ABS_DIFF", "DEFAULT_MIN_SRCC", "QUANTIZE_MODES"]
+
+QUANTIZE_MODES = ("int8", "fp32")
+DEFAULT_MAX_ABS_DIFF = 1e-4  # fp32: the program must reproduce eager scores
+DEFAULT_MIN_SRCC = 0.99  # int8: the program must keep the eager ranking
+_VERSION_PACKAGES = ("agiqa-edge", "torch", "torchao", "executorch", "timm", "numpy", "pillow")
+
+
+class ExportError(RuntimeError):
+    """The export could not be done (bad arguments, source, images)."""
+
+
+class FidelityError(ExportError):
+    """The program was built but scores too far from the eager student (see ``report``)."""
+
+    def __init__(self, message: str, report: "ExportReport") -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class Verification:
+    """The exported program against the eager fp32 student on held-out images."""
+
+    num_images: int
+    max_abs_diff: float  # of the score
+    mean_abs_diff: float
+    gate_max_abs_diff: float  # of the gate weights
+    srcc: float | None  # Spearman, None when undefined (constant scores, < 3 images)
+    plcc: float | None  # Pearson
+    latency_ms_median: float  # program only, batch 1, per image
+    latency_ms_p90: float
+    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images
+
+
+@dataclass
+class ExportReport:
+    program: str
+    contract: str
+    report: str
+    quantize: str
+    backend: str
+    program_bytes: int
+    program_sha256: str
+    nodes_outside_delegate: int
+    outside_ops: list[str]
+    num_delegates: int
+    wrapper_changes: list[str]
+    calibration_images: int
+    images_from: str
+    verification: Verification
+    thresholds: dict[str, float]
+    passed: bool
+    failures: list[str]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: undefined statistics become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _load_student(student_dir: Path) -> torch.nn.Module:
+    from student.model import StudentIQA  # training-side import, kept out of module import
+
+    return StudentIQA.from_pretrained(student_dir).eval()
+
+
+def _tensors(spec: PreprocessSpec, paths: Sequence[Path], limit: int | None,
+             skipped: list[dict[str, str]]) -> Iterator[tuple[Path, torch.Tensor]]:
+    """Preprocessed ``(1, 3, H, W)`` images, skipping unreadable files (recorded)."""
+    taken = 0
+    for path in paths:
+        if limit is not None and taken >= limit:
+            return
+        try:
+            array = spec.load(path)
+        except ImageLoadError as exc:
+            skipped.append({"path": str(path), "reason": exc.reason})
+            continue
+        taken += 1
+        yield path, torch.from_numpy(array)[None]
+
+
+def _correlations(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    from scipy import stats
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None, None
+    return float(stats.spearmanr(a, b)[0]), float(stats.pearsonr(a, b)[0])
+
+
+def verify_program(program: Path, student: torch.nn.Module, paths: Sequence[Path],
+                   limit: int | None = None, threads: int | None = None) -> Verification:
+    """Score ``paths`` with the saved program (the device runtime path) and the eager student."""
+    scorer = Scorer.from_file(program, threads=threads)
+    skipped: list[dict[str, str]] = []
+    eager, exported, gate_diffs, seconds = [], [], [], []
+    warmed = False
+    for _, x in _tensors(scorer.contract.preprocess, paths, limit, skipped):
+        with torch.inference_mode():
+            reference = student(x)
+        if not warmed:  # first call pays XNNPACK's one-time setup
+            scorer.run(x.numpy())
+            warmed = True
+        start = time.perf_counter()
+        out = scorer.run(x.numpy())
+        seconds.append(time.perf_counter() - start)
+        eager.append(float(reference.score[0]))
+        exported.append(float(out["score"].reshape(-1)[0]))
+        gate_diffs.append(float(np.abs(out["gate_weights"] - reference.gate_weights.numpy()).max()))
+    if not eager:
+        raise ExportError(f"no readable verification images among {len(paths)} "
+                          f"(skipped: {skipped[:3]})")
+    a, b = np.asarray(eager), np.asarray(exported)
+    srcc, plcc = _correlations(a, b)
+    ms = np.asarray(seconds) * 1e3
+    return Verification(num_images=len(a), max_abs_diff=float(np.abs(a - b).max()),
+                        mean_abs_diff=float(np.abs(a - b).mean()),
+                        gate_max_abs_diff=max(gate_diffs), srcc=srcc, plcc=plcc,
+                        latency_ms_median=float(np.median(ms)),
+                        latency_ms_p90=float(np.percentile(ms, 90)), skipped=skipped)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSION_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed (source tree)" if name == "agiqa-edge" else "missing"
+    return versions
+
+
+def _thresholds(quantize: str, min_srcc: float | None, max_abs_diff: float | None) -> dict[str, float]:
+    if min_srcc is not None and not -1.0 <= min_srcc <= 1.0:
+        raise ExportError(f"--min-srcc must lie in [-1, 1], got {min_srcc}")
+    if max_abs_diff is not None and max_abs_diff < 0:
+        raise ExportError(f"--max-abs-diff must be >= 0, got {max_abs_diff}")
+    if quantize == "fp32" and max_abs_diff is None:
+        max_abs_diff = DEFAULT_MAX_ABS_DIFF
+    if quantize == "int8" and min_srcc is None:
+        min_srcc = DEFAULT_MIN_SRCC
+    limits = {"max_abs_diff": max_abs_diff, "min_srcc": min_srcc}
+    return {k: v for k, v in limits.items() if v is not None}
+
+
+def _failures(v: Verification, thresholds: dict[str, float]) -> list[str]:
+    failures = []
+    if "max_abs_diff" in thresholds and not v.max_abs_diff <= thresholds["max_abs_diff"]:
+        failures.append(f"max abs score diff {v.max_abs_diff:.3g} > {thresholds['max_abs_diff']:.3g}")
+    if "min_srcc" in thresholds:
+        if v.srcc is None:
+            failures.append(f"SRCC undefined (constant scores or fewer than 3 of {v.num_images} "
+                            f"images) but min SRCC {thresholds['min_srcc']} was required")
+        elif v.srcc < thresholds["min_srcc"]:
+            failures.append(f"SRCC vs eager fp32 {v.srcc:.4f} < {thresholds['min_srcc']}")
+    return failures
+
+
+def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quantize: str = "int8",
+                      calibration: int = 64, backend: str = "xnnpack",
+                      images: str | os.PathLike | None = None, min_srcc: float | None = None,
+                      max_abs_diff: float | None = None, verify_limit: int | None = 200,
+                      threads: int | None = None) -> ExportReport:
+    """Export ``source`` (a run folder or a student folder) to ``out`` (.pte) and verify it.
+
+    Writes ``out``, ``out.with_suffix('.json')`` (the contract) and ``...report.json``.
+    Raises :class:`FidelityError` (after writing the report, and removing the contract so the
+    runtime refuses the program) when the program disagrees with the eager student beyond
+    the thresholds: fp32 ``max_abs_diff`` (default 1e-4), int8 ``min_srcc`` (default 0.99).
+    """
+    tc.quiet_toolchain()
+    out = Path(out)
+    if out.suffix != ".pte":
+        raise ExportError(f"{out}: the program file must end in .pte")
+    if quantize not in QUANTIZE_MODES:
+        raise ExportError(f"--quantize must be one of {list(QUANTIZE_MODES)}, got {quantize!r}")
+    if backend not in tc.SUPPORTED_BACKENDS:
+        raise ExportError(tc.unsupported_backend_message(backend))
+    if calibration < 1:
+        raise ExportError(f"--calibration must be >= 1, got {calibration}")
+    thresholds = _thresholds(quantize, min_srcc, max_abs_diff)
+    try:
+        src: ExportSource = resolve_source(source, images)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    student = _load_student(src.student_dir)
+    spec, cfg = student.config.preprocess, student.config
+    wrapper = EdgeStudent(student)
+    example = torch.zeros(1, 3, *spec.input_size)
+    quantization: dict[str, Any] = {"mode": quantize}
+    calibrated = 0
+    if quantize == "int8":
+        calibration_skipped: list[dict[str, str]] = []
+        batches = (x for _, x in _tensors(spec, src.calibration_images, calibration, calibration_skipped))
+        module, calibrated = tc.quantize_int8(wrapper, example, batches)
+        quantization.update(tc.int8_quantizer_settings())
+        quantization["calibration"] = {"images": calibrated, "requested": calibration,
+                                       "source": src.images_from,
+                                       "skipped": len(calibration_skipped)}
+        timings["quantize"] = time.perf_counter() - clock
+    else:
+        module = wrapper
+    program = tc.export_program(module, example)
+    lowered = tc.lower_to_executorch(program, backend)
+    timings["export_and_lower"] = time.perf_counter() - clock - sum(timings.values())
+
+    atomic_write_bytes(out, lowered.buffer)
+    contract = ModelContract(
+        program_sha256=sha256_bytes(lowered.buffer), preprocess=spec,
+        input_shape=tuple(example.shape), output_names=OUTPUT_NAMES, score_output="score",
+        expert_names=tuple(expert_names(cfg.num_semantic)), score_range=cfg.score_range,
+        lower_better=cfg.lower_better, backend=backend, quantization=quantization,
+        program_bytes=len(lowered.buffer), versions=library_versions(), **src.fingerprints())
+    contract.save(contract_path(out))
+
+    clock = time.perf_counter()
+    verification = verify_program(out, student, src.verification_images, verify_limit, threads)
+    timings["verify"] = time.perf_counter() - clock
+    failures = _failures(verification, thresholds)
+    report = ExportReport(
+        program=str(out), contract=str(contract_path(out)), report=str(report_path(out)),
+        quantize=quantize, backend=backend, program_bytes=len(lowered.buffer),
+        program_sha256=contract.program_sha256, nodes_outside_delegate=len(lowered.outside_delegate),
+        outside_ops=list(lowered.outside_delegate), num_delegates=lowered.num_delegates,
+        wrapper_changes=wrapper.describe_changes(), calibration_images=calibrated,
+        images_from=src.images_from, verification=verification, thresholds=thresholds,
+        passed=not failures, failures=failures, seconds={k: round(v, 2) for k, v in timings.items()})
+    atomic_write_json(report_path(out), report.to_dict())
+    if failures:
+        contract_path(out).unlink(missing_ok=True)  # the runtime must refuse this program
+        raise FidelityError(
+            f"{out}: fidelity below threshold on {verification.num_images} images: "
+            f"{'; '.join(failures)}. Report: {report_path(out)}. The contract was not kept, so "
+            "the runtime refuses this program; recalibrate (more/realistic --calibration "
+            "images), export fp32, or relax the threshold.", report)
+    return report

@@ -1,0 +1,111 @@
+"""Where an export's student and images come from: a distillation run, or a bare student folder.
+
+A run folder holds ``student/best/`` and ``data_index.json`` (absolute image paths per split):
+calibration uses its train split, verification its test split. A bare student folder has no
+images of its own, so ``--images DIR`` is required; its images are split alternately into a
+calibration half and a verification half so the two never overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ExportSource", "IMAGE_SUFFIXES", "SourceError", "list_images", "resolve_source"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+class SourceError(ValueError):
+    """The export source or its images cannot be used."""
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    student_dir: Path  # folder with config.json + model.safetensors
+    calibration_images: tuple[Path, ...]
+    verification_images: tuple[Path, ...]
+    images_from: str  # human-readable origin, recorded in the report
+    metadata: dict  # the student's config.json (fingerprints live here)
+
+    def fingerprints(self) -> dict[str, str | None]:
+        weights = self.student_dir / "model.safetensors"
+        return {"student_fingerprint": _str_or_none(self.metadata.get("student_fingerprint")),
+                "teacher_fingerprint": _str_or_none(self.metadata.get("teacher_fingerprint")),
+                "student_weights_sha256": _sha256_file(weights) if weights.is_file() else None}
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, by suffix, hidden files ignored), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: not a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _read_split(index_path: Path, split: str) -> list[Path]:
+    try:
+        splits = json.loads(index_path.read_text())["splits"]
+        return [Path(p) for p in splits.get(split, [])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{index_path}: not a data index with 'splits' ({exc})") from None
+
+
+def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None = None) -> ExportSource:
+    """A run folder (-> ``student/best``, train/test splits) or a student folder + ``images``."""
+    source = Path(source)
+    if (source / "student" / "best" / "config.json").is_file():
+        student_dir = source / "student" / "best"
+        index = source / "data_index.json"
+        if images is None:
+            if not index.is_file():
+                raise SourceError(f"{index}: missing; pass --images DIR for calibration and "
+                                  "verification images")
+            calibration = _read_split(index, "train")
+            verification = _read_split(index, "test") or _read_split(index, "val")
+            if not calibration or not verification:
+                raise SourceError(f"{index}: needs non-empty 'train' and 'test' (or 'val') splits; "
+                                  "or pass --images DIR")
+            origin = f"{index} (calibration: train split, verification: test split)"
+            return ExportSource(student_dir, tuple(calibration), tuple(verification), origin,
+                                _read_meta(student_dir))
+    elif (source / "config.json").is_file():
+        student_dir = source
+        if images is None:
+            raise SourceError(f"{source} is a bare student folder: pass --images DIR (real "
+                              "photos for int8 calibration and verification)")
+    else:
+        raise SourceError(f"{source}: neither a distillation run (student/best/config.json) nor "
+                          "a student folder (config.json)")
+    found = list_images(images)
+    if not found:
+        raise SourceError(f"{images}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    # Alternate split: calibration and verification never share an image (unless only one).
+    calibration = found[0::2]
+    verification = found[1::2] or found
+    origin = f"{images} (alternate files: calibration even, verification odd)"
+    return ExportSource(student_dir, tuple(calibration), tuple(verification), origin,
+                        _read_meta(student_dir))
+
+
+def _read_meta(student_dir: Path) -> dict:
+    try:
+        return json.loads((student_dir / "config.json").read_text())
+    except ValueError as exc:
+        raise SourceError(f"{student_dir / 'config.json'}: malformed JSON ({exc})") from None

@@ -1,0 +1,216 @@
+"""The student: a timm mobile backbone with a lightweight mixture of experts that mirrors MA-AGIQA.
+
+The teacher fuses three streams with a gated mixture of experts: two semantic vectors from a
+multimodal LLM (one per prompt) and MANIQA's quality feature. The student sees only pixels,
+so it *predicts* each stream (in the distiller's compressed space) from its backbone features,
+then fuses the predicted streams the same way: one small expert per stream, a softmax gate
+over the experts, a linear score head. Supervising the predicted streams and the gate keeps
+the teacher's semantic judgement, not only its score.
+
+    image (B, 3, H, W) -> backbone -> pooled (B, F)
+        -> stream heads: semantic (B, S, Ds), quality (B, Dq)
+        -> experts (B, E, W) -> gate (B, E) -> mixture (B, W) -> score (B,)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import timm
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from edge_runtime.preprocess import PreprocessSpec
+
+__all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",
+           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class StudentLoadError(ValueError):
+    """A student folder is missing, incomplete or does not match its config."""
+
+
+@dataclass
+class StudentConfig:
+    """Everything needed to rebuild a student; saved as ``config.json`` beside the weights."""
+
+    backbone: str = "mobilenetv3_small_100"  # timm model name (features + global pool used)
+    backbone_weights: str | None = None  # local timm weights file (pretrained_cfg overlay); None = random init
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
+    input_size: tuple[int, int] = (224, 224)  # (H, W) the whole image is resized to
+    num_semantic: int = 2  # teacher semantic vectors per image (one per prompt)
+    semantic_dim: int = 128  # compressed dim of each predicted semantic vector
+    quality_dim: int = 64  # compressed dim of the predicted quality feature
+    expert_width: int = 128  # width of each expert's output (teacher: 784)
+    drop_rate: float = 0.1  # dropout inside the experts, as the teacher's semantic experts
+    score_range: tuple[float, float] | None = None  # range of the teacher score, for display
+    lower_better: bool = False  # score direction: higher = better quality
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # input normalisation (ImageNet,
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # as timm mobile backbones expect)
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(self.input_size)
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if self.score_range is not None:
+            self.score_range = tuple(self.score_range)
+        if self.num_semantic < 0 or min(self.semantic_dim, self.quality_dim, self.expert_width) < 1:
+            raise ValueError(f"invalid student dims in {self}")
+
+    @property
+    def num_experts(self) -> int:
+        return self.num_semantic + 1
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The input contract shared with training, export and the device runtime."""
+        return PreprocessSpec(input_size=self.input_size, mean=self.mean, std=self.std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StudentConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown student config fields {sorted(unknown)}")
+        return cls(**data)
+
+
+class StudentOutput(NamedTuple):
+    """Named outputs (a NamedTuple, so ``torch.export`` flattens it in this order)."""
+
+    score: torch.Tensor  # (B,) predicted teacher score
+    semantic: torch.Tensor  # (B, S, Ds) predicted compressed semantic vectors
+    quality: torch.Tensor  # (B, Dq) predicted compressed quality feature
+    gate_weights: torch.Tensor  # (B, E) softmax gate over experts [semantic..., quality]
+    gate_logits: torch.Tensor  # (B, E) pre-softmax gate, for the distiller's KL
+
+
+class StudentIQA(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        kwargs: dict[str, Any] = dict(config.backbone_kwargs)
+        if config.backbone_weights:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(config.backbone_weights)}
+        self.backbone = timm.create_model(config.backbone, pretrained=bool(config.backbone_weights),
+                                          num_classes=0, **kwargs)
+        width = self.backbone.num_features if not hasattr(self.backbone, "head_hidden_size") \
+            else self.backbone.head_hidden_size
+        self.semantic_head = nn.Linear(width, config.num_semantic * config.semantic_dim)
+        self.quality_head = nn.Linear(width, config.quality_dim)
+        stream_dims = [config.semantic_dim] * config.num_semantic + [config.quality_dim]
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, config.expert_width), nn.ReLU(), nn.Dropout(config.drop_rate))
+            for d in stream_dims)
+        self.gate = nn.Linear(config.num_experts * config.expert_width, config.num_experts)
+        self.score_head = nn.Linear(config.expert_width, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised image -> ``(B, F)`` pooled backbone features."""
+        return self.backbone(x)
+
+    def forward_head(self, pooled: torch.Tensor) -> StudentOutput:
+        """``(B, F)`` pooled features -> :class:`StudentOutput`."""
+        cfg = self.config
+        semantic = self.semantic_head(pooled).reshape(-1, cfg.num_semantic, cfg.semantic_dim)
+        quality = self.quality_head(pooled)
+        streams = [semantic[:, i] for i in range(cfg.num_semantic)] + [quality]
+        expert_out = torch.stack([e(s) for e, s in zip(self.experts, streams)], dim=1)  # (B, E, W)
+        gate_logits = self.gate(expert_out.flatten(1))
+        gate_weights = gate_logits.softmax(dim=-1)
+        mixture = (gate_weights.unsqueeze(-1) * expert_out).sum(dim=1)
+        score = self.score_head(mixture).squeeze(-1)
+        return StudentOutput(score, semantic, quality, gate_weights, gate_logits)
+
+    def forward(self, x: torch.Tensor) -> StudentOutput:
+        """``(B, 3, H, W)`` float, normalised by ``config.preprocess`` -> :class:`StudentOutput`."""
+        return self.forward_head(self.forward_features(x))
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` (config, preprocessing, ``extra`` metadata) and safetensors weights."""
+        directory = Path(directory)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
+        meta = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                "preprocess": self.config.preprocess.to_dict(), **(extra or {})}
+        atomic_write_json(directory / CONFIG_NAME, meta)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "StudentIQA":
+        """Rebuild a student from a folder written by :meth:`save_pretrained` (no pickle)."""
+        directory = Path(directory)
+        config = read_student_config(directory)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise StudentLoadError(f"{weights}: missing; the folder is not a complete student checkpoint")
+        # Weights come from the checkpoint, never from a backbone file that may be gone.
+        model = cls(replace(config, backbone_weights=None))
+        model.config = config
+        try:
+            state = load_file(str(weights), device=map_location)
+        except Exception as exc:  # safetensors raises its own error types
+            raise StudentLoadError(f"{weights}: unreadable safetensors ({exc}); re-export the student") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        mismatched = [k for k, v in state.items() if k in model.state_dict()
+                      and model.state_dict()[k].shape != v.shape]
+        if missing or unexpected or mismatched:
+            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} "
+                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                                   f"shape mismatch {mismatched[:3]})")
+        return model.eval()
+
+
+def read_student_config(directory: str | os.PathLike) -> StudentConfig:
+    """Read ``config.json`` of a student folder, with a clear error when it is not one."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise StudentLoadError(f"{path}: missing; pass a student folder written by save_pretrained "
+                               "(a run's student/best) ")
+    try:
+        meta = json.loads(path.read_text())
+        return StudentConfig.from_dict(meta["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudentLoadError(f"{path}: not a student config ({exc})") from None
+
+
+# -- named variants --------------------------------------------------------------------------
+_VARIANTS: dict[str, StudentConfig] = {
+    # Test-sized: tiny backbone at 64 px, runs a training step in milliseconds.
+    "tiny": StudentConfig(backbone="mobilenetv3_small_050", input_size=(64, 64), semantic_dim=16,
+                          quality_dim=16, expert_width=16),
+    "mnv3s": StudentConfig(backbone="mobilenetv3_small_100"),
+    "mnv4s": StudentConfig(backbone="mobilenetv4_conv_small"),
+    "lcnet": StudentConfig(backbone="lcnet_100"),
+    "mnv3l075": StudentConfig(backbone="mobilenetv3_large_075"),
+}
+DEFAULT_STUDENT = "mnv3s"
+
+
+def list_students() -> list[str]:
+    return sorted(_VARIANTS)
+
+
+def create_student(name: str = DEFAULT_STUDENT, **overrides: Any) -> StudentIQA:
+    """Build a named student variant, with config fields overridden by keyword."""
+    if name not in _VARIANTS:
+        raise ValueError(f"unknown student {name!r}; valid names: {', '.join(list_students())}")
+    return StudentIQA(replace(_VARIANTS[name], **overrides))
+
+
+def student_config(name: str) -> StudentConfig:
+    if name not in _VARIANTS:
+        raise ValueError(f"unknown student {name!r}; valid names: {', '.join(list_students())}")
+    return replace(_VARIANTS[name])

@@ -1,0 +1,485 @@
+"""The teacher's label cache: labels computed once on a GPU, read many times by the distiller.
+
+Layout of a cache folder::
+
+    labels-r000-00000.safetensors      shard 0 of rank 0: rows of score (N,) float32,
+                                       semantic_vectors (N, P, D) float16,
+                                       quality_features (N, Q) float32, gate_weights (N, E) float32
+    manifest.part-000-of-001.json      rank 0's progress, rewritten after every shard
+    manifest.json                      the merged manifest, written once every rank has finished
+
+``manifest.json`` holds the teacher fingerprint (dict and sha256), library versions, every image
+(image_id, relpath, shard, row, sha256 of the file bytes), the skipped images with reasons and
+every shard's sha256. A run killed at any point resumes: completed shards are verified and kept,
+the unfinished one is redone with the same batches, so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from itertools import accumulate
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import safetensors
+import torch
+import torch.distributed as dist
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from tqdm import tqdm
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+
+from .data import ImageRecord, iter_images
+
+__all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",
+           "CacheMissingError", "CacheReport", "LabelCache", "Labeler", "build_label_cache",
+           "fingerprint_sha256", "merge_manifests", "resolve_rank"]
+
+FORMAT = "agiqa-edge/label-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+# Stored dtype and number of dims (batch dim included) of every label tensor.
+FIELDS: dict[str, tuple[torch.dtype, int]] = {
+    "score": (torch.float32, 1),  # (B,) teacher quality score
+    "semantic_vectors": (torch.float16, 3),  # (B, P, D) MLLM semantic features, one per prompt
+    "quality_features": (torch.float32, 2),  # (B, Q) MANIQA quality features
+    "gate_weights": (torch.float32, 2),  # (B, E) MoE gate weights
+}
+BUILD_COMMAND = "agiqa-distill label DATASET --out DIR"
+_PART_GLOB = "manifest.part-*-of-*.json"
+
+
+class CacheError(RuntimeError):
+    """A label cache cannot be used. The message is one line: the folder or file, and the fix."""
+
+
+class CacheMissingError(CacheError, FileNotFoundError):
+    """No finished cache at that folder."""
+
+
+class CacheMismatchError(CacheError):
+    """The cache was built by a different teacher (fingerprint) or for a different plan."""
+
+
+class CacheCorruptError(CacheError):
+    """A shard or manifest is damaged (hash mismatch, truncated, unreadable)."""
+
+
+class CacheCorruptWarning(UserWarning):
+    """A damaged shard found while resuming; its images are labeled again."""
+
+
+class Labeler(Protocol):
+    """The teacher as the cache sees it."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-able description: teacher config, weight hashes, prompts."""
+        ...
+
+    def label(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """``images``: (H, W, 3) uint8 RGB of any sizes. Returns batch-first tensors: "score" (B,),
+        "semantic_vectors" (B, P, D), "quality_features" (B, Q), "gate_weights" (B, E)."""
+        ...
+
+
+@dataclass
+class CacheReport:
+    """What one :func:`build_label_cache` call did, for its rank."""
+
+    n_labeled: int  # images of this rank with labels in the cache (kept from before + new)
+    n_skipped: int  # images of this rank that could not be decoded
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    seconds: float = 0.0  # wall time of this call
+    images_per_s: float = 0.0  # images processed (decoded, then labeled or skipped) by this call per second
+    n_reused: int = 0  # images kept from shards completed by an earlier, interrupted run
+    rank: int = 0
+    world_size: int = 1
+
+
+def fingerprint_sha256(fingerprint: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a teacher fingerprint."""
+    if not isinstance(fingerprint, dict):
+        raise ValueError(f"labeler fingerprint must be a dict, got {type(fingerprint).__name__}")
+    try:
+        text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"labeler fingerprint is not JSON-serialisable ({exc}); use str/int/float/list/dict") from None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world_size): given values, else torch.distributed's, else env RANK/WORLD_SIZE, else 0/1."""
+    if rank is None or world_size is None:
+        if dist.is_available() and dist.is_initialized():
+            found = dist.get_rank(), dist.get_world_size()
+        else:
+            try:
+                found = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+            except ValueError:
+                raise ValueError(f"env RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
+                                 f"are not integers; launch with torchrun or unset them") from None
+        rank = found[0] if rank is None else rank
+        world_size = found[1] if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size")
+    return rank, world_size
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheCorruptError(f"{path}: unreadable ({exc}); delete {path.parent} and relabel "
+                                f"with `{BUILD_COMMAND}`") from None
+
+
+def _part_path(out: Path, rank: int, world_size: int) -> Path:
+    return out / f"manifest.part-{rank:03d}-of-{world_size:03d}.json"
+
+
+def _versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "numpy": np.__version__,
+            "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+def _shard_problem(out: Path, entry: dict[str, Any]) -> str | None:
+    """Why a shard on disk does not match its manifest entry, or None when it does."""
+    path = out / entry["file"]
+    if not path.is_file():
+        return "shard file is missing"
+    actual = _sha256(path.read_bytes())
+    if actual != entry["sha256"]:
+        return (f"content hash {actual[:16]} does not match the manifest's {entry['sha256'][:16]} "
+                f"(truncated or modified)")
+    return None
+
+
+def _check_fingerprints(out: Path, fp_sha: str) -> None:
+    for path in [out / MANIFEST, *sorted(out.glob(_PART_GLOB))]:
+        if path.is_file() and (theirs := _read_json(path).get("fingerprint_sha256")) != fp_sha:
+            raise CacheMismatchError(
+                f"{out}: built by a different teacher (fingerprint {str(theirs)[:16]} in {path.name}, "
+                f"this teacher {fp_sha[:16]}); pass a new --out folder or delete {out}")
+
+
+def _check_outputs(outputs: Any, n: int) -> dict[str, torch.Tensor]:
+    """Validate a labeler's batch output and cast it to the stored dtypes."""
+    if not isinstance(outputs, dict):
+        raise ValueError(f"labeler.label must return a dict of tensors, got {type(outputs).__name__}")
+    checked = {}
+    for name, (dtype, ndim) in FIELDS.items():
+        value = outputs.get(name)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"labeler.label returned no tensor {name!r} (keys: {', '.join(map(str, outputs))})")
+        if value.ndim != ndim or value.shape[0] != n:
+            raise ValueError(f"labeler.label returned {name!r} of shape {tuple(value.shape)} for {n} images; "
+                             f"expected {ndim} dims with the batch ({n}) first")
+        value = value.detach().to("cpu", dtype).contiguous()
+        if not torch.isfinite(value).all():
+            raise ValueError(f"labeler.label returned non-finite values in {name!r} (stored as {dtype})")
+        checked[name] = value
+    return checked
+
+
+def _label_shard(out: Path, name: str, chunk: Sequence[ImageRecord], labeler: Labeler,
+                 batch_size: int, bar: tqdm) -> dict[str, Any]:
+    """Decode and label one shard's records in batches; write the shard; return its part entry."""
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
+    images: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    pending: list[tuple[ImageRecord, np.ndarray, str]] = []
+
+    def flush() -> None:
+        outputs = _check_outputs(labeler.label([image for _, image, _ in pending]), len(pending))
+        for key, value in outputs.items():
+            if rows[key] and value.shape[1:] != rows[key][0].shape[1:]:
+                raise ValueError(f"labeler.label returned {key!r} rows of shape {tuple(value.shape[1:])} "
+                                 f"after {tuple(rows[key][0].shape[1:])}; a teacher's shapes must not change")
+            rows[key].append(value)
+        for record, _, digest in pending:
+            images.append({"image_id": record.image_id, "relpath": record.relpath,
+                           "row": len(images), "sha256": digest})
+        bar.update(len(pending))
+        pending.clear()
+
+    for record, image, reason in iter_images(chunk):
+        if image is None:
+            skipped.append({"image_id": record.image_id, "relpath": record.relpath, "reason": reason or "?"})
+            bar.update(1)
+            continue
+        pending.append((record, image, _sha256(record.path.read_bytes())))
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    entry: dict[str, Any] = {"file": None, "sha256": None, "rows": len(images), "fields": None,
+                             "images": images, "skipped": skipped}
+    if images:
+        tensors = {k: torch.cat(v) for k, v in rows.items()}
+        # One metadata key: safetensors writes its metadata map in no fixed order.
+        data = save_safetensors(tensors, metadata={FORMAT: json.dumps(
+            {"image_ids": [i["image_id"] for i in images]})})
+        atomic_write_bytes(out / name, data)
+        entry.update(file=name, sha256=_sha256(data),
+                     fields={k: list(t.shape[1:]) for k, t in tensors.items()})
+    return entry
+
+
+def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir: str | Path, *,
+                      batch_size: int = 8, shard_size: int = 64, progress: bool = True,
+                      rank: int | None = None, world_size: int | None = None) -> CacheReport:
+    """Label ``records`` with ``labeler`` into the cache folder ``out_dir``; resumes a killed run.
+
+    Rank ``r`` of ``world_size`` labels ``sorted(records)[r::world_size]`` into its own shards of
+    ``shard_size`` images (a multiple of ``batch_size``, so batches are identical on resume) and
+    its manifest part. When every rank has finished (after a barrier if a process group is
+    initialised), rank 0 merges the parts into ``manifest.json``.
+
+    Raises:
+        CacheMismatchError: ``out_dir`` holds labels of a different teacher or dataset plan.
+        ValueError: bad sizes, duplicate image ids, or a labeler output of the wrong form.
+    """
+    if batch_size < 1 or shard_size < 1 or shard_size % batch_size:
+        raise ValueError(f"shard_size={shard_size} must be a positive multiple of batch_size={batch_size}")
+    rank, world_size = resolve_rank(rank, world_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = labeler.fingerprint()
+    fp_sha = fingerprint_sha256(fingerprint)
+    _check_fingerprints(out, fp_sha)
+    ordered = sorted(records, key=lambda r: r.image_id)
+    if len({r.image_id for r in ordered}) != len(ordered):
+        raise ValueError("build_label_cache: duplicate image ids in records; load them with load_records")
+    mine = ordered[rank::world_size]
+    plan = {"n_total": len(ordered), "n_records": len(mine), "batch_size": batch_size, "shard_size": shard_size,
+            "ids_sha256": _sha256(json.dumps([r.image_id for r in mine]).encode())}
+    part_path = _part_path(out, rank, world_size)
+    old = _read_json(part_path) if part_path.is_file() else {"plan": plan, "shards": {}}
+    if old["plan"] != plan:
+        raise CacheMismatchError(f"{part_path}: started for a different dataset or batch/shard size "
+                                 f"({old['plan']['n_records']} images, shard {old['plan']['shard_size']}); "
+                                 f"pass a new --out folder or delete {out}")
+    shards: dict[str, dict[str, Any]] = {}
+    for key, entry in old["shards"].items():
+        problem = _shard_problem(out, entry) if entry["file"] else None
+        if problem:
+            warnings.warn(f"{out / entry['file']}: {problem}; labeling its {entry['rows']} images again",
+                          CacheCorruptWarning, stacklevel=2)
+        else:
+            shards[key] = entry
+    chunks = [mine[i:i + shard_size] for i in range(0, len(mine), shard_size)]
+    part = {"format": FORMAT, "format_version": FORMAT_VERSION, "rank": rank, "world_size": world_size,
+            "fingerprint": fingerprint, "fingerprint_sha256": fp_sha, "versions": _versions(),
+            "plan": plan, "complete": False, "shards": shards}
+    todo = [i for i in range(len(chunks)) if str(i) not in shards]
+    if todo:
+        (out / MANIFEST).unlink(missing_ok=True)  # stale from here on; rewritten by the merge
+    atomic_write_json(part_path, part)
+    n_reused = sum(len(e["images"]) + len(e["skipped"]) for e in shards.values())
+    start = time.perf_counter()
+    with tqdm(total=len(mine), initial=n_reused, unit="img", desc=f"labeling (rank {rank}/{world_size})",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for index in todo:
+            name = f"labels-r{rank:03d}-{index:05d}.safetensors"
+            shards[str(index)] = _label_shard(out, name, chunks[index], labeler, batch_size, bar)
+            atomic_write_json(part_path, part)  # progress survives a kill from here on
+    seconds = time.perf_counter() - start
+    part["complete"] = True
+    atomic_write_json(part_path, part)
+
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        dist.barrier()
+    if rank == 0:
+        if _unfinished_ranks(out, world_size):
+            print(f"{out}: other ranks are still labeling; run merge_manifests('{out}') once they finish")
+        else:
+            merge_manifests(out)
+    if distributed:
+        dist.barrier()  # every rank returns with manifest.json in place
+    entries = [shards[str(i)] for i in range(len(chunks))]
+    skipped = [(s["relpath"], s["reason"]) for e in entries for s in e["skipped"]]
+    n_labeled = sum(len(e["images"]) for e in entries)
+    n_new = len(mine) - n_reused
+    reasons = "; ".join(f"{n}x {why}" for why, n in Counter(r for _, r in skipped).most_common())
+    print(f"label cache {out} (rank {rank}/{world_size}): labelled {n_labeled} ({n_reused} kept from "
+          f"an earlier run), skipped {len(skipped)}" + (f" [{reasons}]" if reasons else ""))
+    return CacheReport(n_labeled, len(skipped), skipped, seconds, n_new / seconds if seconds > 0 else 0.0,
+                       n_reused, rank, world_size)
+
+
+def _unfinished_ranks(out: Path, world_size: int) -> list[int]:
+    return [r for r in range(world_size) if not (p := _part_path(out, r, world_size)).is_file()
+            or not _read_json(p).get("complete")]
+
+
+def merge_manifests(out_dir: str | Path, *, verify: bool = True) -> Path:
+    """Merge the finished per-rank manifest parts of ``out_dir`` into ``manifest.json``.
+
+    ``verify`` checks every shard's sha256 first. Returns the manifest path.
+    """
+    out = Path(out_dir)
+    parts = [_read_json(p) for p in sorted(out.glob(_PART_GLOB))]
+    if not parts:
+        raise CacheMissingError(f"{out}: no manifest parts to merge: the cache is missing or unfinished; "
+                                f"build it with `{BUILD_COMMAND}`")
+    worlds = sorted({p["world_size"] for p in parts})
+    if len(worlds) > 1:
+        raise CacheError(f"{out}: holds parts of runs with world sizes {worlds}; delete the folder and "
+                         f"relabel with one world size")
+    world_size = worlds[0]
+    unfinished = _unfinished_ranks(out, world_size)
+    if unfinished:
+        raise CacheError(f"{out}: ranks {unfinished} of {world_size} have not finished; rerun the labeling "
+                         f"for them (it resumes), then merge")
+    if len({p["fingerprint_sha256"] for p in parts}) > 1:
+        raise CacheMismatchError(f"{out}: ranks were labeled by different teachers; delete {out} and relabel")
+    by_rank = {p["rank"]: p for p in parts}
+    images, skipped, shards, fields = [], [], {}, None
+    for rank in range(world_size):
+        part = by_rank[rank]
+        for key in sorted(part["shards"], key=int):
+            entry = part["shards"][key]
+            skipped.extend(entry["skipped"])
+            if not entry["file"]:
+                continue
+            problem = _shard_problem(out, entry) if verify else None
+            if problem:
+                raise CacheCorruptError(f"{out / entry['file']}: {problem}; rerun the label command with the "
+                                        f"same --out to relabel it")
+            if fields is not None and entry["fields"] != fields:
+                raise CacheError(f"{out / entry['file']}: tensor shapes {entry['fields']} differ from {fields}; "
+                                 f"delete {out} and relabel")
+            fields = entry["fields"]
+            shards[entry["file"]] = {"sha256": entry["sha256"], "rows": entry["rows"], "rank": rank}
+            images.extend({**image, "shard": entry["file"]} for image in entry["images"])
+    images.sort(key=lambda i: i["image_id"])
+    skipped.sort(key=lambda s: s["image_id"])
+    first = by_rank[0]
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "fingerprint": first["fingerprint"], "fingerprint_sha256": first["fingerprint_sha256"],
+        "versions": first["versions"], "world_size": world_size,
+        "batch_size": first["plan"]["batch_size"], "shard_size": first["plan"]["shard_size"],
+        "fields": {k: {"dtype": str(dtype).removeprefix("torch."), "shape": (fields or {}).get(k)}
+                   for k, (dtype, _) in FIELDS.items()},
+        "n_images": len(images), "n_skipped": len(skipped),
+        "images": images, "skipped": skipped, "shards": shards,
+    }
+    return atomic_write_json(out / MANIFEST, manifest)
+
+
+class LabelCache:
+    """A finished label cache, loaded in memory. Build one with :meth:`open`."""
+
+    def __init__(self, out_dir: Path, manifest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.out_dir = out_dir
+        self.manifest = manifest
+        self.image_ids: list[str] = [i["image_id"] for i in manifest["images"]]
+        self._index = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self._tensors = tensors
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.manifest["fingerprint"]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(relpath, reason) of every image the teacher could not decode."""
+        return [(s["relpath"], s["reason"]) for s in self.manifest["skipped"]]
+
+    @classmethod
+    def open(cls, out_dir: str | Path, *, fingerprint: dict[str, Any] | str | None = None,
+             verify: bool = True) -> LabelCache:
+        """Load the cache in ``out_dir``. ``fingerprint`` (dict or its sha256) must match the teacher
+        that built it; ``verify`` checks every shard's sha256.
+
+        Raises:
+            CacheMissingError: no ``manifest.json`` (never built, or unfinished).
+            CacheMismatchError: built by a different teacher than ``fingerprint``.
+            CacheCorruptError: a shard is missing, modified, truncated or unreadable.
+        """
+        out = Path(out_dir)
+        path = out / MANIFEST
+        if not path.is_file():
+            n_parts = len(list(out.glob(_PART_GLOB))) if out.is_dir() else 0
+            hint = (f" ({n_parts} rank parts found: rerun the same label command to finish, or "
+                    f"merge_manifests)" if n_parts else "")
+            raise CacheMissingError(f"{out}: no {MANIFEST}: the label cache is missing or unfinished{hint}; "
+                                    f"build it with `{BUILD_COMMAND}`")
+        manifest = _read_json(path)
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"{path}: not a label cache of format {FORMAT} v{FORMAT_VERSION}; relabel "
+                             f"with `{BUILD_COMMAND}`")
+        if fingerprint is not None:
+            expected = fingerprint if isinstance(fingerprint, str) else fingerprint_sha256(fingerprint)
+            if expected != manifest["fingerprint_sha256"]:
+                raise CacheMismatchError(
+                    f"{out}: built by a different teacher (fingerprint {manifest['fingerprint_sha256'][:16]}, "
+                    f"expected {expected[:16]}); pass a new --out folder or delete {out} and relabel")
+        fix = f"rerun the label command with --out {out} to relabel it"
+        loaded: dict[str, dict[str, torch.Tensor]] = {}
+        for name, info in sorted(manifest["shards"].items()):
+            shard = out / name
+            if not shard.is_file():
+                raise CacheCorruptError(f"{shard}: shard file is missing; {fix}")
+            data = shard.read_bytes()
+            if verify and _sha256(data) != info["sha256"]:
+                raise CacheCorruptError(f"{shard}: content hash does not match the manifest (truncated or "
+                                        f"modified); {fix}")
+            try:
+                tensors = load_safetensors(data)
+            except Exception as exc:  # safetensors raises its own SafetensorError and others
+                raise CacheCorruptError(f"{shard}: unreadable safetensors ({exc}); {fix}") from None
+            bad = [k for k in FIELDS if k not in tensors or tensors[k].shape[0] != info["rows"]]
+            if bad:
+                raise CacheCorruptError(f"{shard}: tensors {bad} missing or not {info['rows']} rows; {fix}")
+            loaded[name] = tensors
+        return cls(out, manifest, _gather(manifest, loaded))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All labels stacked in ``image_ids`` order: score (N,) float32, semantic_vectors (N, P, D)
+        float16, quality_features (N, Q) float32, gate_weights (N, E) float32. Shared, not copied."""
+        return dict(self._tensors)
+
+    def get(self, image_id: str) -> dict[str, torch.Tensor]:
+        """One image's labels: score (), semantic_vectors (P, D), quality_features (Q,), gate_weights (E,)."""
+        if image_id not in self._index:
+            raise KeyError(f"{image_id!r} is not in the label cache {self.out_dir} (skipped, or not in "
+                           f"the labeled dataset)")
+        i = self._index[image_id]
+        return {k: v[i] for k, v in self._tensors.items()}
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._index
+
+
+def _gather(manifest: dict[str, Any], loaded: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack the shards' rows in the manifest's image order."""
+    names = sorted(loaded)
+    starts = dict(zip(names, accumulate([0] + [manifest["shards"][n]["rows"] for n in names])))
+    bad = [i["image_id"] for i in manifest["images"]
+           if i["shard"] not in starts or not 0 <= i["row"] < manifest["shards"][i["shard"]]["rows"]]
+    if bad:
+        raise CacheCorruptError(f"{bad[0]}: its shard row does not "
+                                f"exist ({len(bad)} images); delete the cache and relabel with `{BUILD_COMMAND}`")
+    index = torch.tensor([starts[i["shard"]] + i["row"] for i in manifest["images"]], dtype=torch.long)
+    return {key: torch.cat([loaded[n][key] for n in names]).index_select(0, index) if names
+            else torch.empty((0,) * ndim, dtype=dtype) for key, (dtype, ndim) in FIELDS.items()}

@@ -1,0 +1,219 @@
+"""The full teacher: MLLM semantic vectors + MA-AGIQA, turned into per-image labels.
+
+A teacher lives in a folder (or a config pointing at files):
+
+    teacher.json            TeacherConfig (below)
+    ma_agiqa.safetensors    MA-AGIQA weights with the official key names (or ``weights`` elsewhere)
+    mllm/                   a Hugging Face multimodal model folder (or ``semantic.model_path``)
+
+The image the MANIQA branch sees is the official one: the whole image resized to 224 x 224
+(bicubic), normalised with mean 0.5 / std 0.5. The crops averaged for the label are a fixed,
+recorded grid over that view; with the official 224 view the grid is the single full-frame
+crop, so the teacher's score is an image-level score of the whole picture, the same view the
+student (whole image squashed to its input size) gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from edge_runtime.preprocess import normalize, resize_rgb
+
+from .maniqa import MANIQA_MEAN, MANIQA_STD, crop_boxes
+from .model import MAAGIQA, FusionConfig, load_official_checkpoint, ours_to_official
+from .semantic import SemanticConfig, SemanticEncoder
+
+__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "teacher_fingerprint", "TEACHER_CONFIG_NAME"]
+
+TEACHER_CONFIG_NAME = "teacher.json"
+WEIGHTS_NAME = "ma_agiqa.safetensors"
+
+
+@dataclass
+class TeacherConfig:
+    """Everything that defines a teacher's labels; hashed into the cache fingerprint."""
+
+    maniqa: str = "base"  # MANIQA preset ("base" = the paper's ViT-B/8; "tiny" for tests)
+    weights: str | None = None  # MA-AGIQA state dict (official names); relative to the folder
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)  # MLLM, prompts, pooling
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # MoE dims; semantic_dim = MLLM width
+    view_size: tuple[int, int] = (224, 224)  # official: whole image resized to 224 x 224
+    interpolation: str = "bicubic"  # official resize filter (PIL BICUBIC)
+    num_crops: int = 1  # 224 crops averaged per image (1 = the full official view)
+    crop_mode: str = "grid"  # deterministic crop positions (recorded in the fingerprint)
+    score_range: tuple[float, float] | None = None  # MOS scale of the training data, e.g. (0, 5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TeacherConfig":
+        data = dict(data)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown teacher config fields {sorted(unknown)}")
+        data["semantic"] = SemanticConfig(**data.get("semantic", {}))
+        data["fusion"] = FusionConfig(**data.get("fusion", {}))
+        for key in ("view_size", "score_range"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _file_digest(path: Path, full: bool) -> str:
+    """sha256 of a file; for multi-GB LLM shards only size + first/last MiB (hashing 14 GB on
+    every run would cost minutes and the weights change as a whole, not in the middle)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if full or size <= 4 << 20:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            h.update(f.read(1 << 20))
+            f.seek(size - (1 << 20))
+            h.update(f.read(1 << 20))
+            h.update(str(size).encode())
+    return h.hexdigest()
+
+
+def _resolve(path: str, root: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else root / p
+
+
+def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[str, Any]:
+    """Config + weight digests + prompts + crops, computed without loading any model.
+
+    Two teachers with equal fingerprints label alike; where the files lie does not count.
+    """
+    root = Path(root)
+    cfg = config.to_dict()
+    for key in ("model_path", "batch_size", "dtype"):
+        cfg["semantic"].pop(key, None)
+    cfg.pop("weights", None)
+    cfg["fusion"].pop("semantic_dim", None)  # read from the MLLM; its weights are hashed below
+    model_path = _resolve(config.semantic.model_path, root)
+    if not model_path.is_dir():
+        raise FileNotFoundError(f"{model_path}: MLLM folder not found; set teacher semantic.model_path "
+                                "to a local Hugging Face model folder")
+    files = sorted(p for p in model_path.iterdir()
+                   if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    if config.weights:
+        weights = _resolve(config.weights, root)
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: MA-AGIQA checkpoint not found; fix `weights` in "
+                                    f"{root / TEACHER_CONFIG_NAME}")
+        files.append(weights)
+    else:
+        cfg["weights_note"] = "no MA-AGIQA weights: MANIQA and fusion are a seeded random init (seed 0)"
+    digests = {f"{p.parent.name}/{p.name}": _file_digest(p, full=p.stat().st_size < (2 << 30)) for p in files}
+    crops = crop_boxes(*config.view_size, num_crops=config.num_crops, mode=config.crop_mode)
+    return {"config": cfg, "weights": digests, "crops": [list(c) for c in crops]}
+
+
+class Teacher:
+    """Labels images: implements the cache's ``Labeler`` protocol (``label``, ``fingerprint``)."""
+
+    def __init__(self, config: TeacherConfig, model: MAAGIQA, encoder: SemanticEncoder,
+                 device: torch.device, fingerprint: dict[str, Any]) -> None:
+        self.config, self.model, self.encoder, self.device = config, model, encoder, device
+        self._fingerprint = fingerprint
+        self._crops = crop_boxes(*config.view_size, num_crops=config.num_crops, mode=config.crop_mode)
+
+    @classmethod
+    def from_config(cls, config: TeacherConfig, *, root: str | os.PathLike | None = None,
+                    device: str | torch.device | None = None, allow_pickle: bool = False) -> "Teacher":
+        """Build from a config; relative paths resolve against ``root`` (a teacher folder).
+
+        ``allow_pickle`` permits a pickled MA-AGIQA checkpoint (arbitrary code execution risk).
+        """
+        root = Path(root) if root is not None else Path.cwd()
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        fingerprint = teacher_fingerprint(config, root)
+        model_path = _resolve(config.semantic.model_path, root)
+        config = replace(config, semantic=replace(config.semantic, model_path=str(model_path)))
+        encoder = SemanticEncoder.from_pretrained(config.semantic, device=device)
+        if encoder.hidden_size != config.fusion.semantic_dim:
+            config = replace(config, fusion=replace(config.fusion, semantic_dim=encoder.hidden_size))
+        torch.manual_seed(0)  # without `weights` the fusion is a seeded random init (recorded)
+        model = MAAGIQA(config.maniqa, config.fusion)
+        if config.weights:
+            load_official_checkpoint(model, _resolve(config.weights, root), allow_pickle=allow_pickle)
+        return cls(config, model.to(device).eval(), encoder, device, fingerprint)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
+                        trust_remote_code: bool = False, allow_pickle: bool = False) -> "Teacher":
+        """Load a teacher folder (``teacher.json`` + weights + ``mllm/``)."""
+        directory = Path(directory)
+        cfg_path = directory / TEACHER_CONFIG_NAME
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path}: missing; a teacher folder needs {TEACHER_CONFIG_NAME} "
+                                    "(see configs/agiqa3k.yaml for pointing at real weights)")
+        config = TeacherConfig.from_dict(json.loads(cfg_path.read_text()))
+        if trust_remote_code:
+            config = replace(config, semantic=replace(config.semantic, trust_remote_code=True))
+        return cls.from_config(config, root=directory, device=device, allow_pickle=allow_pickle)
+
+    # -- the Labeler protocol ----------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        return self._fingerprint
+
+    def view(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` -> ``(3, 224, 224) float32`` MANIQA view (official resize + norm)."""
+        return normalize(resize_rgb(image, self.config.view_size, self.config.interpolation),
+                         MANIQA_MEAN, MANIQA_STD)
+
+    @torch.inference_mode()
+    def label(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Label a batch of ``(H, W, 3) uint8`` images: score (B,), semantic_vectors (B, S, D),
+        quality_features (B, 784), gate_weights (B, E); crop results are averaged."""
+        semantic = self.encoder.encode([Image.fromarray(im) for im in images]).to(self.device)
+        views = torch.from_numpy(np.stack([self.view(im) for im in images])).to(self.device)
+        size = 224
+        sums: dict[str, torch.Tensor] = {}
+        for top, left in self._crops:
+            out = self.model(views[:, :, top:top + size, left:left + size], semantic.float())
+            for key in ("score", "quality_features", "gate_weights"):
+                sums[key] = sums.get(key, 0) + getattr(out, key).float()
+        labels = {k: (v / len(self._crops)).cpu() for k, v in sums.items()}
+        labels["semantic_vectors"] = semantic.float().cpu()
+        return labels
+
+
+def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a random-weight tiny teacher folder (tiny MLLM + tiny MA-AGIQA), loadable by
+    :meth:`Teacher.from_pretrained` through the same code path as real weights. For tests and
+    the pipeline demo only: its scores mean nothing about quality."""
+    from .tiny_mllm import save_tiny_mllm  # test/demo helper, not needed for real teachers
+
+    directory = Path(directory)
+    save_tiny_mllm(directory / "mllm", seed=seed)
+    encoder_cfg = SemanticConfig(model_path=str(directory / "mllm"))
+    hidden = SemanticEncoder.from_pretrained(encoder_cfg, device="cpu").hidden_size
+    fusion = FusionConfig(semantic_dim=hidden)
+    torch.manual_seed(seed)
+    model = MAAGIQA("tiny", fusion)
+    with torch.no_grad():
+        # A random fc_score ends in a ReLU that is dead for every patch more often than not,
+        # which zeroes the quality branch; a positive bias keeps the branch (still random) alive.
+        model.maniqa.fc_score[3].bias.fill_(1.0)
+    from safetensors.torch import save
+
+    state = {k: v.contiguous() for k, v in ours_to_official(model.state_dict()).items()}
+    atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
+    config = TeacherConfig(maniqa="tiny", weights=WEIGHTS_NAME, fusion=fusion,
+                           semantic=replace(encoder_cfg, model_path="mllm"), score_range=None)
+    atomic_write_json(directory / TEACHER_CONFIG_NAME, config.to_dict())
+    return directory

@@ -1,0 +1,360 @@
+"""Semantic vectors from a local multimodal LLM, as MA-AGIQA (Wang et al. 2024) computes them.
+
+MA-AGIQA (wangpuyi/MA-AGIQA, `getFeature.py`) asks mPLUG-Owl2 (llama2-7b) one question
+per "semantic expert", pads the image to a square with the image processor's mean
+colour, runs one forward pass (no generation) and keeps the mean over the sequence of
+the last hidden layer: one 4096-d vector per (image, question).
+
+This module does the same for any local Hugging Face image-text-to-text folder
+(LLaVA, Qwen2-VL, ...; loaded natively with `AutoProcessor` +
+`AutoModelForImageTextToText`) and, behind `trust_remote_code=True`, for mPLUG-Owl2's
+own remote code. Nothing is downloaded: every load uses `local_files_only=True`.
+
+    enc = SemanticEncoder.from_pretrained(SemanticConfig(model_path="ckpt/llava"))
+    vecs = enc.encode(images)  # (B, P, D) float32 on CPU, P = len(prompts)
+
+Batching: all B images x P prompts of a batch go through ONE forward. Sequences are
+right-padded (real tokens keep positions 0..n-1 and the causal mask hides the pads
+that follow them), and pooling uses the attention mask, so a vector does not depend
+on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from PIL import Image
+
+__all__ = [
+    "COHERENCE_PROMPT",
+    "SEMANTIC_CONTENT_PROMPT",
+    "DEFAULT_PROMPTS",
+    "SemanticConfig",
+    "SemanticEncoder",
+    "expand_to_square",
+    "pool_hidden",
+    "resolve_dtype",
+]
+
+# The two questions of MA-AGIQA's getFeature.py (question_type 1 and 2), verbatim.
+# Their vectors are saved as <name>_coherence.pt and <name>_semantic_content.pt.
+COHERENCE_PROMPT = "Evaluate if the image quality is compromised due to violations of coherence."
+SEMANTIC_CONTENT_PROMPT = (
+    "Evaluate the input image to determine if its quality is compromised due to a lack of "
+    "meaningful semantic content."
+)
+DEFAULT_PROMPTS: tuple[str, ...] = (COHERENCE_PROMPT, SEMANTIC_CONTENT_PROMPT)
+
+POOLINGS = ("mean", "last")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+# mPLUG-Owl2 (mplug_owl2/constants.py): the image placeholder in the prompt text and
+# the id that marks where the visual tokens go in input_ids.
+MPLUG_IMAGE_TOKEN = "<|image|>"
+MPLUG_IMAGE_TOKEN_INDEX = -200
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """What to load and how to turn an image into P semantic vectors."""
+
+    model_path: str  # local Hugging Face folder (config.json, weights, tokenizer, processor)
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS  # one vector per prompt, in this order
+    pooling: str = "mean"  # "mean": over all non-padding tokens (MA-AGIQA); "last": last real token
+    dtype: str = "auto"  # "auto" (bf16/fp16 on CUDA, fp32 on CPU) or float32/float16/bfloat16
+    trust_remote_code: bool = False  # allow folders whose model code ships with the weights
+    batch_size: int = 8  # images per forward; each forward holds batch_size * len(prompts) sequences
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise ValueError("SemanticConfig.prompts must be a non-empty list of non-empty strings")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"SemanticConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(f"SemanticConfig.dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"SemanticConfig.batch_size must be >= 1, got {self.batch_size}")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on CUDA if supported else fp16 on CUDA, fp32 on CPU; else the named dtype."""
+    if name != "auto":
+        if name not in _DTYPES:
+            raise ValueError(f"unknown dtype {name!r}; use 'auto' or one of {sorted(_DTYPES)}")
+        return _DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def expand_to_square(image: Image.Image, mean: Sequence[float]) -> Image.Image:
+    """Pad `image` (RGB) to a centred square filled with `mean` (0..1 floats, truncated to 0..255 ints).
+
+    Same as mPLUG-Owl2/LLaVA `expand2square(img, tuple(int(x * 255) for x in image_mean))`.
+    """
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    fill = tuple(int(x * 255) for x in mean)
+    square = Image.new(image.mode, (side, side), fill)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool (N, T, D) hidden states over tokens where mask (N, T) is 1 -> (N, D) float32.
+
+    "mean": average over real tokens; "last": the last real token (any padding side).
+    """
+    if hidden.shape[:2] != mask.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and mask {tuple(mask.shape)} disagree on (N, T)")
+    hidden = hidden.float()
+    weights = mask.to(hidden.device, torch.float32)
+    if bool((weights.sum(1) == 0).any()):
+        raise ValueError("a sequence has no real tokens (all-zero attention mask)")
+    if pooling == "mean":
+        return (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=hidden.device, dtype=torch.float32)
+        last = (weights * (positions + 1)).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def _read_model_config(model_path: str) -> dict:
+    """The raw config.json of a local folder, with clear errors for a missing folder/file."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"semantic teacher folder not found: {folder}")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no config.json; expected a Hugging Face model folder (save_pretrained output)"
+        )
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_file} is not valid JSON: {err}") from err
+    if not isinstance(raw, dict) or not raw.get("model_type"):
+        raise ValueError(f"{config_file} has no 'model_type'; cannot tell which model to build")
+    return raw
+
+
+def _is_native(model_type: str) -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+class _Backend(Protocol):
+    """One model family: renders prompts, runs one forward, returns last-layer states + mask."""
+
+    image_mean: Sequence[float]
+    hidden_size: int
+
+    def prompt_text(self, question: str) -> str: ...
+
+    def forward(self, images: list[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B squares), prompts (P) -> hidden (B*P, T, D), mask (B*P, T); image-major order."""
+        ...
+
+
+class _HFBackend:
+    """Any transformers image-text-to-text model: processor chat template + processor tokenisation."""
+
+    def __init__(self, model: torch.nn.Module, processor) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or getattr(processor, "image_processor", None) is None:
+            raise ValueError("the processor must have both a tokenizer and an image_processor")
+        tokenizer.padding_side = "right"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if getattr(processor, "chat_template", None) is None and tokenizer.chat_template is None:
+            raise ValueError("the processor has no chat template; save one with the checkpoint")
+        self.image_mean = tuple(processor.image_processor.image_mean)
+        self.hidden_size = int(model.config.get_text_config().hidden_size)
+
+    @classmethod
+    def load(cls, path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool) -> _HFBackend:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"{path}: not an image-text-to-text model transformers can load ({err})") from err
+        return cls(model.to(device), processor)
+
+    def prompt_text(self, question: str) -> str:
+        # The image comes after the question, as MA-AGIQA's "question\n<|image|>".
+        messages = [{"role": "user", "content": [{"type": "text", "text": question}, {"type": "image"}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def forward(self, images: list[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        texts = [self.prompt_text(q) for q in prompts]
+        seq_texts = [t for _ in images for t in texts]
+        seq_images = [im for im in images for _ in texts]
+        batch = self.processor(text=seq_texts, images=seq_images, padding=True, return_tensors="pt")
+        device, dtype = self.model.device, self.model.dtype
+        inputs = {
+            k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor)
+        }
+        out = self.model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+        return out.hidden_states[-1], inputs["attention_mask"]
+
+
+class _MplugOwl2Backend:
+    """mPLUG-Owl2 remote code (MAGAer13/mplug-owl2-llama2-7b, the model MA-AGIQA uses).
+
+    Mirrors mplug_owl2: conv template "mplug_owl2" (roles USER/ASSISTANT, sep " ", no
+    system prompt), `tokenizer_image_token` (image -> id -200, the model splices in the
+    visual-abstractor tokens), `CLIPImageProcessor` from the folder, `images=` kwarg.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, image_processor) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.image_mean = tuple(image_processor.image_mean)
+        self.hidden_size = int(model.config.hidden_size)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+
+    @classmethod
+    def load(cls, path: str, dtype: torch.dtype, device: torch.device, raw_config: dict) -> _MplugOwl2Backend:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
+
+        if "auto_map" not in raw_config:
+            try:  # the original checkpoint has no auto_map: the mplug_owl2 package registers it
+                import mplug_owl2.model  # noqa: F401
+            except ImportError as err:
+                raise ValueError(
+                    f"{path}: mPLUG-Owl2 folder without auto_map code; install the mplug_owl2 package "
+                    "(X-PLUG/mPLUG-Owl, mPLUG-Owl2/) or use a folder that ships its modeling code"
+                ) from err
+        kwargs = {"local_files_only": True, "trust_remote_code": True}
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=False, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        image_processor = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
+        return cls(model.to(device), tokenizer, image_processor)
+
+    def prompt_text(self, question: str) -> str:
+        # conv_templates["mplug_owl2"] with inp = question + "\n" + DEFAULT_IMAGE_TOKEN:
+        # "" + "USER: " + inp + " " + "ASSISTANT:"
+        return f"USER: {question}\n{MPLUG_IMAGE_TOKEN} ASSISTANT:"
+
+    def input_ids(self, prompt: str) -> list[int]:
+        """`tokenizer_image_token`: tokenise the text chunks, keep one BOS, put -200 between them."""
+        chunks = [self.tokenizer(c).input_ids if c else [] for c in prompt.split(MPLUG_IMAGE_TOKEN)]
+        bos = self.tokenizer.bos_token_id
+        offset = 1 if chunks and chunks[0] and chunks[0][0] == bos else 0
+        ids = [bos] if offset else []
+        for index, chunk in enumerate(chunks):
+            if index > 0:
+                ids.append(MPLUG_IMAGE_TOKEN_INDEX)
+            ids.extend(chunk[offset:])
+        return ids
+
+    def forward(self, images: list[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        per_prompt = [self.input_ids(self.prompt_text(q)) for q in prompts]
+        rows = [ids for _ in images for ids in per_prompt]
+        length = max(len(r) for r in rows)
+        # Right padding: mPLUG-Owl2 prepends (visual tokens - 1) ones to the mask when all
+        # spliced sequences have equal length, which is only right if the pads sit at the end.
+        input_ids = torch.tensor([r + [self.pad_id] * (length - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows])
+        pixels = self.image_processor.preprocess(images, return_tensors="pt")["pixel_values"]
+        pixels = pixels.repeat_interleave(len(prompts), dim=0)
+        device, dtype = self.model.device, self.model.dtype
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            images=pixels.to(device, dtype),
+            output_hidden_states=True,
+            use_cache=False,
+            return_dict=True,
+        )
+        hidden = out.hidden_states[-1]
+        extra = hidden.shape[1] - length  # visual tokens spliced in for the one -200 per row
+        if extra < 0:
+            raise ValueError(f"mPLUG-Owl2 returned {hidden.shape[1]} positions for {length} input ids")
+        full_mask = torch.cat([torch.ones(mask.shape[0], extra, dtype=mask.dtype), mask], dim=1)
+        return hidden, full_mask.to(hidden.device)
+
+
+class SemanticEncoder:
+    """Frozen multimodal LLM -> (B, P, D) semantic vectors, one per (image, prompt)."""
+
+    def __init__(self, config: SemanticConfig, backend: _Backend) -> None:
+        self.config = config
+        self.backend = backend
+
+    @classmethod
+    def from_pretrained(cls, config: SemanticConfig, device: str | torch.device | None = None) -> SemanticEncoder:
+        """Load `config.model_path` (local only). Native transformers models load directly;
+        folders whose model_type transformers does not know (mPLUG-Owl2) need trust_remote_code."""
+        raw = _read_model_config(config.model_path)
+        model_type = str(raw["model_type"])
+        native = _is_native(model_type)
+        if not native and not config.trust_remote_code:
+            raise ValueError(
+                f"{config.model_path}: model_type {model_type!r} needs the folder's own (remote) code; "
+                "pass --trust-remote-code (SemanticConfig(trust_remote_code=True)) if you trust it"
+            )
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = resolve_dtype(config.dtype, device)
+        if model_type == "mplug_owl2":
+            backend: _Backend = _MplugOwl2Backend.load(config.model_path, dtype, device, raw)
+        else:
+            backend = _HFBackend.load(config.model_path, dtype, device, trust_remote_code=not native)
+        return cls(config, backend)
+
+    @property
+    def hidden_size(self) -> int:
+        """D: the width of the language model's last hidden layer (4096 for mPLUG-Owl2 llama2-7b)."""
+        return self.backend.hidden_size
+
+    @property
+    def prompt_texts(self) -> list[str]:
+        """The full model inputs (chat template applied) for each prompt, image placeholder included."""
+        return [self.backend.prompt_text(q) for q in self.config.prompts]
+
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """images: B PIL images -> (B, P, D) float32 on CPU; [:, p] answers config.prompts[p].
+
+        Each image is converted to RGB and padded to a square with the processor's mean
+        colour; every batch of `batch_size` images x P prompts is one forward pass.
+        """
+        if isinstance(images, Image.Image):
+            raise TypeError("encode() takes a list of PIL images, not a single image")
+        if len(images) == 0:
+            raise ValueError("encode() needs at least one image")
+        if not all(isinstance(im, Image.Image) for im in images):
+            raise TypeError("encode() takes PIL.Image.Image objects only")
+        prompts = self.config.prompts
+        chunks: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.config.batch_size):
+                batch = [
+                    expand_to_square(im.convert("RGB"), self.backend.image_mean)
+                    for im in images[start : start + self.config.batch_size]
+                ]
+                hidden, mask = self.backend.forward(batch, prompts)
+                vectors = pool_hidden(hidden, mask, self.config.pooling)
+                chunks.append(vectors.view(len(batch), len(prompts), -1).cpu())
+        return torch.cat(chunks, dim=0)

@@ -1,0 +1,150 @@
+"""MA-AGIQA fusion (official checkpoint layout and forward) and the full tiny teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from teacher.model import MAAGIQA, CheckpointError, FusionConfig, load_official_checkpoint, ours_to_official
+
+SEM = 24  # tiny semantic width for these tests
+
+
+def _official_state(model: MAAGIQA) -> dict[str, torch.Tensor]:
+    """Our weights under the official names, plus the official code's never-used layers."""
+    state = dict(ours_to_official(model.state_dict()))
+    g = torch.Generator().manual_seed(1)
+    unused = {  # shapes as built by the official MA_AGIQA.__init__ (4096 -> SEM here)
+        "fc39_784.0.weight": (392, 39), "fc39_784.3.weight": (784, 392),
+        "encoder_layer.linear1.weight": (2048, 784), "fc_output.0.weight": (392, 784),
+        "fc4096_784_a.weight": (784, SEM), "fc4096_784_b.bias": (784,),
+        "quality.0.weight": (128, 784 * 3), "fc784x3_1.1.weight": (1, 128),
+        "fc4096_1024_a.weight": (1024, SEM), "fc4096_1024_b.weight": (1024, SEM),
+    }
+    state.update({k: torch.randn(*shape, generator=g) for k, shape in unused.items()})
+    return state
+
+
+def _reference_forward(state: dict[str, torch.Tensor], quality: torch.Tensor,
+                       content: torch.Tensor, coherence: torch.Tensor) -> torch.Tensor:
+    """The published fusion (models/MA_AGIQA.py forward, eval mode), written from the paper's code."""
+    lin = lambda x, name: x @ state[f"{name}.weight"].T + state[f"{name}.bias"]  # noqa: E731
+    key = lin(quality, "fc784_784")
+    query1 = torch.relu(lin(content, "fc4096_784_a2.0"))
+    query2 = torch.relu(lin(coherence, "fc4096_784_b2.0"))
+    gating = lin(torch.cat([query1, query2, key], dim=1), "gating")  # no softmax
+    mixed = torch.bmm(gating.unsqueeze(1), torch.stack([query1, query2, key], dim=1)).squeeze(1)
+    return lin(mixed, "output_fc").squeeze(-1)
+
+
+def test_official_checkpoint_loads_and_matches_published_forward(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = MAAGIQA("tiny", FusionConfig(semantic_dim=SEM)).eval()
+    official = _official_state(source)
+    path = tmp_path / "AGIQA_3k.pt"
+    torch.save(official, path)  # what the official main.py writes: a plain state dict
+
+    torch.manual_seed(123)
+    model = MAAGIQA("tiny", FusionConfig(semantic_dim=SEM)).eval()
+    skipped = load_official_checkpoint(model, path)
+    assert sorted(skipped) == sorted(k for k in official if k.split(".")[0] in {
+        "fc39_784", "encoder_layer", "fc_output", "fc4096_784_a", "fc4096_784_b", "quality",
+        "fc784x3_1", "fc4096_1024_a", "fc4096_1024_b"})
+    images = torch.rand(2, 3, 224, 224) * 2 - 1
+    semantic = torch.randn(2, 2, SEM)
+    with torch.no_grad():
+        out = model(images, semantic)
+        expected = _reference_forward(official, out.quality_features, semantic[:, 0], semantic[:, 1])
+        assert torch.allclose(out.score, expected, atol=1e-5)
+        assert torch.allclose(out.score, source(images, semantic).score, atol=1e-6)
+    assert out.gate_weights.shape == (2, 3) and out.quality_features.shape == (2, 784)
+
+
+def test_checkpoint_mismatches_fail_clearly(tmp_path: Path) -> None:
+    model = MAAGIQA("tiny", FusionConfig(semantic_dim=SEM))
+    state = _official_state(model)
+    bad = dict(state, extra_layer_weight=torch.zeros(1))
+    torch.save(bad, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_official_checkpoint(model, tmp_path / "extra.pt")
+    missing = {k: v for k, v in state.items() if not k.startswith("gating.")}
+    torch.save(missing, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="missing.*gate"):
+        load_official_checkpoint(model, tmp_path / "missing.pt")
+    wide = MAAGIQA("tiny", FusionConfig(semantic_dim=SEM * 2))
+    torch.save(state, tmp_path / "narrow.pt")
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_official_checkpoint(wide, tmp_path / "narrow.pt")
+
+
+def test_gate_softmax_option() -> None:
+    model = MAAGIQA("tiny", FusionConfig(semantic_dim=SEM, gate_softmax=True)).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 224, 224), torch.randn(1, 2, SEM))
+    assert torch.allclose(out.gate_weights.sum(-1), torch.ones(1))
+
+
+def _images(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = (rng.random((48 + 8 * i, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i:02d}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill.cli import app
+    from teacher import labeler as labeler_module
+    from teacher.cache import LabelCache
+    from teacher.labeler import Teacher, save_tiny_teacher
+
+    folder = _images(tmp_path / "imgs", 10)
+    runner = CliRunner()
+    result = runner.invoke(app, ["label", str(folder), "--tiny", "--out", str(tmp_path / "full"),
+                                 "--batch-size", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["labelled"] == 10 and summary["skipped"] == 1
+    full = LabelCache.open(tmp_path / "full")
+    assert "broken.jpg" in dict(full.skipped)
+
+    # Same teacher, killed after 5 images, then resumed with the same command.
+    teacher_dir = tmp_path / "full.tiny_teacher"
+    real_label = Teacher.label
+    calls = {"n": 0}
+
+    def dying_label(self, images):  # type: ignore[no-untyped-def]
+        calls["n"] += len(images)
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real_label(self, images)
+
+    monkeypatch.setattr(labeler_module.Teacher, "label", dying_label)
+    args = ["label", str(folder), "--teacher", str(teacher_dir), "--out", str(tmp_path / "resumed"),
+            "--batch-size", "2", "--no-progress"]
+    assert runner.invoke(app, args).exit_code == 130
+    monkeypatch.setattr(labeler_module.Teacher, "label", real_label)
+    assert runner.invoke(app, args).exit_code == 0
+    resumed = LabelCache.open(tmp_path / "resumed")
+    assert resumed.image_ids == full.image_ids
+    a, b = full.tensors(), resumed.tensors()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert set(a) == {"score", "semantic_vectors", "quality_features", "gate_weights"}
+    assert a["semantic_vectors"].dtype == torch.float16 and a["quality_features"].shape[1] == 784
+
+    # A different tiny teacher has a different fingerprint and is refused on that cache.
+    other = save_tiny_teacher(tmp_path / "other", seed=1)
+    result = runner.invoke(app, ["label", str(folder), "--teacher", str(other), "--out",
+                                 str(tmp_path / "full"), "--no-progress"])
+    assert result.exit_code == 2 and "fingerprint" in result.output.lower()
+    weights = load_file(str(teacher_dir / "ma_agiqa.safetensors"))
+    assert "gating.weight" in weights and "fc784_784.weight" in weights  # official names on disk
