@@ -109,6 +109,41 @@ def label(
                            "images_per_s": round(report.images_per_s, 2), "cache": str(out)}))
 
 
+@app.command("train-teacher")
+@_friendly_errors
+def train_teacher_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset root with MOS (AGIQA-3k, AIGCQA-20k) or a CSV with path,mos"),
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher folder giving the MLLM, prompts and MANIQA preset"),
+    cache: Path = typer.Option(..., "--cache", help="Label cache of this dataset made with that MLLM and prompts "
+                               "(agiqa-distill label); its semantic vectors are reused"),
+    out: Path = typer.Option(..., "--out", "-o", help="New teacher folder to write"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | csv (default: guessed)"),
+    vit_weights: Optional[Path] = typer.Option(None, "--vit-weights", help="Local ImageNet "
+                                               "vit_base_patch8_224 weights (safetensors) to start from, as the paper"),
+    epochs: int = typer.Option(30, help="Official: 30"),
+    batch_size: int = typer.Option(8, help="Official: 8"),
+    lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
+    split_seed: int = typer.Option(20, help="Official split: 70/10/20 with seed 20"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
+    from teacher.data import DatasetSpec, load_records, save_splits, split_records
+
+    from .teacher_train import TeacherTrainConfig, train_teacher
+
+    spec = (DatasetSpec(kind="csv", root=str(dataset.parent), annotations=str(dataset))
+            if dataset.suffix.lower() == ".csv" else
+            DatasetSpec(kind=kind or _guess_kind(dataset), root=str(dataset)))
+    records = load_records(spec)
+    splits = split_records(records, val_fraction=0.1, test_fraction=0.2, seed=split_seed)
+    cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+    best = train_teacher(teacher, cache, records, splits, out, cfg,
+                         vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
+    save_splits(out / "splits.json", splits, split_seed)
+    typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k != "score"}}))
+
+
 def _guess_kind(root: Path) -> str:
     if (root / "data.csv").is_file():
         return "agiqa3k"

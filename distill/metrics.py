@@ -23,6 +23,9 @@ def logistic_4p(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np
 def fit_logistic(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Map ``pred`` onto ``target``'s scale with the 4-parameter logistic (linear if it fails)."""
     p0 = [target.max(), target.min(), float(np.mean(pred)), float(np.std(pred)) + 1e-6]
+    if len(pred) <= len(p0):  # four parameters need more than four points
+        slope, intercept = np.polyfit(pred, target, 1)
+        return slope * pred + intercept
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -159,7 +159,8 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
     t = cfg.train
     if t.batch_size % world:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {world} DDP ranks")
-    model.to(device)
+    # Channels-last runs the depthwise convolutions of mobile backbones ~1.5x faster on CPU.
+    model.to(device, memory_format=torch.channels_last)
     criterion = DistillationLoss(cfg.loss, score_std)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -189,7 +190,8 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
             batch = _epoch_batches(n, t.batch_size, t.seed, epoch)[index_in_epoch]
             batch = batch[rank::world]
             torch.manual_seed(t.seed * 1_000_003 + state.step)  # dropout and flips of this step
-            x = torch.stack([train_split.images[int(i)][1] for i in batch]).to(device)
+            x = torch.stack([train_split.images[int(i)][1] for i in batch]).to(
+                device, memory_format=torch.channels_last)
             if t.hflip:
                 flip = torch.rand(len(batch)) < 0.5
                 x[flip.to(device)] = x[flip.to(device)].flip(-1)

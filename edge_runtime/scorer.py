@@ -12,9 +12,11 @@ is imported on the first :meth:`Scorer.from_file`, never at ``import edge_runtim
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,39 +50,34 @@ class ScoreResult:
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """Hide import-time chatter (torch pytree warnings, torchao's missing-CUDA-kernel lines).
+    """Hide the runtime's start-up chatter (torch pytree warnings, torchao's missing CUDA
+    kernels, XNNPACK's cpuinfo lines written by C++ straight to file descriptor 2).
 
-    Python-level stderr is swapped for a buffer; on failure the buffer is replayed so that
-    nothing useful is lost. File descriptor 2 is left alone (native errors stay visible).
+    Both Python's ``sys.stderr`` and fd 2 go to a temporary file; if the block raises, what
+    was captured is replayed to stderr, so a real error message is never lost.
     """
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    saved, buffer = sys.stderr, _Buffer()
-    sys.stderr = buffer
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    except BaseException:
-        sys.stderr = saved
-        saved.write(buffer.getvalue())
-        raise
-    finally:
-        sys.stderr = saved
-
-
-class _Buffer:
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-
-    def write(self, text: str) -> int:
-        self._parts.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def getvalue(self) -> str:
-        return "".join(self._parts)
+    sys.stderr.flush()
+    saved_stream, saved_fd = sys.stderr, os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), write_through=True)
+        failed = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.close()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            sys.stderr = saved_stream
+            if failed:
+                capture.seek(0)
+                sys.stderr.write(capture.read().decode("utf-8", errors="replace"))
 
 
 def _import_runtime() -> tuple[Any, Any]:
@@ -127,15 +124,17 @@ class Scorer:
         """
         path = Path(path)
         data, contract = read_program(path)  # before the slow import: fail fast on bad files
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         runtime, torch = _import_runtime()
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            _set_threads(threads)
         with _quiet_stderr():
+            if threads is not None:
+                _set_threads(threads)
             program = runtime.get().load_program(data)
             scorer = cls(path, contract, program, torch)
-        scorer._check_signature(scorer._method.metadata)
+            scorer._check_signature(scorer._method.metadata)
+            # The first run sets XNNPACK up (and prints cpuinfo lines): pay it here, quietly.
+            scorer.run(np.zeros(contract.input_shape, np.float32))
         return scorer
 
     def _check_signature(self, meta: Any) -> None:

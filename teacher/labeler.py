@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,7 +33,11 @@ from .maniqa import MANIQA_MEAN, MANIQA_STD, crop_boxes
 from .model import MAAGIQA, FusionConfig, load_official_checkpoint, ours_to_official
 from .semantic import SemanticConfig, SemanticEncoder
 
-__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "teacher_fingerprint", "TEACHER_CONFIG_NAME"]
+if TYPE_CHECKING:
+    from .tiny_mllm import TinyMLLMConfig
+
+__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "teacher_fingerprint", "teacher_view",
+           "TEACHER_CONFIG_NAME"]
 
 TEACHER_CONFIG_NAME = "teacher.json"
 WEIGHTS_NAME = "ma_agiqa.safetensors"
@@ -122,6 +126,12 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
     return {"config": cfg, "weights": digests, "crops": [list(c) for c in crops]}
 
 
+def teacher_view(image: np.ndarray, config: TeacherConfig) -> np.ndarray:
+    """``(H, W, 3) uint8`` -> ``(3, h, w) float32`` MANIQA view: the official whole-image resize
+    (224 x 224 bicubic) and normalisation (mean 0.5, std 0.5)."""
+    return normalize(resize_rgb(image, config.view_size, config.interpolation), MANIQA_MEAN, MANIQA_STD)
+
+
 class Teacher:
     """Labels images: implements the cache's ``Labeler`` protocol (``label``, ``fingerprint``)."""
 
@@ -171,9 +181,7 @@ class Teacher:
         return self._fingerprint
 
     def view(self, image: np.ndarray) -> np.ndarray:
-        """``(H, W, 3) uint8`` -> ``(3, 224, 224) float32`` MANIQA view (official resize + norm)."""
-        return normalize(resize_rgb(image, self.config.view_size, self.config.interpolation),
-                         MANIQA_MEAN, MANIQA_STD)
+        return teacher_view(image, self.config)
 
     @torch.inference_mode()
     def label(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
@@ -192,19 +200,21 @@ class Teacher:
         return labels
 
 
-def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a random-weight tiny teacher folder (tiny MLLM + tiny MA-AGIQA), loadable by
-    :meth:`Teacher.from_pretrained` through the same code path as real weights. For tests and
-    the pipeline demo only: its scores mean nothing about quality."""
+def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0, *, maniqa: str = "tiny",
+                      mllm: "TinyMLLMConfig | None" = None) -> Path:
+    """Write a random-weight teacher folder (small LLaVA-style MLLM + MA-AGIQA), loadable by
+    :meth:`Teacher.from_pretrained` through the same code path as real weights. For tests, the
+    pipeline demo and benchmarks (``maniqa="base"`` and a bigger ``mllm`` give a mid-size
+    teacher): its scores mean nothing about quality."""
     from .tiny_mllm import save_tiny_mllm  # test/demo helper, not needed for real teachers
 
     directory = Path(directory)
-    save_tiny_mllm(directory / "mllm", seed=seed)
+    save_tiny_mllm(directory / "mllm", seed=seed, cfg=mllm)
     encoder_cfg = SemanticConfig(model_path=str(directory / "mllm"))
     hidden = SemanticEncoder.from_pretrained(encoder_cfg, device="cpu").hidden_size
     fusion = FusionConfig(semantic_dim=hidden)
     torch.manual_seed(seed)
-    model = MAAGIQA("tiny", fusion)
+    model = MAAGIQA(maniqa, fusion)
     with torch.no_grad():
         # A random fc_score ends in a ReLU that is dead for every patch more often than not,
         # which zeroes the quality branch; a positive bias keeps the branch (still random) alive.
@@ -213,7 +223,7 @@ def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0) -> Path:
 
     state = {k: v.contiguous() for k, v in ours_to_official(model.state_dict()).items()}
     atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
-    config = TeacherConfig(maniqa="tiny", weights=WEIGHTS_NAME, fusion=fusion,
+    config = TeacherConfig(maniqa=maniqa, weights=WEIGHTS_NAME, fusion=fusion,
                            semantic=replace(encoder_cfg, model_path="mllm"), score_range=None)
     atomic_write_json(directory / TEACHER_CONFIG_NAME, config.to_dict())
     return directory

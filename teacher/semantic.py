@@ -48,7 +48,9 @@ SEMANTIC_CONTENT_PROMPT = (
     "Evaluate the input image to determine if its quality is compromised due to a lack of "
     "meaningful semantic content."
 )
-DEFAULT_PROMPTS: tuple[str, ...] = (COHERENCE_PROMPT, SEMANTIC_CONTENT_PROMPT)
+# Order = the fusion's expert order: the official loader feeds `<name>_semantic_content.pt` as
+# tensor_1 (expert fc4096_784_a2) and `<name>_coherence.pt` as tensor_2 (fc4096_784_b2).
+DEFAULT_PROMPTS: tuple[str, ...] = (SEMANTIC_CONTENT_PROMPT, COHERENCE_PROMPT)
 
 POOLINGS = ("mean", "last")
 _DTYPES = {

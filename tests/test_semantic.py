@@ -84,7 +84,8 @@ def test_shape_dtype_and_hidden_size(encoder: SemanticEncoder) -> None:
 
 def test_default_config_matches_ma_agiqa() -> None:
     cfg = SemanticConfig(model_path="x")
-    assert cfg.prompts == DEFAULT_PROMPTS == (COHERENCE_PROMPT, SEMANTIC_CONTENT_PROMPT)
+    # expert order of the official fusion: [semantic content (tensor_1), coherence (tensor_2)]
+    assert cfg.prompts == DEFAULT_PROMPTS == (SEMANTIC_CONTENT_PROMPT, COHERENCE_PROMPT)
     assert cfg.pooling == "mean" and cfg.trust_remote_code is False
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16

@@ -148,3 +148,33 @@ def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkey
     assert result.exit_code == 2 and "fingerprint" in result.output.lower()
     weights = load_file(str(teacher_dir / "ma_agiqa.safetensors"))
     assert "gating.weight" in weights and "fc784_784.weight" in weights  # official names on disk
+
+
+def test_train_teacher_official_recipe_writes_a_loadable_teacher(tmp_path: Path) -> None:
+    from distill.cli import app
+    from teacher.labeler import Teacher, save_tiny_teacher
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["path,mos"]
+    for i in range(30):
+        value = 20 + 7 * i
+        Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(folder / f"g{i:02d}.png")
+        rows.append(f"g{i:02d}.png,{value / 60:.3f}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    teacher_dir = save_tiny_teacher(tmp_path / "teacher")
+    runner = CliRunner()
+    assert runner.invoke(app, ["label", str(folder / "labels.csv"), "--teacher", str(teacher_dir),
+                               "--out", str(tmp_path / "cache"), "--no-progress"]).exit_code == 0
+    result = runner.invoke(app, ["train-teacher", str(folder / "labels.csv"), "--teacher", str(teacher_dir),
+                                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "trained"),
+                                 "--epochs", "2", "--batch-size", "4", "--lr", "1e-4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.output.strip().splitlines()[-1])
+    assert best["epoch"] in (1, 2) and np.isfinite(best["plcc"])
+    trained = Teacher.from_pretrained(tmp_path / "trained", device="cpu")
+    before = load_file(str(teacher_dir / "ma_agiqa.safetensors"))
+    after = load_file(str(tmp_path / "trained" / "ma_agiqa.safetensors"))
+    assert set(before) == set(after)
+    assert not torch.equal(before["output_fc.weight"], after["output_fc.weight"])
+    assert trained.fingerprint() != Teacher.from_pretrained(teacher_dir, device="cpu").fingerprint()

@@ -1,0 +1,131 @@
+"""Train MA-AGIQA end to end with the official recipe, on semantic vectors from a label cache.
+
+The official code (wangpuyi/MA-AGIQA ``main.py`` + ``configs/base.yaml``) precomputes the two
+mPLUG-Owl2 vectors per image, then trains the whole network (ImageNet ViT-B/8 included):
+MSE to MOS, Adam lr 1e-5 / weight decay 1e-5, batch 8, CosineAnnealingLR(T_max=50) stepped
+every batch, 30 epochs, images resized to 224 (bicubic), 90-degree rotations with p 0.7 and a
+flip with p 0.7, normalised with mean 0.5 / std 0.5; the checkpoint with the best
+validation SRCC + PLCC is kept. Our label cache already holds the semantic vectors (they do
+not depend on the fusion weights), so a cache made by any teacher with the same MLLM and
+prompts serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+
+from edge_runtime.images import load_rgb
+from teacher.cache import LabelCache
+from teacher.data import ImageRecord
+from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, TeacherConfig, teacher_view
+from teacher.maniqa import read_state_dict
+from teacher.model import MAAGIQA, ours_to_official
+
+from .metrics import iqa_metrics
+
+__all__ = ["TeacherTrainConfig", "train_teacher"]
+
+
+@dataclass
+class TeacherTrainConfig:
+    epochs: int = 30  # official n_epoch
+    batch_size: int = 8  # official batch_size
+    lr: float = 1e-5  # Adam learning rate
+    weight_decay: float = 1e-5
+    t_max: int = 50  # CosineAnnealingLR T_max, stepped per batch as the official loop does
+    prob_aug: float = 0.7  # probability of the rotation and of the flip
+    seed: int = 20  # official setup_seed(20)
+    device: str | None = None
+
+
+def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    """Official RandRotation then RandHorizontalFlip on one (3, H, W) image. The official flip is
+    ``np.fliplr`` on a CHW array, which flips the H axis (a vertical flip); we reproduce it."""
+    if torch.rand((), generator=g) < p:
+        k = int(torch.multinomial(torch.tensor([0.33, 0.33, 0.34]), 1, generator=g)) + 1
+        x = torch.rot90(x, k, dims=(1, 2))
+    if torch.rand((), generator=g) < p:
+        x = x.flip(1)
+    return x
+
+
+def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                  records: list[ImageRecord], splits: dict[str, list[str]], out_dir: str | os.PathLike,
+                  config: TeacherTrainConfig | None = None, *, vit_weights: str | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Train a teacher and write a new teacher folder (``teacher.json`` + official-named weights).
+
+    ``teacher_dir`` gives the MLLM, prompts and MANIQA preset; ``cache_dir`` the semantic vectors;
+    ``records`` the images and MOS; ``splits`` the train/val ids. Returns the best val metrics.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or TeacherTrainConfig()
+    teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
+    tcfg = TeacherConfig.from_dict(json.loads((teacher_dir / TEACHER_CONFIG_NAME).read_text()))
+    cache = LabelCache.open(cache_dir)
+    vectors = cache.tensors()["semantic_vectors"]
+    row = {image_id: i for i, image_id in enumerate(cache.image_ids)}
+    by_id = {r.image_id: r for r in records}
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fusion = replace(tcfg.fusion, semantic_dim=int(vectors.shape[-1]), num_semantic=int(vectors.shape[1]))
+    torch.manual_seed(cfg.seed)
+    model = MAAGIQA(tcfg.maniqa, fusion)
+    if vit_weights:
+        model.maniqa.vit.load_state_dict(read_state_dict(vit_weights))
+    model.to(device)
+    def batch(ids: list[str], g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The labeler's own view of an image (official resize + normalisation).
+        images = [torch.from_numpy(teacher_view(load_rgb(by_id[i].path), tcfg)) for i in ids]
+        if g is not None:
+            images = [_augment(x, cfg.prob_aug, g) for x in images]
+        semantic = vectors[[row[i] for i in ids]].float()
+        mos = torch.tensor([by_id[i].mos for i in ids], dtype=torch.float32)
+        return torch.stack(images).to(device), semantic.to(device), mos.to(device)
+
+    train_ids = [i for i in splits["train"] if i in row and by_id[i].mos is not None]
+    val_ids = [i for i in splits["val"] if i in row and by_id[i].mos is not None]
+    if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
+        raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
+                         "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max, eta_min=0)
+    g = torch.Generator().manual_seed(cfg.seed)
+    best: dict[str, Any] = {"score": -np.inf}
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train_ids), generator=g).tolist()
+        steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)  # drop_last, as official
+        for start in tqdm(steps, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", disable=not progress):
+            x, semantic, mos = batch([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
+            loss = torch.nn.functional.mse_loss(model(x, semantic).score, mos)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        preds = []
+        with torch.inference_mode():
+            for start in range(0, len(val_ids), cfg.batch_size):
+                x, semantic, _ = batch(val_ids[start:start + cfg.batch_size], None)
+                preds.append(model(x, semantic).score.float().cpu())
+        metrics = iqa_metrics(torch.cat(preds).numpy(), np.array([by_id[i].mos for i in val_ids]))
+        if metrics["srcc"] + metrics["plcc"] > best["score"]:
+            best = {"score": metrics["srcc"] + metrics["plcc"], "epoch": epoch + 1, **metrics}
+            state = {k: v.detach().cpu().contiguous() for k, v in ours_to_official(model.state_dict()).items()}
+            atomic_write_bytes(out_dir / WEIGHTS_NAME, save(state))
+    semantic_cfg = replace(tcfg.semantic, model_path=str((teacher_dir / tcfg.semantic.model_path).resolve()))
+    atomic_write_json(out_dir / TEACHER_CONFIG_NAME,
+                      replace(tcfg, weights=WEIGHTS_NAME, fusion=fusion, semantic=semantic_cfg).to_dict())
+    atomic_write_json(out_dir / "train_metrics.json", best)
+    return best
