@@ -98,7 +98,7 @@ def predict(model: StudentIQA, images: ImageSet, device: torch.device, batch_siz
     outs: dict[str, list[torch.Tensor]] = {}
     loader = DataLoader(images, batch_size=batch_size, shuffle=False)
     for _, x in loader:
-        out = model(x.to(device))
+        out = model(x.to(device, memory_format=torch.channels_last))
         for key in ("score", "semantic", "quality", "gate_weights"):
             outs.setdefault(key, []).append(getattr(out, key).float().cpu())
     return {k: torch.cat(v) for k, v in outs.items()}

@@ -28,7 +28,17 @@ import numpy as np
 from .contract import ModelContract, read_program
 from .images import ImageLoadError
 
-__all__ = ["RuntimeUnavailableError", "ScoreResult", "Scorer"]
+__all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
+           "rank_results"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, by suffix, hidden ones ignored), sorted."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 class RuntimeUnavailableError(ImportError):
@@ -72,6 +82,7 @@ def _quiet_stderr():
             raise
         finally:
             sys.stderr.close()
+            saved_stream.flush()  # chatter buffered in the real stream goes to the capture too
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             sys.stderr = saved_stream
@@ -112,7 +123,6 @@ class Scorer:
         self._program = program  # owns the method's memory: must live as long as the method
         self._method = program.load_method("forward")
         self._torch = torch
-        self._score_index = contract.output_names.index(contract.score_output)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> "Scorer":

@@ -84,6 +84,7 @@ class ExportReport:
     outside_ops: list[str]
     num_delegates: int
     wrapper_changes: list[str]
+    quantization: dict[str, Any]  # as in the contract: mode, quantizer settings, calibration
     calibration_images: int
     images_from: str
     verification: Verification
@@ -143,13 +144,9 @@ def verify_program(program: Path, student: torch.nn.Module, paths: Sequence[Path
     scorer = Scorer.from_file(program, threads=threads)
     skipped: list[dict[str, str]] = []
     eager, exported, gate_diffs, seconds = [], [], [], []
-    warmed = False
     for _, x in _tensors(scorer.contract.preprocess, paths, limit, skipped):
         with torch.inference_mode():
             reference = student(x)
-        if not warmed:  # first call pays XNNPACK's one-time setup
-            scorer.run(x.numpy())
-            warmed = True
         start = time.perf_counter()
         out = scorer.run(x.numpy())
         seconds.append(time.perf_counter() - start)
@@ -266,7 +263,11 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
     contract.save(contract_path(out))
 
     clock = time.perf_counter()
-    verification = verify_program(out, student, src.verification_images, verify_limit, threads)
+    try:
+        verification = verify_program(out, student, src.verification_images, verify_limit, threads)
+    except BaseException:
+        contract_path(out).unlink(missing_ok=True)  # unverified: the runtime must refuse it
+        raise
     timings["verify"] = time.perf_counter() - clock
     failures = _failures(verification, thresholds)
     report = ExportReport(
@@ -274,8 +275,8 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         quantize=quantize, backend=backend, program_bytes=len(lowered.buffer),
         program_sha256=contract.program_sha256, nodes_outside_delegate=len(lowered.outside_delegate),
         outside_ops=list(lowered.outside_delegate), num_delegates=lowered.num_delegates,
-        wrapper_changes=wrapper.describe_changes(), calibration_images=calibrated,
-        images_from=src.images_from, verification=verification, thresholds=thresholds,
+        wrapper_changes=wrapper.describe_changes(), quantization=quantization,
+        calibration_images=calibrated, images_from=src.images_from, verification=verification, thresholds=thresholds,
         passed=not failures, failures=failures, seconds={k: round(v, 2) for k, v in timings.items()})
     atomic_write_json(report_path(out), report.to_dict())
     if failures:

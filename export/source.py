@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ExportSource", "IMAGE_SUFFIXES", "SourceError", "list_images", "resolve_source"]
+from edge_runtime.scorer import IMAGE_SUFFIXES, find_images
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+__all__ = ["ExportSource", "SourceError", "list_images", "resolve_source"]
 
 
 class SourceError(ValueError):
@@ -55,8 +55,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a folder of images")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return find_images(folder)
 
 
 def _read_split(index_path: Path, split: str) -> list[Path]:

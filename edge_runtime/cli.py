@@ -1,0 +1,115 @@
+"""``agiqa-score``: score and rank photos with an exported program (parsing and printing only).
+
+    agiqa-score photos/ extra.jpg --model model.pte --format table
+
+Folders expand to the image files inside them (recursively). Images that cannot be decoded
+are skipped with their reason (stderr, and in the output); the command exits 0 when at least
+one image was scored, 1 when none was, 2 when the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .contract import ContractError
+from .scorer import RuntimeUnavailableError, Scorer, ScoreResult, find_images, rank_results
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Score photos with an exported agiqa-edge program.")
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Order(str, Enum):
+    rank = "rank"
+    input = "input"
+
+
+def expand_paths(paths: List[Path]) -> list[Path]:
+    """Files as given (any suffix); folders -> their image files, sorted, hidden ones ignored."""
+    expanded: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            expanded.extend(find_images(path))
+        else:
+            expanded.append(path)  # missing files are reported as skipped by the scorer
+    return expanded
+
+
+def _rows(results: list[ScoreResult]) -> list[dict]:
+    rows, rank = [], 0
+    for r in results:
+        if r.ok:
+            rank += 1
+        rows.append({"rank": rank if r.ok else None, "path": r.path, "score": r.score,
+                     "skipped": r.skipped})
+    return rows
+
+
+def render(results: list[ScoreResult], fmt: Format, scorer_info: dict) -> str:
+    rows = _rows(results)
+    if fmt is Format.json:
+        return json.dumps({**scorer_info, "results": rows}, indent=2) + "\n"
+    if fmt is Format.csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["rank", "path", "score", "skipped"],
+                                lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        return buffer.getvalue()
+    lines = [f"{'rank':>4}  {'score':>12}  path"]
+    for row in rows:
+        if row["score"] is None:
+            lines.append(f"{'-':>4}  {'skipped':>12}  {row['path']}  ({row['skipped']})")
+        else:
+            lines.append(f"{row['rank']:>4}  {row['score']:>12.6g}  {row['path']}")
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def score(
+    paths: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    model: Path = typer.Option(..., "--model", "-m", help="The .pte; its model.json must sit beside it."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    order: Order = typer.Option(Order.rank, help="rank: best first (skipped last); input: as given."),
+    threads: Optional[int] = typer.Option(None, help="Runtime threads (default: the runtime's choice)."),
+) -> None:
+    """Score PATHS with MODEL; unreadable images are skipped with their reason."""
+    files = expand_paths(paths)
+    if not files:
+        typer.echo("error: no images found in the given paths", err=True)
+        raise typer.Exit(1)
+    try:
+        scorer = Scorer.from_file(model, threads=threads)
+    except (ContractError, RuntimeUnavailableError, ValueError) as exc:
+        typer.echo(f"error: cannot load {model}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    results = scorer.score_many(files)
+    if order is Order.rank:
+        results = rank_results(results, scorer.lower_better)
+    contract = scorer.contract
+    info = {"model": str(model), "lower_better": contract.lower_better,
+            "score_range": contract.score_range, "quantization": contract.quantize}
+    typer.echo(render(results, fmt, info), nl=False)
+    skipped = [r for r in results if not r.ok]
+    for r in skipped:
+        typer.echo(f"skipped {r.path}: {r.skipped}", err=True)
+    scored = len(results) - len(skipped)
+    typer.echo(f"scored {scored} image(s), skipped {len(skipped)}"
+               f" ({'lower' if contract.lower_better else 'higher'} is better)", err=True)
+    raise typer.Exit(0 if scored else 1)
+
+
+if __name__ == "__main__":
+    app()

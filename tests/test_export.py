@@ -1,0 +1,165 @@
+"""Export: wrapper parity, fp32 program parity and delegation, int8 export, contract, CLI.
+
+One fp32 export (library call) and one int8 export (CLI, failing a deliberately impossible
+threshold) of the ``tiny`` student, shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from typer.testing import CliRunner
+
+from edge_runtime import ContractError, ModelContract, Scorer
+from edge_runtime.contract import contract_path, report_path
+from export import EdgeStudent, ExportError, export_executorch
+from export.cli import app as export_app
+from student.model import StudentIQA, create_student
+
+
+def realistic_images(folder: Path, count: int = 16) -> Path:
+    """Crops of a real photo, sharp / blurred / noisy / JPEG-damaged, as PNG and JPEG files."""
+    import matplotlib.cbook as cbook
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as source:
+        source = source.convert("RGB")
+    for i in range(count):
+        w, h = source.size
+        cw, ch = int(w * rng.uniform(0.4, 1.0)), int(h * rng.uniform(0.4, 1.0))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        image = source.crop((x0, y0, x0 + cw, y0 + ch)).resize((128, 96))
+        kind = i % 4
+        if kind == 1:
+            image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1, 4))))
+        elif kind == 2:
+            noisy = np.asarray(image, np.float32) + rng.normal(0, 25, (96, 128, 3))
+            image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        if kind == 3:
+            image.save(folder / f"{i:02d}.jpg", quality=int(rng.integers(5, 30)))
+        else:
+            image.save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def student_dir(workdir) -> Path:
+    torch.manual_seed(0)
+    model = create_student("tiny").eval()
+    return model.save_pretrained(workdir / "student", extra={"teacher_fingerprint": "t" * 64})
+
+
+@pytest.fixture(scope="module")
+def images(workdir) -> Path:
+    return realistic_images(workdir / "images")
+
+
+@pytest.fixture(scope="module")
+def fp32(workdir, student_dir, images):
+    return export_executorch(student_dir, workdir / "fp32" / "model.pte", quantize="fp32",
+                             images=images)
+
+
+def test_wrapper_matches_student():
+    torch.manual_seed(0)
+    student = create_student("tiny").eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        eager = student(x)
+        score, gate = EdgeStudent(student)(x)
+    torch.testing.assert_close(score, eager.score, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gate, eager.gate_weights, rtol=0, atol=1e-6)
+    assert any(isinstance(m, torch.nn.Hardsigmoid) for m in student.modules())  # untouched
+
+
+def test_fp32_parity_and_full_delegation(fp32, images):
+    v = fp32.verification
+    assert fp32.passed and fp32.failures == []
+    assert v.max_abs_diff <= 1e-4 and v.gate_max_abs_diff <= 1e-4, v
+    assert v.num_images == 8 and v.latency_ms_median > 0
+    assert fp32.nodes_outside_delegate == 0, fp32.outside_ops
+    report = json.loads(report_path(fp32.program).read_text())
+    for key in ("max_abs_diff", "srcc", "plcc", "latency_ms_median", "num_images"):
+        assert key in report["verification"]
+    assert report["program_bytes"] == Path(fp32.program).stat().st_size
+    assert report["nodes_outside_delegate"] == 0
+
+
+def test_contract_describes_program(fp32, student_dir):
+    contract = ModelContract.load(fp32.program)
+    student = StudentIQA.from_pretrained(student_dir)
+    assert contract.preprocess == student.config.preprocess
+    assert contract.input_shape == (1, 3, 64, 64)
+    assert contract.output_names == ("score", "gate_weights")
+    assert contract.expert_names == ("semantic_0", "semantic_1", "quality")
+    assert contract.teacher_fingerprint == "t" * 64 and contract.student_fingerprint is None
+    assert len(contract.student_weights_sha256) == 64
+    assert contract.quantization == {"mode": "fp32"} and contract.backend == "xnnpack"
+    assert {"torch", "torchao", "executorch"} <= set(contract.versions)
+    assert ModelContract.from_dict(json.loads(json.dumps(contract.to_dict()))) == contract
+
+
+def test_scorer_matches_eager_student(fp32, student_dir, images):
+    student = StudentIQA.from_pretrained(student_dir)
+    scorer = Scorer.from_file(fp32.program)
+    for path in sorted(images.iterdir())[:3]:
+        x = torch.from_numpy(student.config.preprocess.load(path))[None]
+        with torch.no_grad():
+            expected = float(student(x).score[0])
+        assert scorer.score(path) == pytest.approx(expected, abs=1e-4)
+
+
+def test_hash_mismatch_is_refused(fp32, tmp_path):
+    other = tmp_path / "model.pte"
+    data = Path(fp32.program).read_bytes()
+    other.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    shutil.copy(contract_path(fp32.program), contract_path(other))
+    with pytest.raises(ContractError, match="re-export it"):
+        Scorer.from_file(other)
+
+
+def test_int8_threshold_failure_exits_nonzero(workdir, student_dir, images):
+    out = workdir / "int8" / "model.pte"
+    result = CliRunner().invoke(export_app, [
+        "executorch", str(student_dir), "--out", str(out), "--quantize", "int8",
+        "--calibration", "8", "--images", str(images), "--max-abs-diff", "1e-9"])
+    assert result.exit_code == 1, result.output
+    assert "fidelity below threshold" in result.stderr and "max abs score diff" in result.stderr
+    report = json.loads(report_path(out).read_text())
+    assert report["passed"] is False and report["quantize"] == "int8"
+    assert report["calibration_images"] == 8 and report["verification"]["num_images"] == 8
+    assert report["nodes_outside_delegate"] == 0, report["outside_ops"]
+    assert report["quantization"]["weight"]["qscheme"] == "per_channel_symmetric"
+    assert report["quantization"]["input_activation"]["is_dynamic"] is False
+    int8_bytes = out.stat().st_size
+    fp32_bytes = (workdir / "fp32" / "model.pte").stat().st_size if (workdir / "fp32").exists() else None
+    if fp32_bytes:
+        assert int8_bytes < fp32_bytes / 2
+    assert not contract_path(out).exists()  # the runtime must refuse a program that failed
+    with pytest.raises(ContractError, match="re-export it"):
+        Scorer.from_file(out)
+
+
+def test_bad_arguments_are_clear(student_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(export_app, ["executorch", str(student_dir), "--out", str(tmp_path / "m.pte"),
+                                        "--backend", "vulkan"])
+    assert result.exit_code == 2, result.output
+    assert "not supported; only 'xnnpack'" in result.stderr and "XnnpackBackend" in result.stderr
+    assert "no Vulkan or CUDA backend" in result.stderr
+    result = runner.invoke(export_app, ["executorch", str(student_dir), "--out", str(tmp_path / "m.pte")])
+    assert result.exit_code == 2 and "--images" in result.stderr
+    with pytest.raises(ExportError, match="must end in .pte"):
+        export_executorch(student_dir, tmp_path / "m.bin")
