@@ -14,6 +14,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
 
 
+@app.callback()
+def _setup() -> None:
+    """Keep third-party import noise out of the user's output (our own progress bars stay)."""
+    from edge_runtime.quiet import quiet_toolchain
+
+    quiet_toolchain()
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-shard "Loading weights" bars of the MLLM
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Known bad input -> one line on stderr and exit 2; Ctrl-C -> exit 130. No tracebacks."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .quiet import quiet_toolchain
 from .contract import ModelContract, read_program
 from .images import ImageLoadError
 
@@ -66,7 +66,7 @@ def _quiet_stderr():
     Both Python's ``sys.stderr`` and fd 2 go to a temporary file; if the block raises, what
     was captured is replayed to stderr, so a real error message is never lost.
     """
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    quiet_toolchain()
     sys.stderr.flush()
     saved_stream, saved_fd = sys.stderr, os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as capture:

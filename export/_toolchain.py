@@ -7,12 +7,11 @@ file changes. Imports are local so ``agiqa-export --help`` stays fast.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_runtime.quiet import quiet_toolchain
 import torch
 from torch import nn
 
@@ -28,14 +27,6 @@ SUPPORTED_BACKENDS = ("xnnpack",)
 
 # The delegate's own plumbing: a node that is one of these is not "outside the delegate".
 _DELEGATE_PLUMBING = ("executorch_call_delegate", "getitem")
-
-
-def quiet_toolchain() -> None:
-    """Silence the harmless import-time warnings of torch/torchao (idempotent)."""
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*KernelPreference.*")
-    warnings.filterwarnings("ignore", module="torchao.*")
 
 
 @dataclass(frozen=True)
