@@ -17,6 +17,8 @@ import importlib.metadata
 import math
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -253,37 +255,51 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
     lowered = tc.lower_to_executorch(program, backend)
     timings["export_and_lower"] = time.perf_counter() - clock - sum(timings.values())
 
-    atomic_write_bytes(out, lowered.buffer)
+    # Stage program + contract beside the target and verify them there: a program that fails
+    # verification never replaces an earlier good ``out`` (nothing already written is lost).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.staging-", dir=out.parent))
+    staged = staging / out.name
+    atomic_write_bytes(staged, lowered.buffer)
     contract = ModelContract(
         program_sha256=sha256_bytes(lowered.buffer), preprocess=spec,
         input_shape=tuple(example.shape), output_names=OUTPUT_NAMES, score_output="score",
         expert_names=tuple(expert_names(cfg.num_semantic)), score_range=cfg.score_range,
         lower_better=cfg.lower_better, backend=backend, quantization=quantization,
         program_bytes=len(lowered.buffer), versions=library_versions(), **src.fingerprints())
-    contract.save(contract_path(out))
+    contract.save(contract_path(staged))
 
     clock = time.perf_counter()
     try:
-        verification = verify_program(out, student, src.verification_images, verify_limit, threads)
+        verification = verify_program(staged, student, src.verification_images, verify_limit, threads)
     except BaseException:
-        contract_path(out).unlink(missing_ok=True)  # unverified: the runtime must refuse it
+        shutil.rmtree(staging, ignore_errors=True)  # unverified: never reaches ``out``
         raise
     timings["verify"] = time.perf_counter() - clock
     failures = _failures(verification, thresholds)
+    # A failed program is kept for inspection under another name, without a contract, so no
+    # runtime loads it; an earlier good ``out`` and its contract stay as they were.
+    final = out.with_name(f"{out.stem}.rejected{out.suffix}") if failures else out
+    os.replace(staged, final)
+    if failures:
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.replace(contract_path(staged), contract_path(out))
+        staging.rmdir()
     report = ExportReport(
-        program=str(out), contract=str(contract_path(out)), report=str(report_path(out)),
+        program=str(final), contract=str(contract_path(final)) if not failures else "",
+        report=str(report_path(final)),
         quantize=quantize, backend=backend, program_bytes=len(lowered.buffer),
         program_sha256=contract.program_sha256, nodes_outside_delegate=len(lowered.outside_delegate),
         outside_ops=list(lowered.outside_delegate), num_delegates=lowered.num_delegates,
         wrapper_changes=wrapper.describe_changes(), quantization=quantization,
         calibration_images=calibrated, images_from=src.images_from, verification=verification, thresholds=thresholds,
         passed=not failures, failures=failures, seconds={k: round(v, 2) for k, v in timings.items()})
-    atomic_write_json(report_path(out), report.to_dict())
+    atomic_write_json(report_path(final), report.to_dict())
     if failures:
-        contract_path(out).unlink(missing_ok=True)  # the runtime must refuse this program
         raise FidelityError(
             f"{out}: fidelity below threshold on {verification.num_images} images: "
-            f"{'; '.join(failures)}. Report: {report_path(out)}. The contract was not kept, so "
-            "the runtime refuses this program; recalibrate (more/realistic --calibration "
-            "images), export fp32, or relax the threshold.", report)
+            f"{'; '.join(failures)}. Kept as {final} (no contract, so no runtime loads it), "
+            f"report {report_path(final)}; {out} was not written. Recalibrate (more/realistic "
+            "--calibration images), export fp32, or relax the threshold.", report)
     return report

@@ -137,19 +137,33 @@ def test_int8_threshold_failure_exits_nonzero(workdir, student_dir, images):
         "--calibration", "8", "--images", str(images), "--max-abs-diff", "1e-9"])
     assert result.exit_code == 1, result.output
     assert "fidelity below threshold" in result.stderr and "max abs score diff" in result.stderr
-    report = json.loads(report_path(out).read_text())
+    assert not out.exists()  # a failed program never takes the requested name
+    rejected = out.with_name("model.rejected.pte")
+    report = json.loads(report_path(rejected).read_text())
     assert report["passed"] is False and report["quantize"] == "int8"
     assert report["calibration_images"] == 8 and report["verification"]["num_images"] == 8
     assert report["nodes_outside_delegate"] == 0, report["outside_ops"]
     assert report["quantization"]["weight"]["qscheme"] == "per_channel_symmetric"
     assert report["quantization"]["input_activation"]["is_dynamic"] is False
-    int8_bytes = out.stat().st_size
+    int8_bytes = rejected.stat().st_size
     fp32_bytes = (workdir / "fp32" / "model.pte").stat().st_size if (workdir / "fp32").exists() else None
     if fp32_bytes:
         assert int8_bytes < fp32_bytes / 2
-    assert not contract_path(out).exists()  # the runtime must refuse a program that failed
+    assert not contract_path(rejected).exists()  # the runtime must refuse a program that failed
     with pytest.raises(ContractError, match="re-export it"):
-        Scorer.from_file(out)
+        Scorer.from_file(rejected)
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_failed_reexport_keeps_the_earlier_good_program(fp32, student_dir, images):
+    out = Path(fp32.program)
+    before = out.read_bytes(), contract_path(out).read_text()
+    result = CliRunner().invoke(export_app, [
+        "executorch", str(student_dir), "--out", str(out), "--quantize", "fp32",
+        "--images", str(images), "--max-abs-diff", "0"])  # XNNPACK fp32 is never bit-exact to eager
+    assert result.exit_code == 1, result.output
+    assert (out.read_bytes(), contract_path(out).read_text()) == before
+    Scorer.from_file(out)  # still loads: its contract still matches
 
 
 def test_bad_arguments_are_clear(student_dir, tmp_path):
