@@ -103,7 +103,7 @@ def label(
 ) -> None:
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
-    from teacher.data import DatasetSpec, load_records
+    from teacher.data import dataset_spec_for, load_records
     from teacher.labeler import Teacher, save_tiny_teacher
 
     if (teacher is None) == (not tiny):
@@ -112,10 +112,7 @@ def label(
         teacher = out.parent / f"{out.name}.tiny_teacher"
         if not (teacher / "teacher.json").is_file():
             save_tiny_teacher(teacher)
-    spec = (DatasetSpec(kind="csv", root=str(dataset.parent), annotations=str(dataset))
-            if dataset.suffix.lower() == ".csv" else
-            DatasetSpec(kind=kind or _guess_kind(dataset), root=str(dataset)))
-    records = load_records(spec)
+    records = load_records(dataset_spec_for(dataset, kind))
     labeler = Teacher.from_pretrained(teacher, device=device, trust_remote_code=trust_remote_code,
                                       allow_pickle=allow_pickle)
     report = build_label_cache(records, labeler, out, batch_size=batch_size, progress=progress)
@@ -142,28 +139,17 @@ def train_teacher_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
-    from teacher.data import DatasetSpec, load_records, save_splits, split_records
+    from teacher.data import dataset_spec_for, load_records, save_splits, split_records
 
     from .teacher_train import TeacherTrainConfig, train_teacher
 
-    spec = (DatasetSpec(kind="csv", root=str(dataset.parent), annotations=str(dataset))
-            if dataset.suffix.lower() == ".csv" else
-            DatasetSpec(kind=kind or _guess_kind(dataset), root=str(dataset)))
-    records = load_records(spec)
+    records = load_records(dataset_spec_for(dataset, kind))
     splits = split_records(records, val_fraction=0.1, test_fraction=0.2, seed=split_seed)
     cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
     best = train_teacher(teacher, cache, records, splits, out, cfg,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
     save_splits(out / "splits.json", splits, split_seed)
     typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k != "score"}}))
-
-
-def _guess_kind(root: Path) -> str:
-    if (root / "data.csv").is_file():
-        return "agiqa3k"
-    if any(root.glob("info_*.csv")) or any(root.glob("*/info_*.csv")):
-        return "aigcqa20k"
-    return "folder"
 
 
 def main() -> None:  # pragma: no cover - console script

@@ -93,9 +93,8 @@ def _teacher_dir(cfg: RunConfig, run_dir: Path, rank: int) -> Path:
 
 
 def _label(cfg: RunConfig, run_dir: Path, records: list[ImageRecord], teacher_dir: Path,
-           device: torch.device, rank: int, world: int) -> LabelCache:
+           tcfg: TeacherConfig, device: torch.device, rank: int, world: int) -> LabelCache:
     """Open the cache of this teacher, labelling whatever is missing first."""
-    tcfg = TeacherConfig.from_dict(json.loads((teacher_dir / "teacher.json").read_text()))
     fingerprint = teacher_fingerprint(tcfg, teacher_dir)
     base = Path(cfg.teacher.cache) if cfg.teacher.cache else run_dir / "labels"
     # One sub-folder per teacher: a new teacher never overwrites another teacher's labels.
@@ -158,7 +157,8 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     # 1. data and splits (deterministic for the seed, saved with the run)
     records = load_records(_dataset_spec(cfg, run_dir))
     teacher_dir = _teacher_dir(cfg, run_dir, rank)
-    cache = _label(cfg, run_dir, records, teacher_dir, device, rank, world)
+    tcfg = TeacherConfig.from_dict(json.loads((teacher_dir / "teacher.json").read_text()))
+    cache = _label(cfg, run_dir, records, teacher_dir, tcfg, device, rank, world)
     by_id = {r.image_id: r for r in records}
     labelled = [r for r in records if r.image_id in cache]
     splits = split_records(labelled, val_fraction=cfg.data.val_fraction,
@@ -181,7 +181,6 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     # 3. the student, sized to the compressed streams, its score head started at the teacher's mean
     scfg: StudentConfig = replace(student_config(cfg.student.variant), **cfg.student.overrides)
     train_scores = tensors["score"][train_rows].float()
-    tcfg = TeacherConfig.from_dict(json.loads((teacher_dir / "teacher.json").read_text()))
     scfg = replace(scfg, num_semantic=semantic.shape[1], semantic_dim=comps["semantic0"].dim,
                    quality_dim=comps["quality"].dim, score_range=tcfg.score_range)
     torch.manual_seed(cfg.train.seed)

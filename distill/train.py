@@ -86,6 +86,24 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+class _StepBatches(torch.utils.data.Sampler):
+    """This rank's image indices for every step from ``start`` on: a pure function of the step,
+    so a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, rank: int, world: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.total, self.rank, self.world = start, total, rank, world
+        self.per_epoch = len(_epoch_batches(n, batch_size, seed, 0))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for step in range(self.start, self.total):
+            epoch, index = divmod(step, self.per_epoch)
+            yield _epoch_batches(self.n, self.batch_size, self.seed, epoch)[index][self.rank::self.world].tolist()
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 10_007 + epoch))
     return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)] or [order]
@@ -184,14 +202,15 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
                disable=not progress or rank != 0, dynamic_ncols=True)
     started = time.time()
     consistent = True  # weights, optimizer and state.step describe the same moment
+    # Workers decode images ahead of the loop when the split is not preloaded in RAM.
+    loader = DataLoader(train_split.images, num_workers=cfg.data.num_workers,
+                        batch_sampler=_StepBatches(n, t.batch_size, t.seed, state.step, total, rank, world),
+                        persistent_workers=False)
     try:
-        while state.step < total:
-            epoch, index_in_epoch = divmod(state.step, steps_per_epoch)
-            batch = _epoch_batches(n, t.batch_size, t.seed, epoch)[index_in_epoch]
-            batch = batch[rank::world]
+        for batch, x in loader:
+            epoch = state.step // steps_per_epoch
             torch.manual_seed(t.seed * 1_000_003 + state.step)  # dropout and flips of this step
-            x = torch.stack([train_split.images[int(i)][1] for i in batch]).to(
-                device, memory_format=torch.channels_last)
+            x = x.to(device, memory_format=torch.channels_last)
             if t.hflip:
                 flip = torch.rand(len(batch)) < 0.5
                 x[flip.to(device)] = x[flip.to(device)].flip(-1)

@@ -36,7 +36,7 @@ from edge_runtime.atomic import atomic_write_json
 from edge_runtime.images import ImageLoadError, load_rgb
 
 __all__ = ["DATASET_KINDS", "IMAGE_EXTENSIONS", "SPLIT_NAMES", "DatasetError", "DatasetSpec",
-           "ImageRecord", "iter_images", "load_records", "load_splits", "save_splits",
+           "ImageRecord", "dataset_spec_for", "iter_images", "load_records", "load_splits", "save_splits",
            "split_records"]
 
 DATASET_KINDS = ("agiqa3k", "aigcqa20k", "folder", "csv")
@@ -92,6 +92,23 @@ _LAYOUTS = {
 }
 # Column order of the header-less AIGCQA-30K-Image info CSVs (name, prompt[, mos]).
 _AIGCQA_COLUMNS = ("name", "prompt", "mos")
+
+
+def dataset_spec_for(path: str | Path, kind: str | None = None) -> DatasetSpec:
+    """The spec a command line means by ``path``: a ``.csv`` file (``path,mos`` rows relative to
+    it), or a dataset root whose kind is ``kind`` or guessed from its files (AGIQA-3k has
+    ``data.csv``, AIGCQA-20k ``info_*.csv``; anything else is a plain image folder)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return DatasetSpec(kind="csv", root=str(path.parent), annotations=str(path))
+    if kind is None:
+        if (path / "data.csv").is_file():
+            kind = "agiqa3k"
+        elif any(path.glob("info_*.csv")) or any(path.glob("*/info_*.csv")):
+            kind = "aigcqa20k"
+        else:
+            kind = "folder"
+    return DatasetSpec(kind=kind, root=str(path))
 
 
 def load_records(spec: DatasetSpec) -> list[ImageRecord]:

@@ -238,3 +238,19 @@ def test_iter_images_reports_bad_files(tmp_path: Path) -> None:
     assert "not an image" in results["img06b.jpg"][1]
     assert "truncated" in results["img08b.jpg"][1]
     assert all(results[n][0] is None for n in ("img03b.png", "img06b.jpg", "img08b.jpg"))
+
+
+def test_dataset_spec_for_guesses_the_kind(tmp_path: Path) -> None:
+    from teacher.data import dataset_spec_for
+
+    (tmp_path / "agiqa").mkdir()
+    (tmp_path / "agiqa" / "data.csv").write_text("name,mos_quality\n")
+    (tmp_path / "aigc").mkdir()
+    (tmp_path / "aigc" / "info_train.csv").write_text("name,prompt,mos\n")
+    (tmp_path / "plain").mkdir()
+    assert dataset_spec_for(tmp_path / "agiqa").kind == "agiqa3k"
+    assert dataset_spec_for(tmp_path / "aigc").kind == "aigcqa20k"
+    assert dataset_spec_for(tmp_path / "plain").kind == "folder"
+    assert dataset_spec_for(tmp_path / "plain", "csv").kind == "csv"
+    spec = dataset_spec_for(tmp_path / "agiqa" / "data.csv")
+    assert (spec.kind, spec.annotations) == ("csv", str(tmp_path / "agiqa" / "data.csv"))
