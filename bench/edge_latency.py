@@ -6,8 +6,8 @@
 
 Everything is measured in one process at batch 1 with the same thread count for torch and the
 ExecuTorch runtime (default 2). Without --images the bench builds its photo set from real
-photos installed with scikit-learn and matplotlib (china.jpg, flower.jpg, grace_hopper.jpg):
-random crops, sharp and degraded (blur, noise, JPEG, pixelation, contrast). With no trained
+demo images of ``distill.demo`` (crops of the real photos installed with scikit-learn and
+matplotlib, sharp and degraded: blur, noise, JPEG, scrambled content). With no trained
 student, the random student's BatchNorm statistics are re-estimated on the calibration photos
 so its activations have realistic ranges (what int8 quantization depends on); its weights stay
 random, so read the agreement columns as quantization noise, not as quality judgement.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,59 +32,13 @@ sys.path.insert(0, str(REPO))
 from edge_runtime import Scorer  # noqa: E402
 from export import FidelityError, export_executorch  # noqa: E402
 from export.source import resolve_source  # noqa: E402
+from distill.demo import demo_photos, make_demo_images  # noqa: E402
 from student.model import StudentIQA, create_student  # noqa: E402
 
 
-def source_photos() -> list[Image.Image]:
-    import matplotlib.cbook as cbook
-    from sklearn.datasets import load_sample_image
-
-    photos = [Image.fromarray(load_sample_image(name)) for name in ("china.jpg", "flower.jpg")]
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as image:
-        photos.append(image.convert("RGB"))
-    return photos
-
-
-def degrade(image: Image.Image, kind: int, rng: np.random.Generator) -> Image.Image:
-    w, h = image.size
-    if kind == 1:
-        return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 6.0))))
-    if kind == 2:
-        noisy = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(5, 40), (h, w, 3))
-        return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-    if kind == 3:
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=int(rng.integers(3, 25)))
-        return Image.open(buffer).convert("RGB")
-    if kind == 4:
-        factor = int(rng.integers(4, 12))
-        return image.resize((max(1, w // factor), max(1, h // factor))).resize((w, h), Image.NEAREST)
-    if kind == 5:
-        return ImageEnhance.Contrast(image).enhance(float(rng.uniform(0.2, 0.6)))
-    return image
-
-
-def make_photo_set(folder: Path, count: int, seed: int = 0) -> Path:
-    """``count`` crops of real photos, one degradation each (or none), saved as PNG."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    photos = source_photos()
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        w, h = photo.size
-        scale = rng.uniform(0.4, 1.0)
-        cw, ch = int(w * scale), int(h * scale)
-        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        crop = photo.crop((x0, y0, x0 + cw, y0 + ch))
-        degrade(crop, (i // len(photos)) % 6, rng).save(folder / f"{i:03d}.png")
-    return folder
-
-
 def make_12mp_jpeg(path: Path) -> Path:
-    """A real photo (china.jpg) upscaled to 4000x3000, saved as a quality-90 JPEG."""
-    from sklearn.datasets import load_sample_image
-
-    image = Image.fromarray(load_sample_image("china.jpg")).resize((4000, 3000), Image.BICUBIC)
+    """A real photo (the first demo photo, china.jpg) upscaled to 4000x3000, quality-90 JPEG."""
+    image = Image.fromarray(demo_photos()[0][1]).resize((4000, 3000), Image.BICUBIC)
     image.save(path, "JPEG", quality=90)
     return path
 
@@ -143,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         images = args.images
         if images is None and (args.student is None or not (args.student / "student").is_dir()):
-            images = make_photo_set(work / "photos", args.photos)
+            images = make_demo_images(work / "photos", count=args.photos)
         if args.student is not None:
             source = args.student
             student_dir = resolve_source(source, images).student_dir
