@@ -23,7 +23,6 @@ import torch
 from safetensors.torch import save
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
-
 from edge_runtime.images import load_rgb
 from teacher.cache import LabelCache
 from teacher.data import ImageRecord
@@ -84,6 +83,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     if vit_weights:
         model.maniqa.vit.load_state_dict(read_state_dict(vit_weights))
     model.to(device)
+
     def batch(ids: list[str], g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # The labeler's own view of an image (official resize + normalisation).
         images = [torch.from_numpy(teacher_view(load_rgb(by_id[i].path), tcfg)) for i in ids]

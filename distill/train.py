@@ -96,9 +96,12 @@ class _StepBatches(torch.utils.data.Sampler):
         self.per_epoch = len(_epoch_batches(n, batch_size, seed, 0))
 
     def __iter__(self):  # type: ignore[no-untyped-def]
+        epoch, batches = -1, []
         for step in range(self.start, self.total):
-            epoch, index = divmod(step, self.per_epoch)
-            yield _epoch_batches(self.n, self.batch_size, self.seed, epoch)[index][self.rank::self.world].tolist()
+            if step // self.per_epoch != epoch:  # one permutation per epoch, not per step
+                epoch = step // self.per_epoch
+                batches = _epoch_batches(self.n, self.batch_size, self.seed, epoch)
+            yield batches[step % self.per_epoch][self.rank::self.world].tolist()
 
     def __len__(self) -> int:
         return self.total - self.start
