@@ -31,7 +31,8 @@ from student.compression import LinearCompression, save_compressions
 from student.model import StudentConfig, StudentIQA, student_config
 from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
 from teacher.data import DatasetSpec, ImageRecord, load_records, save_splits, split_records
-from teacher.labeler import Teacher, TeacherConfig, save_tiny_teacher, teacher_fingerprint
+from teacher.labeler import (Teacher, TeacherConfig, read_teacher_config, save_tiny_teacher,
+                             teacher_fingerprint)
 
 from .config import RunConfig
 from .demo import make_demo_images
@@ -157,7 +158,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     # 1. data and splits (deterministic for the seed, saved with the run)
     records = load_records(_dataset_spec(cfg, run_dir))
     teacher_dir = _teacher_dir(cfg, run_dir, rank)
-    tcfg = TeacherConfig.from_dict(json.loads((teacher_dir / "teacher.json").read_text()))
+    tcfg = read_teacher_config(teacher_dir)
     cache = _label(cfg, run_dir, records, teacher_dir, tcfg, device, rank, world)
     by_id = {r.image_id: r for r in records}
     labelled = [r for r in records if r.image_id in cache]

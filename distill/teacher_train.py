@@ -12,7 +12,6 @@ prompts serves.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.images import load_rgb
 from teacher.cache import LabelCache
 from teacher.data import ImageRecord
-from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, TeacherConfig, teacher_view
+from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, read_teacher_config, teacher_view
 from teacher.maniqa import read_state_dict
 from teacher.model import MAAGIQA, ours_to_official
 
@@ -71,7 +70,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
 
     cfg = config or TeacherTrainConfig()
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
-    tcfg = TeacherConfig.from_dict(json.loads((teacher_dir / TEACHER_CONFIG_NAME).read_text()))
+    tcfg = read_teacher_config(teacher_dir)
     cache = LabelCache.open(cache_dir)
     vectors = cache.tensors()["semantic_vectors"]
     row = {image_id: i for i, image_id in enumerate(cache.image_ids)}

@@ -36,7 +36,7 @@ from .semantic import SemanticConfig, SemanticEncoder
 if TYPE_CHECKING:
     from .tiny_mllm import TinyMLLMConfig
 
-__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "teacher_fingerprint", "teacher_view",
+__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "read_teacher_config", "teacher_fingerprint", "teacher_view",
            "TEACHER_CONFIG_NAME"]
 
 TEACHER_CONFIG_NAME = "teacher.json"
@@ -132,6 +132,19 @@ def teacher_view(image: np.ndarray, config: TeacherConfig) -> np.ndarray:
     return normalize(resize_rgb(image, config.view_size, config.interpolation), MANIQA_MEAN, MANIQA_STD)
 
 
+def read_teacher_config(directory: str | os.PathLike) -> TeacherConfig:
+    """The ``teacher.json`` of a teacher folder, with a one-line error naming the file and fix."""
+    path = Path(directory) / TEACHER_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; a teacher folder needs {TEACHER_CONFIG_NAME} "
+                                "(template: configs/teacher_mplug_owl2.json)")
+    try:
+        return TeacherConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a valid teacher config ({exc}); "
+                         "compare with configs/teacher_mplug_owl2.json") from None
+
+
 class Teacher:
     """Labels images: implements the cache's ``Labeler`` protocol (``label``, ``fingerprint``)."""
 
@@ -167,11 +180,7 @@ class Teacher:
                         trust_remote_code: bool = False, allow_pickle: bool = False) -> "Teacher":
         """Load a teacher folder (``teacher.json`` + weights + ``mllm/``)."""
         directory = Path(directory)
-        cfg_path = directory / TEACHER_CONFIG_NAME
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{cfg_path}: missing; a teacher folder needs {TEACHER_CONFIG_NAME} "
-                                    "(see configs/agiqa3k.yaml for pointing at real weights)")
-        config = TeacherConfig.from_dict(json.loads(cfg_path.read_text()))
+        config = read_teacher_config(directory)
         if trust_remote_code:
             config = replace(config, semantic=replace(config.semantic, trust_remote_code=True))
         return cls.from_config(config, root=directory, device=device, allow_pickle=allow_pickle)

@@ -178,3 +178,19 @@ def test_train_teacher_official_recipe_writes_a_loadable_teacher(tmp_path: Path)
     assert set(before) == set(after)
     assert not torch.equal(before["output_fc.weight"], after["output_fc.weight"])
     assert trained.fingerprint() != Teacher.from_pretrained(teacher_dir, device="cpu").fingerprint()
+
+
+def test_teacher_config_errors_name_the_file(tmp_path: Path) -> None:
+    from distill.cli import app
+
+    runner = CliRunner()
+    folder = _images(tmp_path / "imgs", 2)
+    result = runner.invoke(app, ["label", str(folder), "--teacher", str(tmp_path / "none"),
+                                 "--out", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 2 and "teacher.json: missing" in result.output
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "teacher.json").write_text("{not json")
+    result = runner.invoke(app, ["label", str(folder), "--teacher", str(tmp_path / "bad"),
+                                 "--out", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 2 and "not a valid teacher config" in result.output
+    assert "Traceback" not in result.output
