@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "MAX_IMAGE_PIXELS", "load_rgb", "to_rgb_array"]
+__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "MAX_IMAGE_PIXELS", "find_images", "load_rgb",
+           "to_rgb_array"]
+
+# What counts as an image file when a folder is scanned (scoring, calibration, datasets).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 # Refuse anything above ~179 MP (Pillow's own error threshold is 2x its warning threshold of
 # 89 MP). Phones shoot 12-200 MP; 179 MP decoded as RGB is ~0.5 GB, the most we accept.
@@ -29,6 +33,14 @@ class ImageLoadError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, by suffix), sorted. Hidden files and folders
+    (.DS_Store, .ipynb_checkpoints, ...) are never images."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -26,19 +26,10 @@ import numpy as np
 
 from .quiet import quiet_toolchain
 from .contract import ModelContract, read_program
-from .images import ImageLoadError
+from .images import IMAGE_SUFFIXES, ImageLoadError, find_images
 
 __all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
            "rank_results"]
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-
-
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix, hidden ones ignored), sorted."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 class RuntimeUnavailableError(ImportError):

@@ -33,14 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.atomic import atomic_write_json
-from edge_runtime.images import ImageLoadError, load_rgb
+from edge_runtime.images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_rgb
 
-__all__ = ["DATASET_KINDS", "IMAGE_EXTENSIONS", "SPLIT_NAMES", "DatasetError", "DatasetSpec",
+__all__ = ["DATASET_KINDS", "SPLIT_NAMES", "DatasetError", "DatasetSpec",
            "ImageRecord", "dataset_spec_for", "iter_images", "load_records", "load_splits", "save_splits",
            "split_records"]
 
 DATASET_KINDS = ("agiqa3k", "aigcqa20k", "folder", "csv")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 SPLIT_NAMES = ("train", "val", "test")
 _SPLITS_FORMAT = "agiqa-edge/splits"
 _SPLITS_VERSION = 1
@@ -162,15 +161,8 @@ def _annotations_path(kind: str, root: Path, annotations: str | Path | None) -> 
 
 
 def _folder_records(root: Path) -> list[ImageRecord]:
-    records = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        # Hidden files and folders (.DS_Store, .ipynb_checkpoints, ...) are never dataset images.
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            records.append(ImageRecord(rel.as_posix(), path, rel.as_posix()))
-    return records
+    return [ImageRecord(rel, path, rel) for path in find_images(root)
+            for rel in [path.relative_to(root).as_posix()]]
 
 
 def _read_csv(csv_path: Path, *, headerless_columns: Sequence[str] | None
@@ -188,7 +180,7 @@ def _read_csv(csv_path: Path, *, headerless_columns: Sequence[str] | None
     if not rows:
         raise DatasetError(f"{csv_path}: the CSV is empty; it needs a header row and one row per image")
     first = rows[0][1]
-    if headerless_columns is not None and Path(first[0].strip()).suffix.lower() in IMAGE_EXTENSIONS:
+    if headerless_columns is not None and Path(first[0].strip()).suffix.lower() in IMAGE_SUFFIXES:
         header = list(headerless_columns[: len(first)])
     else:
         header = [cell.strip() for cell in first]
