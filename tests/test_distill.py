@@ -55,7 +55,11 @@ def test_compression_fit_roundtrip(tmp_path: Path) -> None:
     assert LinearCompression.fit(x, k=100).dim == 32  # clamped to min(N - 1, D)
     save_compressions(tmp_path, {"quality": comp})
     back = load_compressions(tmp_path)["quality"]
-    assert torch.equal(back.encode(x), codes)
+    # The stored basis is bitwise the fitted one; encoding may differ in the last bits because
+    # the matmul kernel can pick another reduction order for a reloaded tensor (AVX-512 CPUs do).
+    for name in ("mean", "components", "scale"):
+        assert torch.equal(getattr(back, name), getattr(comp, name)), name
+    torch.testing.assert_close(back.encode(x), codes, rtol=1e-5, atol=1e-5)
 
 
 def test_losses_are_zero_at_the_teacher_and_rank_orders() -> None:
