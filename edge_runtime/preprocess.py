@@ -9,6 +9,12 @@ JPEG DCT-downscaled to no less than twice the input size), resize the *whole* im
 ``input_size`` with Pillow's antialiased filter (aspect ratio not kept: quality judgements
 need all of the content, and a crop could cut away the flawed hand), scale to [0, 1], then
 ``(x - mean) / std`` per channel, channels first.
+
+``interpolation="cv2_bicubic"`` is the resize of the official MA-AGIQA code,
+``cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)``, reimplemented in numpy so that the
+runtime needs no OpenCV: Keys cubic with A = -0.75, half-pixel centres, replicated border and
+*no* antialiasing when downscaling (the official teacher was trained on that aliased view).
+tests/test_cv2_resize.py checks it against ``opencv-python-headless``.
 """
 
 from __future__ import annotations
@@ -22,23 +28,76 @@ from PIL import Image
 
 from .images import load_rgb
 
-__all__ = ["PreprocessSpec", "resize_rgb", "normalize"]
+__all__ = ["INTERPOLATIONS", "PreprocessSpec", "resize_rgb", "resize_cv2_bicubic", "normalize"]
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "area": Image.Resampling.BOX}
+# Pillow's antialiased filters, and OpenCV's INTER_CUBIC (not antialiased) for the official teacher.
+INTERPOLATIONS = (*_FILTERS, "cv2_bicubic")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
-    """Resize an ``(H, W, 3) uint8`` image to ``size = (height, width)`` (antialiased)."""
-    if interpolation not in _FILTERS:
-        raise ValueError(f"unknown interpolation {interpolation!r}; choose from {sorted(_FILTERS)}")
+    """Resize an ``(H, W, 3) uint8`` image to ``size = (height, width)``: a Pillow filter
+    (antialiased) or ``"cv2_bicubic"`` (:func:`resize_cv2_bicubic`)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; choose from {sorted(INTERPOLATIONS)}")
     height, width = size
     if rgb.shape[:2] == (height, width):
         return rgb
+    if interpolation == "cv2_bicubic":
+        return resize_cv2_bicubic(rgb, size)
     resized = Image.fromarray(rgb).resize((width, height), resample=_FILTERS[interpolation])
     return np.asarray(resized, dtype=np.uint8)
+
+
+def _cubic_taps(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output position: the 4 source indices (border replicated), ``(dst_len, 4) int64``,
+    and the Keys cubic weights (A = -0.75, half-pixel centres), ``(dst_len, 4) float32``."""
+    pos = (np.arange(dst_len, dtype=np.float64) + 0.5) * (src_len / dst_len) - 0.5
+    start = np.floor(pos)
+    dist = np.abs((pos - start)[:, None] - np.arange(-1, 3))  # distance to each tap, in [0, 2]
+    a = -0.75
+    near = ((a + 2) * dist - (a + 3)) * dist * dist + 1  # |d| <= 1
+    far = ((a * dist - 5 * a) * dist + 8 * a) * dist - 4 * a  # 1 < |d| < 2
+    weights = np.where(dist <= 1, near, np.where(dist < 2, far, 0.0)).astype(np.float32)
+    index = np.clip(start.astype(np.int64)[:, None] + np.arange(-1, 3), 0, src_len - 1)
+    return index, weights
+
+
+def _weighted_taps(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_k values[..., k, :] * weights[..., k, :]`` over axis -2 in float32, taps added in
+    order (the rounding of each step is part of matching OpenCV on .5 boundaries)."""
+    acc = values[..., 0, :] * weights[..., 0, :]
+    for k in range(1, values.shape[-2]):
+        acc = acc + values[..., k, :] * weights[..., k, :]
+    return acc
+
+
+def resize_cv2_bicubic(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)`` for ``(H, W, C) uint8``.
+
+    What the official MA-AGIQA code ran: opencv-python on x86-64 routes INTER_CUBIC on uint8
+    through Intel IPP, which filters in float32 (exact Keys weights, rows first, round to
+    nearest at the end) rather than OpenCV's own 11-bit fixed point. This reproduces the IPP
+    result for all but ~1 pixel value in 10^5, which is off by 1 (a float32 tie at .5); an
+    OpenCV built without IPP (e.g. on ARM) differs from it by 1 on ~3% of values.
+    Only the source rows the output needs are filtered.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3:
+        raise ValueError(f"resize_cv2_bicubic expects an (H, W, C) uint8 image, got {rgb.dtype} {rgb.shape}")
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return rgb.copy()
+    x_index, x_weights = _cubic_taps(rgb.shape[1], width)
+    y_index, y_weights = _cubic_taps(rgb.shape[0], height)
+    rows, row_of = np.unique(y_index, return_inverse=True)
+    picked = rgb[rows][:, x_index].astype(np.float32)  # (R, width, 4, C)
+    horizontal = _weighted_taps(picked, x_weights[None, :, :, None])  # (R, width, C)
+    taps = horizontal[row_of.reshape(height, 4)]  # (height, 4, width, C)
+    vertical = _weighted_taps(taps.transpose(0, 2, 1, 3), y_weights[:, None, :, None])  # (height, width, C)
+    return np.clip(np.rint(vertical), 0, 255).astype(np.uint8)
 
 
 def normalize(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -56,15 +115,15 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel mean on the [0, 1] scale
     std: tuple[float, float, float] = IMAGENET_STD  # per-channel std on the [0, 1] scale
     resize: str = "squash"  # whole image to input_size, aspect ratio not kept (see module doc)
-    interpolation: str = "bilinear"  # Pillow filter, antialiased when downscaling
+    interpolation: str = "bilinear"  # Pillow filter (antialiased when downscaling) or "cv2_bicubic"
     jpeg_draft: bool = True  # JPEG DCT downscale to >= 2x input_size before resizing
     layout: str = field(default="NCHW", init=False)  # model input layout, float32
 
     def __post_init__(self) -> None:
         if self.resize != "squash":
             raise ValueError(f"unknown resize rule {self.resize!r}; only 'squash' is defined")
-        if self.interpolation not in _FILTERS:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}; choose from {sorted(_FILTERS)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; choose from {sorted(INTERPOLATIONS)}")
         # JSON round trips give lists; keep the frozen dataclass hashable and comparable.
         for name in ("input_size", "mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
