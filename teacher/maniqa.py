@@ -280,6 +280,7 @@ def create_maniqa(name_or_config: str | ManiqaConfig = "base") -> Maniqa:
 
 # ---------------------------------------------------------------------------------------------- loading
 _WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model")  # pyiqa/BasicSR save {'params': state_dict}
+_PYIQA_EXTRAS = ("dummy_param",)  # pyiqa InferenceModel's device marker, not part of the network
 _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")  # rebuilt from the config, may be absent from a file
 _REAL_BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "slice", "object", "bytearray", "complex"}
 
@@ -327,8 +328,9 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     """Read a plain ``{name: tensor}`` state dict from a checkpoint file, ``module.`` prefixes stripped.
 
     Accepts safetensors; ``torch.save`` state dicts (read with ``weights_only=True``), bare or wrapped in
-    ``params`` (pyiqa/BasicSR), ``params_ema``, ``state_dict`` or ``model``; and, only with ``allow_pickle=True``,
-    a pickled whole model (official MANIQA PIPAL22 release, ``torch.save(net)``), unpickled with non-torch classes
+    ``params`` (pyiqa/BasicSR), ``params_ema``, ``state_dict`` or ``model``; a pyiqa metric's own
+    ``create_metric(...).state_dict()`` (``net.`` prefix stripped, its ``dummy_param`` dropped); and, only with
+    ``allow_pickle=True``, a pickled whole model (official MANIQA PIPAL22 release, ``torch.save(net)``), unpickled with non-torch classes
     replaced by attribute holders so the official repo and its old timm need not be importable. Unpickling can
     still run arbitrary code: use it for trusted files only.
     """
@@ -358,7 +360,12 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
     if bad:
         raise ValueError(f"{path}: not a state dict, non-tensor entries {bad[:5]}")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    # pyiqa: create_metric(...).state_dict() holds the network under `net.` beside the
+    # InferenceModel's own empty `dummy_param`; the network's keys are the official ones.
+    if any(k.startswith("net.") for k in state) and all(k.startswith("net.") or k in _PYIQA_EXTRAS for k in state):
+        state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    return state
 
 
 def load_maniqa_weights(model: Maniqa, path: str | Path, *, allow_pickle: bool = False) -> None:
@@ -382,12 +389,13 @@ def load_maniqa_weights(model: Maniqa, path: str | Path, *, allow_pickle: bool =
 
 # ------------------------------------------------------------------------------------ test-time crops
 def crop_boxes(height: int, width: int, num_crops: int = 20, mode: Literal["random", "grid"] = "random",
-               seed: int = 0, crop_size: int = 224) -> list[tuple[int, int]]:
+               seed: int = 20, crop_size: int = 224) -> list[tuple[int, int]]:
     """(top, left) of each ``crop_size`` crop of a ``height`` x ``width`` image.
 
     "random" follows official predict_one_image.py: per crop ``top = randint(0, H - 224)`` then
-    ``left = randint(0, W - 224)`` (upper bound exclusive) from ``np.random.RandomState(seed)``; seed=20
-    reproduces the official script's crops. A side equal to crop_size gives 0 (the official code crashes).
+    ``left = randint(0, W - 224)`` (upper bound exclusive) from ``np.random.RandomState(seed)``; the default
+    seed=20 reproduces the official script's crops (its ``setup_seed(20)``). A side equal to crop_size gives 0
+    (the official code crashes).
     "grid": rows x cols = num_crops, the factor pair whose rows / cols is closest to height / width (ties:
     fewer rows); tops evenly spaced from 0 to H - 224 inclusive (rounded), lefts likewise, row-major; a single
     row (or column) is centred. With rows, cols >= 2 the four corner crops are always included.
@@ -410,7 +418,7 @@ def crop_boxes(height: int, width: int, num_crops: int = 20, mode: Literal["rand
 
 @torch.no_grad()
 def predict_crops(model: Maniqa, images: Tensor, *, num_crops: int = 20, mode: Literal["random", "grid"] = "random",
-                  seed: int = 0) -> Tensor:
+                  seed: int = 20) -> Tensor:
     """Official test-time protocol: mean of ``model`` over 224 crops. (B, 3, H, W) normalised -> (B,).
 
     Every image of the batch uses the crops `crop_boxes` returns for the same arguments (call it to record

@@ -263,6 +263,26 @@ def test_pyiqa_wrapped_state_dict(ref, tmp_path):
     check_same_weights(model, ref)
 
 
+class _PyiqaMetric(nn.Module):
+    """The layout of pyiqa's ``InferenceModel`` (what ``create_metric("maniqa")`` returns)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.dummy_param = nn.Parameter(torch.empty(0))  # pyiqa's device marker
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_pyiqa_metric_state_dict_loads(ref, tmp_path, prefix):
+    state = _PyiqaMetric(ref).state_dict()
+    assert "dummy_param" in state and all(k.startswith("net.") for k in state if k != "dummy_param")
+    path = tmp_path / "pyiqa_metric.pth"
+    torch.save({f"{prefix}{k}": v for k, v in state.items()}, path)
+    model = create_maniqa("tiny")
+    load_maniqa_weights(model, path)  # strict: a leftover `net.` or `dummy_param` would be reported
+    check_same_weights(model, ref)
+
+
 def test_derived_buffers_may_be_absent(ref, tmp_path):
     path = tmp_path / "no_buffers.pt"
     state = {k: v for k, v in ref.state_dict().items() if not k.endswith(("attn_mask", "relative_position_index"))}
@@ -343,6 +363,7 @@ def test_random_crops_follow_official_seeding():
     rng = np.random.RandomState(20)  # official predict_one_image.py: setup_seed(20), then top/left per crop
     expected = [(int(rng.randint(0, 300 - 224)), int(rng.randint(0, 400 - 224))) for _ in range(20)]
     assert crop_boxes(300, 400, 20, "random", seed=20) == expected
+    assert crop_boxes(300, 400, 20, "random") == expected  # the official seed is the default
     assert crop_boxes(300, 400, 20, "random", seed=0) != expected
     assert crop_boxes(224, 224, 3, "random") == [(0, 0)] * 3
 
