@@ -6,8 +6,11 @@ A teacher lives in a folder (or a config pointing at files):
     ma_agiqa.safetensors    MA-AGIQA weights with the official key names (or ``weights`` elsewhere)
     mllm/                   a Hugging Face multimodal model folder (or ``semantic.model_path``)
 
-The image the MANIQA branch sees is the official one: the whole image resized to 224 x 224
-(bicubic), normalised with mean 0.5 / std 0.5. The crops averaged for the label are a fixed,
+The image the MANIQA branch sees is the official one: the whole image resized to 224 x 224 with
+OpenCV's INTER_CUBIC (``interpolation: "cv2_bicubic"``, reimplemented in numpy: not antialiased,
+unlike Pillow's bicubic), normalised with mean 0.5 / std 0.5. The official semantic vectors were
+computed and stored in fp16, so the official teacher config runs the MLLM in float16
+(``semantic.dtype``; bfloat16 and float32 remain options). The crops averaged for the label are a fixed,
 recorded grid over that view; with the official 224 view the grid is the single full-frame
 crop, so the teacher's score is an image-level score of the whole picture, the same view the
 student (whole image squashed to its input size) gets.
@@ -27,7 +30,7 @@ import torch
 from PIL import Image
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
-from edge_runtime.preprocess import normalize, resize_rgb
+from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
 
 from .maniqa import MANIQA_MEAN, MANIQA_STD, crop_boxes
 from .model import MAAGIQA, FusionConfig, load_official_checkpoint, ours_to_official
@@ -52,10 +55,15 @@ class TeacherConfig:
     semantic: SemanticConfig = field(default_factory=SemanticConfig)  # MLLM, prompts, pooling
     fusion: FusionConfig = field(default_factory=FusionConfig)  # MoE dims; semantic_dim = MLLM width
     view_size: tuple[int, int] = (224, 224)  # official: whole image resized to 224 x 224
-    interpolation: str = "bicubic"  # official resize filter (PIL BICUBIC)
+    interpolation: str = "cv2_bicubic"  # official: cv2.resize INTER_CUBIC; or a Pillow filter
     num_crops: int = 1  # 224 crops averaged per image (1 = the full official view)
     crop_mode: str = "grid"  # deterministic crop positions (recorded in the fingerprint)
     score_range: tuple[float, float] | None = None  # MOS scale of the training data, e.g. (0, 5)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; choose from {', '.join(INTERPOLATIONS)} "
+                             "(the official teacher uses 'cv2_bicubic')")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -127,8 +135,10 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
 
 
 def teacher_view(image: np.ndarray, config: TeacherConfig) -> np.ndarray:
-    """``(H, W, 3) uint8`` -> ``(3, h, w) float32`` MANIQA view: the official whole-image resize
-    (224 x 224 bicubic) and normalisation (mean 0.5, std 0.5)."""
+    """``(H, W, 3) uint8`` RGB -> ``(3, h, w) float32`` MANIQA view, in the official order of
+    operations: resize the whole image to ``view_size`` (official: cv2 INTER_CUBIC to 224 x 224),
+    scale to [0, 1], normalise with mean 0.5 / std 0.5. (The official code resizes the BGR array
+    and then swaps channels; the resize acts per channel, so the order does not matter.)"""
     return normalize(resize_rgb(image, config.view_size, config.interpolation), MANIQA_MEAN, MANIQA_STD)
 
 
