@@ -10,8 +10,8 @@ The image the MANIQA branch sees is the official one: the whole image resized to
 OpenCV's INTER_CUBIC (``interpolation: "cv2_bicubic"``, reimplemented in numpy: not antialiased,
 unlike Pillow's bicubic), normalised with mean 0.5 / std 0.5. The official semantic vectors were
 computed and stored in fp16, so the official teacher config runs the MLLM in float16
-(``semantic.dtype``; bfloat16 and float32 remain options). The crops averaged for the label are a fixed,
-recorded grid over that view; with the official 224 view the grid is the single full-frame
+(``semantic.dtype``; bfloat16 and float32 remain options). The crops averaged for the label are
+a fixed, recorded grid over that view; with the official 224 view the grid is the single full-frame
 crop, so the teacher's score is an image-level score of the whole picture, the same view the
 student (whole image squashed to its input size) gets.
 """
