@@ -59,10 +59,6 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-# mPLUG-Owl2 (mplug_owl2/constants.py): the image placeholder in the prompt text and
-# the id that marks where the visual tokens go in input_ids.
-MPLUG_IMAGE_TOKEN = "<|image|>"
-MPLUG_IMAGE_TOKEN_INDEX = -200
 
 
 @dataclass(frozen=True)
