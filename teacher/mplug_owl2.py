@@ -283,7 +283,10 @@ def read_checkpoint(folder: str | Path, dtype: torch.dtype | None = None,
             if path.suffix == ".safetensors":
                 shard = load_file(str(path))
             else:
-                shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                try:  # memory-mapped: a 10 GB shard is not copied into RAM first
+                    shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # files saved before the zip format cannot be mapped
+                    shard = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # corrupt or pickled-with-code files: one clear line
             raise ValueError(f"{path}: cannot read checkpoint shard ({type(err).__name__}: {err})") from None
         for name, tensor in shard.items():

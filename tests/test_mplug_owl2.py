@@ -231,3 +231,16 @@ def test_label_cli_with_mplug_owl2_teacher_folder(tmp_path: Path, reference) -> 
     for index in range(2):  # the original code's vectors for this very image (the cache stores fp16)
         expected = reference["tensors"][f"vector_{index}"]
         torch.testing.assert_close(vectors[index].float(), expected.half().float(), atol=2e-3, rtol=0)
+
+
+class _NotATensor:
+    """Pickled into a .bin shard: `weights_only=True` must refuse it."""
+
+
+def test_pickled_code_in_a_bin_shard_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "owl2"
+    shutil.copytree(FIXTURE, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"model.norm.weight": _NotATensor()}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pytorch_model.bin: cannot read checkpoint shard"):
+        load_mplug_owl2(folder)
