@@ -2,9 +2,22 @@
 
     python bench/teacher_labeling.py                      # CPU, tiny teacher
     python bench/teacher_labeling.py --preset mid --device cuda --images 256 --batch-size 16
+    python bench/teacher_labeling.py --preset full --device cuda --dtype float16 --images 256 \
+        --batch-sizes 8,32,128                            # the paper's teacher, one GPU
+    python bench/teacher_labeling.py --preset full --device cpu --dtype float32 --layers 1 \
+        --images 4 --batch-sizes 2                        # same code, CPU smoke run
 
 ``mid`` is a random mid-size teacher (full-size MANIQA ViT-B/8 + a ~1B LLaVA-style MLLM at
 336 px) to exercise the GPU path: bf16 MLLM, batching, memory. Images are the demo photos.
+
+``full`` is the paper's teacher at its real size with random weights, built directly on the
+device (nothing written to disk): MANIQA ViT-B/8 + mPLUG-Owl2 LLaMA-2-7B (CLIP ViT-L/14 at
+448 px, 65 visual tokens, ``teacher/mplug_owl2.py``). Inputs are random tensors already on the
+device, so the figures are model throughput (decoding and resizing are not included). It
+compares (a) the official protocol (getFeature.py: one image at a time, vision tower and LLM
+once per prompt) with (b) our batched labelling (vision once per image, both prompts of all
+images in one LLM forward), for each batch size. ``--layers N`` keeps N layers of the vision
+tower and of the LLM (widths unchanged) for machines without the memory or time for 7B.
 """
 
 from __future__ import annotations
@@ -31,11 +44,20 @@ MID_MLLM = TinyMLLMConfig(image_size=336, patch_size=14, vision_hidden=1024, vis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["tiny", "mid"], default="tiny")
+    parser.add_argument("--preset", choices=["tiny", "mid", "full"], default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="8,32,128", help="full preset: comma-separated batch sizes")
+    parser.add_argument("--dtype", default="float16", help="full preset: MLLM dtype (float16, bfloat16, float32)")
+    parser.add_argument("--maniqa-dtype", default="float32", help="full preset: MANIQA dtype (the labeler: fp32)")
+    parser.add_argument("--layers", type=int, default=None, help="full preset: keep N vision and N LLM layers")
     args = parser.parse_args()
+    if args.preset == "full":
+        from teacher_labeling_full import run_full  # bench/ is the script's folder
+
+        print(json.dumps(run_full(args), indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = make_demo_images(tmp / "images", count=args.images, size=(512, 512))

@@ -5,10 +5,11 @@ per "semantic expert", pads the image to a square with the image processor's mea
 colour, runs one forward pass (no generation) and keeps the mean over the sequence of
 the last hidden layer: one 4096-d vector per (image, question).
 
-This module does the same for any local Hugging Face image-text-to-text folder
-(LLaVA, Qwen2-VL, ...; loaded natively with `AutoProcessor` +
-`AutoModelForImageTextToText`) and, behind `trust_remote_code=True`, for mPLUG-Owl2's
-own remote code. Nothing is downloaded: every load uses `local_files_only=True`.
+This module does the same for an mPLUG-Owl2 checkpoint folder (our native port,
+`teacher/mplug_owl2.py`), for any local Hugging Face image-text-to-text folder (LLaVA,
+Qwen2-VL, ...; loaded natively with `AutoProcessor` + `AutoModelForImageTextToText`) and,
+behind `trust_remote_code=True`, for other models that ship their own code. Nothing is
+downloaded: every load uses `local_files_only=True`.
 
     enc = SemanticEncoder.from_pretrained(SemanticConfig(model_path="ckpt/llava"))
     vecs = enc.encode(images)  # (B, P, D) float32 on CPU, P = len(prompts)
@@ -58,10 +59,6 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-# mPLUG-Owl2 (mplug_owl2/constants.py): the image placeholder in the prompt text and
-# the id that marks where the visual tokens go in input_ids.
-MPLUG_IMAGE_TOKEN = "<|image|>"
-MPLUG_IMAGE_TOKEN_INDEX = -200
 
 
 @dataclass(frozen=True)
@@ -221,11 +218,11 @@ class _HFBackend:
 
 
 class _MplugOwl2Backend:
-    """mPLUG-Owl2 remote code (MAGAer13/mplug-owl2-llama2-7b, the model MA-AGIQA uses).
+    """mPLUG-Owl2 LLaMA-2 (the model MA-AGIQA uses), native: ``teacher/mplug_owl2.py``, no remote code.
 
-    Mirrors mplug_owl2: conv template "mplug_owl2" (roles USER/ASSISTANT, sep " ", no
-    system prompt), `tokenizer_image_token` (image -> id -200, the model splices in the
-    visual-abstractor tokens), `CLIPImageProcessor` from the folder, `images=` kwarg.
+    As MA-AGIQA's getFeature.py: conv template "mplug_owl2" (``prompt_text``), the slow
+    sentencepiece tokenizer with ``tokenizer_image_token`` (image -> id -200), the folder's CLIP
+    preprocessing (PIL, as 4.3x). Vision runs once per image; all prompts share one LLM forward.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, image_processor) -> None:
@@ -234,69 +231,35 @@ class _MplugOwl2Backend:
         self.image_processor = image_processor
         self.image_mean = tuple(image_processor.image_mean)
         self.hidden_size = int(model.config.hidden_size)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
-        self.pad_id = int(pad) if pad is not None else 0
+        self._ids: dict[str, list[int]] = {}
 
     @classmethod
-    def load(cls, path: str, dtype: torch.dtype, device: torch.device, raw_config: dict) -> _MplugOwl2Backend:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
+    def load(cls, path: str, dtype: torch.dtype, device: torch.device) -> _MplugOwl2Backend:
+        from transformers import CLIPImageProcessorPil
 
-        if "auto_map" not in raw_config:
-            try:  # the original checkpoint has no auto_map: the mplug_owl2 package registers it
-                import mplug_owl2.model  # noqa: F401
-            except ImportError as err:
-                raise ValueError(
-                    f"{path}: mPLUG-Owl2 folder without auto_map code; install the mplug_owl2 package "
-                    "(X-PLUG/mPLUG-Owl, mPLUG-Owl2/) or use a folder that ships its modeling code"
-                ) from err
-        kwargs = {"local_files_only": True, "trust_remote_code": True}
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=False, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
-        image_processor = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
-        return cls(model.to(device), tokenizer, image_processor)
+        from .mplug_owl2 import LlamaSentencePieceTokenizer, load_mplug_owl2
+
+        if not (Path(path) / "preprocessor_config.json").is_file():
+            raise FileNotFoundError(f"{path}: no preprocessor_config.json (the CLIP image preprocessing)")
+        tokenizer = LlamaSentencePieceTokenizer.from_pretrained(path)
+        image_processor = CLIPImageProcessorPil.from_pretrained(path, local_files_only=True)
+        model, _ = load_mplug_owl2(path, dtype, device)
+        return cls(model, tokenizer, image_processor)
 
     def prompt_text(self, question: str) -> str:
-        # conv_templates["mplug_owl2"] with inp = question + "\n" + DEFAULT_IMAGE_TOKEN:
-        # "" + "USER: " + inp + " " + "ASSISTANT:"
-        return f"USER: {question}\n{MPLUG_IMAGE_TOKEN} ASSISTANT:"
+        from .mplug_owl2 import prompt_text
 
-    def input_ids(self, prompt: str) -> list[int]:
-        """`tokenizer_image_token`: tokenise the text chunks, keep one BOS, put -200 between them."""
-        chunks = [self.tokenizer(c).input_ids if c else [] for c in prompt.split(MPLUG_IMAGE_TOKEN)]
-        bos = self.tokenizer.bos_token_id
-        offset = 1 if chunks and chunks[0] and chunks[0][0] == bos else 0
-        ids = [bos] if offset else []
-        for index, chunk in enumerate(chunks):
-            if index > 0:
-                ids.append(MPLUG_IMAGE_TOKEN_INDEX)
-            ids.extend(chunk[offset:])
-        return ids
+        return prompt_text(question)
+
+    def input_ids(self, question: str) -> list[int]:
+        if question not in self._ids:
+            self._ids[question] = self.tokenizer.image_prompt_ids(self.prompt_text(question))
+        return self._ids[question]
 
     def forward(self, images: list[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        per_prompt = [self.input_ids(self.prompt_text(q)) for q in prompts]
-        rows = [ids for _ in images for ids in per_prompt]
-        length = max(len(r) for r in rows)
-        # Right padding: mPLUG-Owl2 prepends (visual tokens - 1) ones to the mask when all
-        # spliced sequences have equal length, which is only right if the pads sit at the end.
-        input_ids = torch.tensor([r + [self.pad_id] * (length - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows])
         pixels = self.image_processor.preprocess(images, return_tensors="pt")["pixel_values"]
-        pixels = pixels.repeat_interleave(len(prompts), dim=0)
-        device, dtype = self.model.device, self.model.dtype
-        out = self.model(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            images=pixels.to(device, dtype),
-            output_hidden_states=True,
-            use_cache=False,
-            return_dict=True,
-        )
-        hidden = out.hidden_states[-1]
-        extra = hidden.shape[1] - length  # visual tokens spliced in for the one -200 per row
-        if extra < 0:
-            raise ValueError(f"mPLUG-Owl2 returned {hidden.shape[1]} positions for {length} input ids")
-        full_mask = torch.cat([torch.ones(mask.shape[0], extra, dtype=mask.dtype), mask], dim=1)
-        return hidden, full_mask.to(hidden.device)
+        weight = self.model.lm_head.weight
+        return self.model(pixels.to(weight.device, weight.dtype), [self.input_ids(q) for q in prompts])
 
 
 class SemanticEncoder:
@@ -308,11 +271,11 @@ class SemanticEncoder:
 
     @classmethod
     def from_pretrained(cls, config: SemanticConfig, device: str | torch.device | None = None) -> SemanticEncoder:
-        """Load `config.model_path` (local only). Native transformers models load directly;
-        folders whose model_type transformers does not know (mPLUG-Owl2) need trust_remote_code."""
+        """Load `config.model_path` (local only). mPLUG-Owl2 (``model_type: mplug_owl2``) and native
+        transformers models load directly; other model types need trust_remote_code."""
         raw = _read_model_config(config.model_path)
         model_type = str(raw["model_type"])
-        native = _is_native(model_type)
+        native = model_type == "mplug_owl2" or _is_native(model_type)  # mplug_owl2: our own port
         if not native and not config.trust_remote_code:
             raise ValueError(
                 f"{config.model_path}: model_type {model_type!r} needs the folder's own (remote) code; "
@@ -321,7 +284,7 @@ class SemanticEncoder:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(config.dtype, device)
         if model_type == "mplug_owl2":
-            backend: _Backend = _MplugOwl2Backend.load(config.model_path, dtype, device, raw)
+            backend: _Backend = _MplugOwl2Backend.load(config.model_path, dtype, device)
         else:
             backend = _HFBackend.load(config.model_path, dtype, device, trust_remote_code=not native)
         return cls(config, backend)

@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import CLIPImageProcessor, LlamaConfig, LlamaForCausalLM
 
 from teacher.semantic import (
     COHERENCE_PROMPT,
@@ -20,12 +19,11 @@ from teacher.semantic import (
     SEMANTIC_CONTENT_PROMPT,
     SemanticConfig,
     SemanticEncoder,
-    _MplugOwl2Backend,
     expand_to_square,
     pool_hidden,
     resolve_dtype,
 )
-from teacher.tiny_mllm import TinyMLLMConfig, build_tiny_mllm, build_tiny_tokenizer, save_tiny_mllm
+from teacher.tiny_mllm import TinyMLLMConfig, build_tiny_mllm, save_tiny_mllm
 
 ATOL = 1e-5
 SHORT_PROMPT = "Describe this picture."
@@ -163,17 +161,14 @@ def test_pool_hidden_ignores_padding() -> None:
 
 
 def test_remote_code_folder_refused_without_flag(tmp_path: Path) -> None:
-    folder = tmp_path / "mplug-owl2-llama2-7b"
+    # mPLUG-Owl2 is native now (tests/test_mplug_owl2.py); any other unknown model_type still needs the flag.
+    folder = tmp_path / "custom-vlm"
     folder.mkdir()
-    config = {
-        "model_type": "mplug_owl2",
-        "architectures": ["MPLUGOwl2LlamaForCausalLM"],
-        "auto_map": {"AutoModelForCausalLM": "modeling_mplug_owl2.MPLUGOwl2LlamaForCausalLM"},
-    }
+    config = {"model_type": "custom_vlm", "auto_map": {"AutoModelForCausalLM": "modeling_custom.CustomVLM"}}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="--trust-remote-code") as info:
         SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(folder)), device="cpu")
-    assert str(folder) in str(info.value) and "mplug_owl2" in str(info.value)
+    assert str(folder) in str(info.value) and "custom_vlm" in str(info.value)
 
 
 def test_missing_folder_and_config(tmp_path: Path) -> None:
@@ -196,50 +191,3 @@ def test_encode_rejects_bad_input(encoder: SemanticEncoder) -> None:
         encoder.encode([])
     with pytest.raises(TypeError):
         encoder.encode(_images(1)[0])
-
-
-class _FakeOwl2(torch.nn.Module):
-    """mPLUG-Owl2's forward contract on a tiny Llama: the -200 id becomes `k` visual tokens
-    and, all rows having equal length, the mask gets k - 1 ones prepended (as the real code)."""
-
-    def __init__(self, vocab_size: int, k: int = 5, hidden: int = 32) -> None:
-        super().__init__()
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            self.llm, self.k, self.config = LlamaForCausalLM(cfg).eval(), k, cfg
-            self.visual = torch.nn.Linear(3, hidden * k)
-
-    @property
-    def device(self) -> torch.device:
-        return self.llm.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.llm.dtype
-
-    def forward(self, input_ids, attention_mask, images, **kwargs):
-        visual = self.visual(images.mean((2, 3))).view(len(images), self.k, -1)
-        embed = self.llm.get_input_embeddings()
-        rows = []
-        for ids, vis in zip(input_ids, visual):
-            at = int((ids == -200).nonzero()[0, 0])
-            rows.append(torch.cat([embed(ids[:at]), vis, embed(ids[at + 1 :])]))
-        ones = torch.ones(len(rows), self.k - 1, dtype=attention_mask.dtype)
-        mask = torch.cat([ones, attention_mask], dim=1)
-        return self.llm(inputs_embeds=torch.stack(rows), attention_mask=mask, **kwargs)
-
-
-def test_mplug_owl2_path_with_fake_model() -> None:
-    tokenizer = build_tiny_tokenizer()
-    processor = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    backend = _MplugOwl2Backend(_FakeOwl2(len(tokenizer)), tokenizer, processor)
-    assert backend.prompt_text(COHERENCE_PROMPT) == f"USER: {COHERENCE_PROMPT}\n<|image|> ASSISTANT:"
-    ids = backend.input_ids(backend.prompt_text(SHORT_PROMPT))
-    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
-    assert ids.count(-200) == 1
-    assert tokenizer.convert_ids_to_tokens(ids[ids.index(-200) + 1 :]) == ["ASSISTANT", ":"]
-    enc = SemanticEncoder(SemanticConfig(model_path="unused", prompts=(COHERENCE_PROMPT, SHORT_PROMPT)), backend)
-    assert enc.hidden_size == 32
-    _assert_padding_invariant(enc)
