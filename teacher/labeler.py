@@ -103,7 +103,7 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
     """
     root = Path(root)
     cfg = config.to_dict()
-    for key in ("model_path", "batch_size", "dtype"):
+    for key in ("model_path", "batch_size", "dtype", "trust_remote_code"):  # do not change labels
         cfg["semantic"].pop(key, None)
     cfg.pop("weights", None)
     cfg["fusion"].pop("semantic_dim", None)  # read from the MLLM; its weights are hashed below
@@ -178,11 +178,15 @@ class Teacher:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
                         trust_remote_code: bool = False, allow_pickle: bool = False) -> "Teacher":
-        """Load a teacher folder (``teacher.json`` + weights + ``mllm/``)."""
+        """Load a teacher folder (``teacher.json`` + weights + ``mllm/``).
+
+        Remote code runs only with ``trust_remote_code`` from the caller (``--trust-remote-code``,
+        or ``teacher.trust_remote_code`` in the user's run config): a downloaded folder's
+        ``teacher.json`` cannot grant itself trust, so its ``semantic.trust_remote_code`` is ignored.
+        """
         directory = Path(directory)
         config = read_teacher_config(directory)
-        if trust_remote_code:
-            config = replace(config, semantic=replace(config.semantic, trust_remote_code=True))
+        config = replace(config, semantic=replace(config.semantic, trust_remote_code=trust_remote_code))
         return cls.from_config(config, root=directory, device=device, allow_pickle=allow_pickle)
 
     # -- the Labeler protocol ----------------------------------------------------------------

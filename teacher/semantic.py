@@ -22,6 +22,7 @@ on what else is in the batch.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ _DTYPES = {
 # the id that marks where the visual tokens go in input_ids.
 MPLUG_IMAGE_TOKEN = "<|image|>"
 MPLUG_IMAGE_TOKEN_INDEX = -200
+
+
+class RemoteCodeWarning(UserWarning):
+    """A model folder's own Python code is about to run (``trust_remote_code``)."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,10 @@ class SemanticEncoder:
                 f"{config.model_path}: model_type {model_type!r} needs the folder's own (remote) code; "
                 "pass --trust-remote-code (SemanticConfig(trust_remote_code=True)) if you trust it"
             )
+        if not native:
+            warnings.warn(f"{config.model_path}: running the Python code shipped in this folder "
+                          "(trust_remote_code); do this only for folders you trust", RemoteCodeWarning,
+                          stacklevel=2)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(config.dtype, device)
         if model_type == "mplug_owl2":

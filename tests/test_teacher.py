@@ -194,3 +194,37 @@ def test_teacher_config_errors_name_the_file(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "c"), "--no-progress"])
     assert result.exit_code == 2 and "not a valid teacher config" in result.output
     assert "Traceback" not in result.output
+
+
+def _remote_code_teacher(folder: Path) -> Path:
+    """A teacher folder whose teacher.json asks for remote code and whose MLLM needs it."""
+    (folder / "mllm").mkdir(parents=True)
+    (folder / "mllm" / "config.json").write_text(json.dumps({
+        "model_type": "my_remote_mllm", "auto_map": {"AutoModelForCausalLM": "modeling.Model"}}))
+    (folder / "teacher.json").write_text(json.dumps({
+        "maniqa": "tiny", "semantic": {"model_path": "mllm", "trust_remote_code": True}}))
+    return folder
+
+
+def test_a_teacher_folder_cannot_grant_itself_remote_code(tmp_path: Path) -> None:
+    from distill.cli import app
+    from teacher.labeler import Teacher, read_teacher_config, teacher_fingerprint
+    from teacher.semantic import RemoteCodeWarning
+
+    teacher_dir = _remote_code_teacher(tmp_path / "downloaded")
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        Teacher.from_pretrained(teacher_dir, device="cpu")
+    folder = _images(tmp_path / "imgs", 2)
+    result = CliRunner().invoke(app, ["label", str(folder), "--teacher", str(teacher_dir),
+                                      "--out", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 2 and "pass --trust-remote-code" in result.output
+    # The caller's flag does enable it, with a warning (loading then fails: there is no code).
+    with pytest.warns(RemoteCodeWarning, match="running the Python code shipped in"):
+        with pytest.raises(Exception):
+            Teacher.from_pretrained(teacher_dir, device="cpu", trust_remote_code=True)
+    # Trust does not change labels, so it is no part of the cache fingerprint.
+    config = read_teacher_config(teacher_dir)
+    from dataclasses import replace
+
+    untrusted = replace(config, semantic=replace(config.semantic, trust_remote_code=False))
+    assert teacher_fingerprint(config, teacher_dir) == teacher_fingerprint(untrusted, teacher_dir)
