@@ -228,3 +228,31 @@ def test_a_teacher_folder_cannot_grant_itself_remote_code(tmp_path: Path) -> Non
 
     untrusted = replace(config, semantic=replace(config.semantic, trust_remote_code=False))
     assert teacher_fingerprint(config, teacher_dir) == teacher_fingerprint(untrusted, teacher_dir)
+
+
+def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path) -> None:
+    import shutil
+
+    from teacher.cache import LabelCache, build_label_cache
+    from teacher.data import DatasetSpec, load_records
+    from teacher.labeler import Teacher, read_teacher_config, save_tiny_teacher, teacher_fingerprint
+
+    first = save_tiny_teacher(tmp_path / "teacher_a")
+    moved = tmp_path / "elsewhere" / "renamed_teacher"
+    shutil.copytree(first, moved)
+    (moved / "mllm").rename(moved / "llava_tiny")
+    (moved / "ma_agiqa.safetensors").rename(moved / "AGIQA_3k.safetensors")
+    config = json.loads((moved / "teacher.json").read_text())
+    config["weights"] = "AGIQA_3k.safetensors"
+    config["semantic"]["model_path"] = str(moved / "llava_tiny")  # absolute this time
+    (moved / "teacher.json").write_text(json.dumps(config))
+    fp_first = teacher_fingerprint(read_teacher_config(first), first)
+    assert teacher_fingerprint(read_teacher_config(moved), moved) == fp_first
+    # ... so a cache built with one is opened, not relabelled, with the other.
+    records = load_records(DatasetSpec(kind="folder", root=str(_images(tmp_path / "imgs", 3))))
+    build_label_cache(records, Teacher.from_pretrained(first, device="cpu"), tmp_path / "cache", progress=False)
+    moved_fp = Teacher.from_pretrained(moved, device="cpu").fingerprint()
+    assert len(LabelCache.open(tmp_path / "cache", fingerprint=moved_fp)) == 3
+    # Content still counts: other weights, another fingerprint.
+    other = save_tiny_teacher(tmp_path / "teacher_b", seed=1)
+    assert teacher_fingerprint(read_teacher_config(other), other) != fp_first
