@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
-from student.model import StudentIQA
+from student.model import StudentIQA, state_mismatch
 
 from .config import RunConfig
 from .losses import DistillationLoss
@@ -172,10 +172,8 @@ def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
     meta_path, tensor_path = directory / "state.json", directory / "state.safetensors"
     fix = f"delete {directory} to restart training from scratch"
     meta = read_checkpoint_meta(directory)
-    step, sha, history, param_groups = meta["step"], meta["sha256"], meta["history"], meta["param_groups"]
-    best = (meta["best_val_srcc"], meta["best_step"])
     payload = tensor_path.read_bytes() if tensor_path.is_file() else b""
-    if hashlib.sha256(payload).hexdigest() != sha:
+    if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
         raise ValueError(f"{tensor_path}: missing or does not match {meta_path} (corrupt checkpoint); {fix}")
     try:
         tensors = load(payload)
@@ -183,12 +181,10 @@ def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
         raise ValueError(f"{tensor_path}: not a safetensors file ({exc}); checkpoints are "
                          f"safetensors only, never pickle; {fix}") from None
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    wrong = sorted(set(expected) ^ set(weights)) + [k for k in expected if k in weights
-                                                   and expected[k].shape != weights[k].shape]
-    if wrong:
-        raise ValueError(f"{tensor_path}: weights do not fit this run's student ({len(wrong)} tensors "
-                         f"missing or of another shape, e.g. {wrong[0]}); {fix}")
+    problems = state_mismatch(model, weights)
+    if problems:
+        raise ValueError(f"{tensor_path}: weights do not fit this run's student ({len(problems)} tensors, "
+                         f"e.g. {problems[0]}); {fix}")
     model.load_state_dict(weights)
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -196,10 +192,10 @@ def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
             _, pid, name = key.split(".", 2)
             opt_state.setdefault(int(pid), {})[name] = value
     try:
-        optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ValueError(f"{tensor_path}: optimizer state does not fit this run ({exc}); {fix}") from None
-    return TrainState(step, best[0], best[1], history)
+    return TrainState(meta["step"], meta["best_val_srcc"], meta["best_step"], meta["history"])
 
 
 # -- the loop ---------------------------------------------------------------------------------

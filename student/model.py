@@ -31,7 +31,7 @@ from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
 
 __all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",
-           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError"]
+           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "state_mismatch"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -181,18 +181,23 @@ class StudentIQA(nn.Module):
             raise StudentLoadError(f"{directory / CONFIG_NAME}: cannot build its backbone "
                                    f"({' '.join(str(exc).split())})") from None
         model.config = config
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mismatched = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
-                      if k in expected and expected[k].shape != v.shape]
-        if missing or unexpected or mismatched:
-            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} "
-                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                                   f"shape mismatch {mismatched[:3]}); restore the config.json saved "
+        problems = state_mismatch(model, state)
+        if problems:
+            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} ({len(problems)} "
+                                   f"tensors: {'; '.join(problems[:3])}); restore the config.json saved "
                                    "with these weights")
         model.load_state_dict(state)
         return model.eval()
+
+
+def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Why ``state`` cannot load into ``model``: missing, unexpected and wrongly shaped tensors
+    (empty when it fits). Checked before ``load_state_dict``, which raises a multi-line error."""
+    expected = model.state_dict()
+    return ([f"missing {k}" for k in sorted(set(expected) - set(state))]
+            + [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
+            + [f"shape mismatch {k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+               for k, v in state.items() if k in expected and expected[k].shape != v.shape])
 
 
 # timm.create_model keywords that load weights from elsewhere: a saved student ignores them.
