@@ -135,6 +135,16 @@ def _split(ids: list[str], records: dict[str, ImageRecord], tensors: dict[str, t
     return Split(ids, ImageSet([str(records[i].path) for i in ids], spec, preload), targets)
 
 
+def _with_absolute_paths(cfg: RunConfig) -> RunConfig:
+    """A copy whose folders are absolute, so the saved config.json resumes from any folder
+    (``data.annotations`` stays as given: a relative one is looked up in the dataset root first)."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    return replace(cfg, out_dir=absolute(cfg.out_dir), data=replace(cfg.data, root=absolute(cfg.data.root)),
+                   teacher=replace(cfg.teacher, path=absolute(cfg.teacher.path), cache=absolute(cfg.teacher.cache)))
+
+
 def _logged_step(line: str) -> float:
     """The step of a ``metrics.jsonl`` line; a line cut short by a kill counts as after any step."""
     try:
@@ -145,7 +155,8 @@ def _logged_step(line: str) -> float:
 
 def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
     """The whole job. With ``resume`` the run folder's saved config and checkpoint are used."""
-    run_dir = Path(cfg.out_dir).resolve()
+    cfg = _with_absolute_paths(cfg)
+    run_dir = Path(cfg.out_dir)
     # Read a damaged checkpoint now, not after hours of labelling.
     ckpt_state = run_dir / "checkpoint" / "state.json"
     resume_step = read_checkpoint_meta(ckpt_state.parent)["step"] if resume and ckpt_state.is_file() else 0

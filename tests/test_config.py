@@ -77,10 +77,10 @@ def _tiny_args(out: Path) -> list[str]:
     return [arg for s in sets for arg in ("--set", s)]
 
 
-def _cli(*args: str, **kwargs) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "distill", *args, "--no-progress"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "distill", *args, "--no-progress"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -92,7 +92,7 @@ def _finish(proc: subprocess.Popen) -> str:
 def test_killed_run_resumes_through_the_cli_to_the_uninterrupted_result(tmp_path: Path) -> None:
     full, killed = tmp_path / "full", tmp_path / "killed"
     reference = _cli("run", *_tiny_args(full))
-    proc = _cli("run", *_tiny_args(killed))
+    proc = _cli("run", *_tiny_args(Path("killed")), cwd=tmp_path)  # resumed below from another folder
     state = killed / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
@@ -102,7 +102,8 @@ def test_killed_run_resumes_through_the_cli_to_the_uninterrupted_result(tmp_path
     proc.wait()
     assert not (killed / "metrics.json").exists()
     # The saved config.json holds min_lr 1e-05, which YAML alone reads as a string.
-    assert "1e-05" in (killed / "config.json").read_text()
+    saved = json.loads((killed / "config.json").read_text())
+    assert "1e-05" in (killed / "config.json").read_text() and saved["out_dir"] == str(killed.resolve())
     _finish(reference)
     _finish(_cli("run", "--resume", str(killed)))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, killed))
