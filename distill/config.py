@@ -8,15 +8,17 @@ Real datasets and weights are a config file away (``configs/agiqa3k.yaml``).
 from __future__ import annotations
 
 import json
+import math
 import os
+import types
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 __all__ = ["DataConfig", "TeacherSection", "StudentSection", "TrainConfig", "LossConfig",
-           "RunConfig", "load_config", "apply_overrides", "ConfigError"]
+           "RunConfig", "load_config", "apply_overrides", "coerce_value", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -98,7 +100,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
-        return _build(cls, data, "")
+        """Build and validate (types, ranges, choices); raises :class:`ConfigError`."""
+        cfg = _build(cls, data, "")
+        _check(cfg)
+        return cfg
 
     @property
     def is_demo(self) -> bool:
@@ -106,19 +111,143 @@ class RunConfig:
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """``data`` -> ``cls``, every value coerced to its field's type (see :func:`coerce_value`)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
-                          f"valid under {prefix or 'top level'}: {sorted(names)}")
+                          f"valid under {prefix.rstrip('.') or 'top level'}: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
         sub = hints[key]
-        kwargs[key] = _build(sub, value, f"{prefix}{key}.") if is_dataclass(sub) else value
+        kwargs[key] = (_build(sub, value, f"{prefix}{key}.") if is_dataclass(sub)
+                       else coerce_value(value, sub, prefix + key))
     return cls(**kwargs)
+
+
+def coerce_value(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the type ``hint`` (int, float, bool, str, ``X | None``, dict, list, tuple).
+
+    YAML reads ``1e-05`` (no dot) as a string and ``--set`` values arrive as YAML, so numbers
+    given as strings are parsed; anything else of the wrong type is a :class:`ConfigError` that
+    names the key, the value and the expected type.
+    """
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(get_args(hint)):
+            return None
+        if len(options) == 1:
+            return coerce_value(value, options[0], key)
+        return value
+    if hint is Any:
+        return value
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{key}={value!r}: expected {expected}")
+
+    if hint is bool:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise fail("an integer") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise fail("a number, e.g. 0.001 or 1e-3") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail("a finite number, e.g. 0.001 or 1e-3")
+        return float(value)
+    if hint is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # a folder may be named 2024
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a mapping, e.g. {input_size: [160, 160]}")
+        return value
+    if hint is list or origin is list:
+        if not isinstance(value, list):
+            raise fail("a list, e.g. [1, 2]")
+        return value
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise fail("a list" if Ellipsis in args else f"a list of {len(args)} values")
+        if Ellipsis in args:
+            return tuple(coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise fail(f"a list of {len(args)} values")
+        return tuple(coerce_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    return value
+
+
+# Ranges checked after the types: (what the rule says, the rule).
+_COUNT = ("an integer >= 1", lambda v: v >= 1)
+_NON_NEGATIVE = ("a value >= 0", lambda v: v >= 0)
+_POSITIVE = ("a value > 0", lambda v: v > 0)
+_FRACTION = ("a fraction in [0, 1)", lambda v: 0 <= v < 1)
+_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "data.val_fraction": _FRACTION, "data.test_fraction": _FRACTION,
+    "data.split_seed": _NON_NEGATIVE, "data.num_workers": _NON_NEGATIVE, "data.demo_images": _COUNT,
+    "teacher.batch_size": _COUNT,
+    "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.lr": _POSITIVE,
+    "train.weight_decay": _NON_NEGATIVE, "train.warmup_fraction": _FRACTION, "train.min_lr": _NON_NEGATIVE,
+    "train.grad_clip": _POSITIVE, "train.seed": _NON_NEGATIVE, "train.checkpoint_every": _NON_NEGATIVE,
+    "train.threads": _COUNT,
+    **{f"loss.{name}": _NON_NEGATIVE for name in ("score", "mos", "semantic", "quality", "gate", "rank")},
+    "loss.gate_temperature": _POSITIVE, "loss.semantic_components": _COUNT, "loss.quality_components": _COUNT,
+}
+
+
+def _check(cfg: "RunConfig") -> None:
+    """Ranges, choices and the rules that tie two keys together; one ConfigError per problem."""
+    for key, (rule, ok) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={value!r}: expected {rule}")
+    from student.model import StudentConfig, list_students
+    from teacher.data import DATASET_KINDS
+
+    kinds = ("demo", *DATASET_KINDS)
+    if cfg.data.kind not in kinds:
+        raise ConfigError(f"data.kind={cfg.data.kind!r}: expected one of {', '.join(kinds)}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = "
+                          f"{cfg.data.val_fraction + cfg.data.test_fraction:g}: must leave images to train on (< 1)")
+    if cfg.train.min_lr > cfg.train.lr:
+        raise ConfigError(f"train.min_lr={cfg.train.min_lr:g} is above train.lr={cfg.train.lr:g}")
+    if cfg.student.variant not in list_students():
+        raise ConfigError(f"student.variant={cfg.student.variant!r}: expected one of {', '.join(list_students())}")
+    hints = get_type_hints(StudentConfig)
+    unknown = sorted(set(cfg.student.overrides) - set(hints))
+    if unknown:
+        raise ConfigError(f"student.overrides: unknown student config field(s) {unknown}; "
+                          f"valid: {sorted(hints)}")
+    # Checked as the student will read them, kept JSON-shaped (lists) as written.
+    cfg.student.overrides = json.loads(json.dumps({
+        name: coerce_value(value, hints[name], f"student.overrides.{name}")
+        for name, value in cfg.student.overrides.items()}))
 
 
 def _parse_value(text: str) -> Any:
@@ -150,9 +279,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from None
+            text = path.read_text()
+            # A run's saved config.json is JSON: read it as JSON, so 1e-05 stays a number.
+            loaded = (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
+        except (yaml.YAMLError, ValueError) as exc:
+            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                              f"({' '.join(str(exc).split())})") from None
         _merge(config, loaded, str(path))
     apply_overrides(config, overrides or [])
     try:

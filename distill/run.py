@@ -37,7 +37,7 @@ from teacher.labeler import (Teacher, TeacherConfig, read_teacher_config, save_t
 from .config import RunConfig
 from .demo import make_demo_images
 from .report import write_model_card, write_plots
-from .train import ImageSet, Split, evaluate, predict, train
+from .train import ImageSet, Split, evaluate, predict, read_checkpoint_meta, train
 
 __all__ = ["run_distillation", "RunResult"]
 
@@ -135,9 +135,31 @@ def _split(ids: list[str], records: dict[str, ImageRecord], tensors: dict[str, t
     return Split(ids, ImageSet([str(records[i].path) for i in ids], spec, preload), targets)
 
 
+def _with_absolute_paths(cfg: RunConfig) -> RunConfig:
+    """A copy whose folders are absolute, so the saved config.json resumes from any folder
+    (``data.annotations`` stays as given: a relative one is looked up in the dataset root first)."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    return replace(cfg, out_dir=absolute(cfg.out_dir), data=replace(cfg.data, root=absolute(cfg.data.root)),
+                   teacher=replace(cfg.teacher, path=absolute(cfg.teacher.path), cache=absolute(cfg.teacher.cache)))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; a line cut short by a kill counts as after any step."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return float("inf")
+
+
 def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
     """The whole job. With ``resume`` the run folder's saved config and checkpoint are used."""
-    run_dir = Path(cfg.out_dir).resolve()
+    cfg = _with_absolute_paths(cfg)
+    run_dir = Path(cfg.out_dir)
+    # Read a damaged checkpoint now, not after hours of labelling.
+    ckpt_state = run_dir / "checkpoint" / "state.json"
+    resume_step = read_checkpoint_meta(ckpt_state.parent)["step"] if resume and ckpt_state.is_file() else 0
     rank, world, device = _init_distributed(cfg.train.device)
     if cfg.train.device:
         device = torch.device(cfg.train.device)
@@ -203,11 +225,9 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
 
     # 4. distil (metrics.jsonl keeps only records up to the checkpoint we resume from)
     metrics_path = run_dir / "metrics.jsonl"
-    ckpt_state = run_dir / "checkpoint" / "state.json"
-    resume_step = json.loads(ckpt_state.read_text())["step"] if resume and ckpt_state.is_file() else 0
     if rank == 0:
         kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.is_file() else [])
-                if resume_step and json.loads(line).get("step", 0) <= resume_step]
+                if resume_step and _logged_step(line) <= resume_step]
         atomic_write_text(metrics_path, "".join(k + "\n" for k in kept))
     log_file = open(metrics_path, "a") if rank == 0 else None
 

@@ -19,18 +19,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch.utils.data import DataLoader, Dataset
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
-from student.model import StudentIQA
+from student.model import StudentIQA, state_mismatch
 
 from .config import RunConfig
 from .losses import DistillationLoss
 from .metrics import iqa_metrics
 
-__all__ = ["ImageSet", "Split", "get_lr", "train", "predict", "TrainState"]
+__all__ = ["ImageSet", "Split", "get_lr", "train", "predict", "TrainState", "load_checkpoint",
+           "read_checkpoint_meta", "save_checkpoint"]
 
 
 class ImageSet(Dataset):
@@ -152,21 +153,48 @@ def save_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
         "sha256": hashlib.sha256(payload).hexdigest()})
 
 
-def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer) -> TrainState:
-    meta_path, tensor_path = directory / "state.json", directory / "state.safetensors"
-    meta = json.loads(meta_path.read_text())
+def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
+    """``state.json`` of a checkpoint folder, its fields type-checked (one-line ``ValueError``)."""
+    path = directory / "state.json"
+    try:
+        meta = json.loads(path.read_text())
+        return {"step": int(meta["step"]), "sha256": str(meta["sha256"]),
+                "best_val_srcc": float(meta["best_val_srcc"]), "best_step": int(meta["best_step"]),
+                "history": list(meta["history"]), "param_groups": list(meta["param_groups"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a checkpoint written by agiqa-distill ({type(exc).__name__}: "
+                         f"{exc}); delete {directory} to restart training from scratch") from None
 
-    if hashlib.sha256(tensor_path.read_bytes()).hexdigest() != meta["sha256"]:
-        raise RuntimeError(f"{tensor_path}: does not match {meta_path} (corrupt checkpoint); "
-                           "delete the checkpoint folder to restart training from scratch")
-    tensors = load_file(str(tensor_path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+
+def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer) -> TrainState:
+    """Restore what :func:`save_checkpoint` wrote; a damaged or foreign checkpoint is a one-line
+    ``ValueError`` naming the file (never an unpickle, never a traceback)."""
+    meta_path, tensor_path = directory / "state.json", directory / "state.safetensors"
+    fix = f"delete {directory} to restart training from scratch"
+    meta = read_checkpoint_meta(directory)
+    payload = tensor_path.read_bytes() if tensor_path.is_file() else b""
+    if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
+        raise ValueError(f"{tensor_path}: missing or does not match {meta_path} (corrupt checkpoint); {fix}")
+    try:
+        tensors = load(payload)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ValueError(f"{tensor_path}: not a safetensors file ({exc}); checkpoints are "
+                         f"safetensors only, never pickle; {fix}") from None
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    problems = state_mismatch(model, weights)
+    if problems:
+        raise ValueError(f"{tensor_path}: weights do not fit this run's student ({len(problems)} tensors, "
+                         f"e.g. {problems[0]}); {fix}")
+    model.load_state_dict(weights)
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, pid, name = key.split(".", 2)
             opt_state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"{tensor_path}: optimizer state does not fit this run ({exc}); {fix}") from None
     return TrainState(meta["step"], meta["best_val_srcc"], meta["best_step"], meta["history"])
 
 

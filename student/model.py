@@ -16,24 +16,27 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import timm
 import torch
-from safetensors.torch import load_file, save
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import nn
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
 
 __all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",
-           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError"]
+           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "state_mismatch"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+TRAINED_CONFIG_KEY = "agiqa-edge/student-config"  # model.safetensors metadata: the config at save time
 
 
 class StudentLoadError(ValueError):
@@ -142,7 +145,10 @@ class StudentIQA(nn.Module):
         """Write ``config.json`` (config, preprocessing, ``extra`` metadata) and safetensors weights."""
         directory = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
+        # The config the weights were trained with travels inside the weights file, so a
+        # config.json edited later (mean/std, input size, direction) is refused on load.
+        trained_with = json.dumps(self.config.to_dict(), sort_keys=True)
+        atomic_write_bytes(directory / WEIGHTS_NAME, save(state, metadata={TRAINED_CONFIG_KEY: trained_with}))
         meta = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                 "preprocess": self.config.preprocess.to_dict(), **(extra or {})}
         atomic_write_json(directory / CONFIG_NAME, meta)
@@ -150,38 +156,96 @@ class StudentIQA(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "StudentIQA":
-        """Rebuild a student from a folder written by :meth:`save_pretrained` (no pickle)."""
+        """Rebuild a student from a folder written by :meth:`save_pretrained` (no pickle).
+
+        Raises :class:`StudentLoadError` (one line) when ``config.json`` was changed after
+        training, does not fit the weights, or the weights file is unreadable.
+        """
         directory = Path(directory)
-        config = read_student_config(directory)
+        config, meta = _read_student_meta(directory)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise StudentLoadError(f"{weights}: missing; the folder is not a complete student checkpoint")
-        # Weights come from the checkpoint, never from a backbone file that may be gone.
-        model = cls(replace(config, backbone_weights=None))
-        model.config = config
         try:
-            state = load_file(str(weights), device=map_location)
+            with safe_open(str(weights), framework="pt", device=map_location) as f:
+                trained_with = (f.metadata() or {}).get(TRAINED_CONFIG_KEY)
+                state = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:  # safetensors raises its own error types
             raise StudentLoadError(f"{weights}: unreadable safetensors ({exc}); re-export the student") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        mismatched = [k for k, v in state.items() if k in model.state_dict()
-                      and model.state_dict()[k].shape != v.shape]
-        if missing or unexpected or mismatched:
-            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} "
-                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                                   f"shape mismatch {mismatched[:3]})")
+        _check_trained_config(directory, config, meta.get("preprocess"), trained_with)
+        # Weights come from the checkpoint, never from a backbone file that may be gone.
+        kwargs = {k: v for k, v in config.backbone_kwargs.items() if k not in _WEIGHT_FILE_KWARGS}
+        try:
+            model = cls(replace(config, backbone_weights=None, backbone_kwargs=kwargs))
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise StudentLoadError(f"{directory / CONFIG_NAME}: cannot build its backbone "
+                                   f"({' '.join(str(exc).split())})") from None
+        model.config = config
+        problems = state_mismatch(model, state)
+        if problems:
+            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} ({len(problems)} "
+                                   f"tensors: {'; '.join(problems[:3])}); restore the config.json saved "
+                                   "with these weights")
+        model.load_state_dict(state)
         return model.eval()
+
+
+def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Why ``state`` cannot load into ``model``: missing, unexpected and wrongly shaped tensors
+    (empty when it fits). Checked before ``load_state_dict``, which raises a multi-line error."""
+    expected = model.state_dict()
+    return ([f"missing {k}" for k in sorted(set(expected) - set(state))]
+            + [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
+            + [f"shape mismatch {k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+               for k, v in state.items() if k in expected and expected[k].shape != v.shape])
+
+
+# timm.create_model keywords that load weights from elsewhere: a saved student ignores them.
+_WEIGHT_FILE_KWARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay")
+
+
+def _check_trained_config(directory: Path, config: StudentConfig, preprocess: dict[str, Any] | None,
+                          trained_with: str | None) -> None:
+    """Refuse a ``config.json`` whose config (preprocessing, direction, sizes) differs from the
+    one stored inside ``model.safetensors`` when the weights were saved."""
+    path = directory / CONFIG_NAME
+    if trained_with is None:
+        warnings.warn(f"{directory / WEIGHTS_NAME}: saved by an older version without its training "
+                      f"config; {path} cannot be checked against it (save the student again)",
+                      UserWarning, stacklevel=3)
+        return
+    try:
+        trained = json.loads(trained_with)
+    except ValueError:
+        raise StudentLoadError(f"{directory / WEIGHTS_NAME}: damaged metadata; re-export the student") from None
+    current = config.to_dict()
+    changed = [k for k in sorted(set(trained) | set(current))
+               if k != "backbone_weights" and trained.get(k) != current.get(k)]
+    if changed:
+        first = changed[0]
+        raise StudentLoadError(
+            f"{path}: {', '.join(changed)} changed after training ({first} is {current.get(first)!r}, "
+            f"the weights were trained with {trained.get(first)!r}); restore the config.json saved with "
+            "these weights")
+    if preprocess is not None and preprocess != json.loads(json.dumps(config.preprocess.to_dict())):
+        raise StudentLoadError(f"{path}: its \"preprocess\" block differs from the preprocessing the "
+                               "weights were trained with; restore the config.json saved with these weights")
 
 
 def read_student_config(directory: str | os.PathLike) -> StudentConfig:
     """Read ``config.json`` of a student folder, with a clear error when it is not one."""
+    return _read_student_meta(directory)[0]
+
+
+def _read_student_meta(directory: str | os.PathLike) -> tuple[StudentConfig, dict[str, Any]]:
+    """A student folder's ``config.json`` -> (its StudentConfig, the whole JSON object)."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise StudentLoadError(f"{path}: missing; pass a student folder written by save_pretrained "
                                "(a run's student/best) ")
     try:
         meta = json.loads(path.read_text())
-        return StudentConfig.from_dict(meta["config"])
+        return StudentConfig.from_dict(meta["config"]), meta
     except (ValueError, KeyError, TypeError) as exc:
         raise StudentLoadError(f"{path}: not a student config ({exc})") from None
 

@@ -12,6 +12,8 @@ Layout of a cache folder::
 (image_id, relpath, shard, row, sha256 of the file bytes), the skipped images with reasons and
 every shard's sha256. A run killed at any point resumes: completed shards are verified and kept,
 the unfinished one is redone with the same batches, so the result equals an uninterrupted run.
+A damaged or lost ``manifest.json`` is merged again from the finished parts and their verified
+shards, never relabelled.
 """
 
 from __future__ import annotations
@@ -141,10 +143,14 @@ def _sha256(data: bytes) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CacheCorruptError(f"{path}: unreadable ({exc}); delete {path.parent} and relabel "
                                 f"with `{BUILD_COMMAND}`") from None
+    if not isinstance(data, dict):
+        raise CacheCorruptError(f"{path}: not a JSON object; delete {path.parent} and relabel "
+                                f"with `{BUILD_COMMAND}`")
+    return data
 
 
 def _part_path(out: Path, rank: int, world_size: int) -> Path:
@@ -169,8 +175,17 @@ def _shard_problem(out: Path, entry: dict[str, Any]) -> str | None:
 
 
 def _check_fingerprints(out: Path, fp_sha: str) -> None:
-    for path in [out / MANIFEST, *sorted(out.glob(_PART_GLOB))]:
-        if path.is_file() and (theirs := _read_json(path).get("fingerprint_sha256")) != fp_sha:
+    parts = sorted(out.glob(_PART_GLOB))
+    for path in [out / MANIFEST, *parts]:
+        if not path.is_file():
+            continue
+        try:
+            theirs = _read_json(path).get("fingerprint_sha256")
+        except CacheCorruptError:
+            if path.name == MANIFEST and parts:
+                continue  # a damaged merged manifest is rebuilt from the parts at the end
+            raise
+        if theirs != fp_sha:
             raise CacheMismatchError(
                 f"{out}: built by a different teacher (fingerprint {str(theirs)[:16]} in {path.name}, "
                 f"this teacher {fp_sha[:16]}); pass a new --out folder or delete {out}")
@@ -383,6 +398,19 @@ def merge_manifests(out_dir: str | Path, *, verify: bool = True) -> Path:
     return atomic_write_json(out / MANIFEST, manifest)
 
 
+def _rebuild_manifest(out: Path, problem: str, error: CacheError) -> dict[str, Any]:
+    """``manifest.json`` merged again from finished part manifests and their verified shards
+    (labelling a dataset with a 7B teacher takes hours; the merge takes seconds). Raises
+    ``error`` when the parts cannot give it (unfinished, damaged or absent)."""
+    try:
+        path = merge_manifests(out)  # checks that every rank finished and every shard's sha256
+    except (CacheError, KeyError, TypeError):
+        raise error from None
+    warnings.warn(f"{path}: was {problem}; rebuilt it from the part manifests and their verified shards",
+                  CacheCorruptWarning, stacklevel=3)
+    return _read_json(path)
+
+
 class LabelCache:
     """A finished label cache, loaded in memory. Build one with :meth:`open`."""
 
@@ -419,9 +447,14 @@ class LabelCache:
             n_parts = len(list(out.glob(_PART_GLOB))) if out.is_dir() else 0
             hint = (f" ({n_parts} rank parts found: rerun the same label command to finish, or "
                     f"merge_manifests)" if n_parts else "")
-            raise CacheMissingError(f"{out}: no {MANIFEST}: the label cache is missing or unfinished{hint}; "
-                                    f"build it with `{BUILD_COMMAND}`")
-        manifest = _read_json(path)
+            missing = CacheMissingError(f"{out}: no {MANIFEST}: the label cache is missing or unfinished"
+                                        f"{hint}; build it with `{BUILD_COMMAND}`")
+            manifest = _rebuild_manifest(out, "missing", missing)
+        else:
+            try:
+                manifest = _read_json(path)
+            except CacheCorruptError as exc:
+                manifest = _rebuild_manifest(out, "unreadable", exc)
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise CacheError(f"{path}: not a label cache of format {FORMAT} v{FORMAT_VERSION}; relabel "
                              f"with `{BUILD_COMMAND}`")

@@ -111,7 +111,7 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
     """
     root = Path(root)
     cfg = config.to_dict()
-    for key in ("model_path", "batch_size", "dtype"):
+    for key in ("model_path", "batch_size", "dtype", "trust_remote_code"):  # do not change labels
         cfg["semantic"].pop(key, None)
     cfg.pop("weights", None)
     cfg["fusion"].pop("semantic_dim", None)  # read from the MLLM; its weights are hashed below
@@ -119,17 +119,19 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
     if not model_path.is_dir():
         raise FileNotFoundError(f"{model_path}: MLLM folder not found; set teacher semantic.model_path "
                                 "to a local Hugging Face model folder")
-    files = sorted(p for p in model_path.iterdir()
-                   if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    # Keyed by role and file name inside the MLLM folder, never by folder names: the same
+    # teacher copied elsewhere has the same fingerprint and reuses its labels.
+    files = {f"mllm/{p.name}": p for p in sorted(model_path.iterdir())
+             if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()}
     if config.weights:
         weights = _resolve(config.weights, root)
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: MA-AGIQA checkpoint not found; fix `weights` in "
                                     f"{root / TEACHER_CONFIG_NAME}")
-        files.append(weights)
+        files["ma_agiqa_weights"] = weights
     else:
         cfg["weights_note"] = "no MA-AGIQA weights: MANIQA and fusion are a seeded random init (seed 0)"
-    digests = {f"{p.parent.name}/{p.name}": _file_digest(p, full=p.stat().st_size < (2 << 30)) for p in files}
+    digests = {key: _file_digest(p, full=p.stat().st_size < (2 << 30)) for key, p in files.items()}
     crops = crop_boxes(*config.view_size, num_crops=config.num_crops, mode=config.crop_mode)
     return {"config": cfg, "weights": digests, "crops": [list(c) for c in crops]}
 
@@ -188,11 +190,15 @@ class Teacher:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
                         trust_remote_code: bool = False, allow_pickle: bool = False) -> "Teacher":
-        """Load a teacher folder (``teacher.json`` + weights + ``mllm/``)."""
+        """Load a teacher folder (``teacher.json`` + weights + ``mllm/``).
+
+        Remote code runs only with ``trust_remote_code`` from the caller (``--trust-remote-code``,
+        or ``teacher.trust_remote_code`` in the user's run config): a downloaded folder's
+        ``teacher.json`` cannot grant itself trust, so its ``semantic.trust_remote_code`` is ignored.
+        """
         directory = Path(directory)
         config = read_teacher_config(directory)
-        if trust_remote_code:
-            config = replace(config, semantic=replace(config.semantic, trust_remote_code=True))
+        config = replace(config, semantic=replace(config.semantic, trust_remote_code=trust_remote_code))
         return cls.from_config(config, root=directory, device=device, allow_pickle=allow_pickle)
 
     # -- the Labeler protocol ----------------------------------------------------------------

@@ -23,6 +23,7 @@ on what else is in the batch.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,10 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
+
+
+class RemoteCodeWarning(UserWarning):
+    """A model folder's own Python code is about to run (``trust_remote_code``)."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,10 @@ class SemanticEncoder:
                 f"{config.model_path}: model_type {model_type!r} needs the folder's own (remote) code; "
                 "pass --trust-remote-code (SemanticConfig(trust_remote_code=True)) if you trust it"
             )
+        if not native:
+            warnings.warn(f"{config.model_path}: running the Python code shipped in this folder "
+                          "(trust_remote_code); do this only for folders you trust", RemoteCodeWarning,
+                          stacklevel=2)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(config.dtype, device)
         if model_type == "mplug_owl2":

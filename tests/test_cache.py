@@ -219,3 +219,36 @@ def test_bad_arguments_and_labeler_outputs(records: list[ImageRecord], tmp_path:
         build(records, tmp_path / "b", WrongShape())
     with pytest.raises(CacheMissingError, match="agiqa-distill label"):
         LabelCache.open(tmp_path / "never-built")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garbage"])
+def test_damaged_manifest_is_rebuilt_from_intact_parts(records: list[ImageRecord], tmp_path: Path,
+                                                      damage: str) -> None:
+    out = tmp_path / "cache"
+    build(records, out)
+    manifest = out / "manifest.json"
+    original = manifest.read_bytes()
+    if damage == "truncate":
+        manifest.write_bytes(original[: len(original) // 2])
+    elif damage == "delete":
+        manifest.unlink()
+    else:
+        manifest.write_text("[1, 2]")
+    with pytest.warns(CacheCorruptWarning, match="rebuilt it from the part manifests"):
+        cache = LabelCache.open(out, fingerprint=FakeLabeler().fingerprint())
+    assert manifest.read_bytes() == original and len(cache) == 10
+    # The label command keeps every shard as well: nothing is labelled again.
+    manifest.write_bytes(original[:100])
+    labeler = FakeLabeler()
+    report = build(records, out, labeler)
+    assert labeler.seen == [] and report.n_reused == 13 and manifest.read_bytes() == original
+
+
+def test_damaged_manifest_with_a_damaged_shard_is_not_rebuilt(records: list[ImageRecord], tmp_path: Path) -> None:
+    out = tmp_path / "cache"
+    build(records, out)
+    (out / "manifest.json").write_text("{")
+    shard = out / "labels-r000-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(CacheCorruptError, match="manifest.json: unreadable"):
+        LabelCache.open(out)

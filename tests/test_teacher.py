@@ -194,3 +194,65 @@ def test_teacher_config_errors_name_the_file(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "c"), "--no-progress"])
     assert result.exit_code == 2 and "not a valid teacher config" in result.output
     assert "Traceback" not in result.output
+
+
+def _remote_code_teacher(folder: Path) -> Path:
+    """A teacher folder whose teacher.json asks for remote code and whose MLLM needs it."""
+    (folder / "mllm").mkdir(parents=True)
+    (folder / "mllm" / "config.json").write_text(json.dumps({
+        "model_type": "my_remote_mllm", "auto_map": {"AutoModelForCausalLM": "modeling.Model"}}))
+    (folder / "teacher.json").write_text(json.dumps({
+        "maniqa": "tiny", "semantic": {"model_path": "mllm", "trust_remote_code": True}}))
+    return folder
+
+
+def test_a_teacher_folder_cannot_grant_itself_remote_code(tmp_path: Path) -> None:
+    from distill.cli import app
+    from teacher.labeler import Teacher, read_teacher_config, teacher_fingerprint
+    from teacher.semantic import RemoteCodeWarning
+
+    teacher_dir = _remote_code_teacher(tmp_path / "downloaded")
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        Teacher.from_pretrained(teacher_dir, device="cpu")
+    folder = _images(tmp_path / "imgs", 2)
+    result = CliRunner().invoke(app, ["label", str(folder), "--teacher", str(teacher_dir),
+                                      "--out", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 2 and "pass --trust-remote-code" in result.output
+    # The caller's flag does enable it, with a warning (loading then fails: there is no code).
+    with pytest.warns(RemoteCodeWarning, match="running the Python code shipped in"):
+        with pytest.raises(Exception):
+            Teacher.from_pretrained(teacher_dir, device="cpu", trust_remote_code=True)
+    # Trust does not change labels, so it is no part of the cache fingerprint.
+    config = read_teacher_config(teacher_dir)
+    from dataclasses import replace
+
+    untrusted = replace(config, semantic=replace(config.semantic, trust_remote_code=False))
+    assert teacher_fingerprint(config, teacher_dir) == teacher_fingerprint(untrusted, teacher_dir)
+
+
+def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path) -> None:
+    import shutil
+
+    from teacher.cache import LabelCache, build_label_cache
+    from teacher.data import DatasetSpec, load_records
+    from teacher.labeler import Teacher, read_teacher_config, save_tiny_teacher, teacher_fingerprint
+
+    first = save_tiny_teacher(tmp_path / "teacher_a")
+    moved = tmp_path / "elsewhere" / "renamed_teacher"
+    shutil.copytree(first, moved)
+    (moved / "mllm").rename(moved / "llava_tiny")
+    (moved / "ma_agiqa.safetensors").rename(moved / "AGIQA_3k.safetensors")
+    config = json.loads((moved / "teacher.json").read_text())
+    config["weights"] = "AGIQA_3k.safetensors"
+    config["semantic"]["model_path"] = str(moved / "llava_tiny")  # absolute this time
+    (moved / "teacher.json").write_text(json.dumps(config))
+    fp_first = teacher_fingerprint(read_teacher_config(first), first)
+    assert teacher_fingerprint(read_teacher_config(moved), moved) == fp_first
+    # ... so a cache built with one is opened, not relabelled, with the other.
+    records = load_records(DatasetSpec(kind="folder", root=str(_images(tmp_path / "imgs", 3))))
+    build_label_cache(records, Teacher.from_pretrained(first, device="cpu"), tmp_path / "cache", progress=False)
+    moved_fp = Teacher.from_pretrained(moved, device="cpu").fingerprint()
+    assert len(LabelCache.open(tmp_path / "cache", fingerprint=moved_fp)) == 3
+    # Content still counts: other weights, another fingerprint.
+    other = save_tiny_teacher(tmp_path / "teacher_b", seed=1)
+    assert teacher_fingerprint(read_teacher_config(other), other) != fp_first

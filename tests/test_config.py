@@ -1,0 +1,157 @@
+"""Run config: typed values at load and override time, and ``--resume`` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save
+
+from distill.config import ConfigError, RunConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_numbers_written_as_strings_become_numbers(tmp_path: Path) -> None:
+    # YAML reads 1e-05 (no dot) as a string; a run's saved config.json holds such values.
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  min_lr: 1e-05\n  epochs: '7'\n  amp: 'false'\n")
+    cfg = load_config(path, ["train.weight_decay=5e-4", "data.root=2024"])
+    assert (cfg.train.lr, cfg.train.min_lr, cfg.train.epochs, cfg.train.amp) == (1e-3, 1e-5, 7, False)
+    assert cfg.train.weight_decay == 5e-4 and cfg.data.root == "2024"
+    assert isinstance(cfg.train.lr, float) and isinstance(cfg.train.epochs, int)
+    # A round trip through the run folder's config.json gives the same config.
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(cfg.to_dict()))
+    assert load_config(saved) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=ten", "train.epochs='ten': expected an integer"),
+    ("train.batch_size=-4", "train.batch_size=-4: expected an integer >= 1"),
+    ("train.lr=fast", "train.lr='fast': expected a number"),
+    ("train.lr=0", "train.lr=0.0: expected a value > 0"),
+    ("train.amp=maybe", "train.amp='maybe': expected true or false"),
+    ("data.val_fraction=1.5", "data.val_fraction=1.5: expected a fraction in [0, 1)"),
+    ("data.root=[a]", "data.root=['a']: expected a string"),
+    ("data.kind=imagenet", "data.kind='imagenet': expected one of demo"),
+    ("student.variant=huge", "student.variant='huge': expected one of"),
+    ("student.overrides={input_size: [96, x]}", "student.overrides.input_size[1]='x': expected an integer"),
+    ("student.overrides={checkpoint_path: w.pth}", "unknown student config field(s) ['checkpoint_path']"),
+    ("train.min_lr=0.5", "train.min_lr=0.5 is above train.lr"),
+])
+def test_bad_values_are_one_line_errors_naming_key_and_value(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_yaml_file_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  test_fraction: 0.5\n  val_fraction: 0.5\n")
+    with pytest.raises(ConfigError, match="must leave images to train on"):
+        load_config(path)
+    path.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        load_config(path)
+    bad_json = tmp_path / "config.json"
+    bad_json.write_text('{"train": {"lr": ')
+    with pytest.raises(ConfigError, match="config.json: not valid JSON"):
+        load_config(bad_json)
+
+
+# -- --resume through the CLI -------------------------------------------------------------------
+def _tiny_args(out: Path) -> list[str]:
+    sets = [f"out_dir={out}", "data.demo_images=40", "student.variant=tiny", "train.epochs=5",
+            "train.batch_size=8", "train.threads=1", "loss.semantic_components=8",
+            "loss.quality_components=8", "data.val_fraction=0.2", "data.test_fraction=0.2",
+            "train.checkpoint_every=1"]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "distill", *args, "--no-progress"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def test_killed_run_resumes_through_the_cli_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    reference = _cli("run", *_tiny_args(full))
+    proc = _cli("run", *_tiny_args(Path("killed")), cwd=tmp_path)  # resumed below from another folder
+    state = killed / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before its first checkpoint could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+    # The saved config.json holds min_lr 1e-05, which YAML alone reads as a string.
+    saved = json.loads((killed / "config.json").read_text())
+    assert "1e-05" in (killed / "config.json").read_text() and saved["out_dir"] == str(killed.resolve())
+    _finish(reference)
+    _finish(_cli("run", "--resume", str(killed)))
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, killed))
+    assert a["test"] == b["test"] and a["steps"] == b["steps"] == 15
+    wa, wb = (load_file(str(d / "student" / "last" / "model.safetensors")) for d in (full, killed))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_of_a_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
+    from distill.train import load_checkpoint, save_checkpoint, TrainState
+    from student.model import create_student
+
+    model = create_student("tiny")
+    optimizer = torch.optim.AdamW(model.parameters())
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(ckpt, model, optimizer, TrainState(step=3))
+    assert load_checkpoint(ckpt, model, optimizer).step == 3
+    # A pickle where safetensors belongs, with a state.json made to match it.
+    torch.save({"x": torch.zeros(2)}, ckpt / "state.safetensors")
+    meta = json.loads((ckpt / "state.json").read_text())
+    import hashlib
+
+    meta["sha256"] = hashlib.sha256((ckpt / "state.safetensors").read_bytes()).hexdigest()
+    (ckpt / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="state.safetensors: not a safetensors file") as info:
+        load_checkpoint(ckpt, model, optimizer)
+    assert "\n" not in str(info.value)
+    # Safetensors of another model.
+    payload = save({"model.other": torch.zeros(2)})
+    (ckpt / "state.safetensors").write_bytes(payload)
+    meta["sha256"] = hashlib.sha256(payload).hexdigest()
+    (ckpt / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="do not fit this run's student"):
+        load_checkpoint(ckpt, model, optimizer)
+    (ckpt / "state.json").write_text("{")
+    with pytest.raises(ValueError, match="state.json: not a checkpoint written by agiqa-distill"):
+        load_checkpoint(ckpt, model, optimizer)
+
+
+def test_cli_resume_of_a_damaged_checkpoint_exits_with_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(RunConfig(out_dir=str(run_dir)).to_dict()))
+    (run_dir / "checkpoint" / "state.json").write_text("not json")
+    result = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "state.json: not a checkpoint" in result.output and "Traceback" not in result.output

@@ -1,0 +1,96 @@
+"""Student checkpoints: the config travels inside the weights; a changed config.json is refused."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+from safetensors.torch import load_file, save
+
+from student.model import StudentIQA, StudentLoadError, create_student
+
+
+@pytest.fixture
+def student_dir(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return create_student("tiny").save_pretrained(tmp_path / "student")
+
+
+def _edit(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / "config.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _strip_trained_config(directory: Path) -> None:
+    """Rewrite the weights as an older version did: no config in the safetensors metadata."""
+    weights = directory / "model.safetensors"
+    state = {k: v.clone() for k, v in load_file(str(weights)).items()}  # not views of the file
+    weights.write_bytes(save(state))
+
+
+def test_round_trip_keeps_weights_and_config(student_dir: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a student saved now carries its config: no warning
+        back = StudentIQA.from_pretrained(student_dir)
+    original = create_student("tiny")
+    assert back.config == original.config
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(0)
+    reference = create_student("tiny").eval()
+    torch.testing.assert_close(back(x).score, reference(x).score)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("mean", [0.5, 0.5, 0.5]),
+    ("std", [0.5, 0.5, 0.5]),
+    ("input_size", [96, 96]),
+    ("lower_better", True),
+    ("semantic_dim", 32),
+    ("backbone_kwargs", {"checkpoint_path": "/tmp/other.pth"}),
+])
+def test_config_changed_after_training_is_refused(student_dir: Path, field: str, value: Any) -> None:
+    _edit(student_dir, lambda meta: meta["config"].__setitem__(field, value))
+    with pytest.raises(StudentLoadError, match=f"{field} changed after training") as info:
+        StudentIQA.from_pretrained(student_dir)
+    assert "config.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_preprocess_block_changed_alone_is_refused(student_dir: Path) -> None:
+    _edit(student_dir, lambda meta: meta["preprocess"].__setitem__("mean", [0.1, 0.1, 0.1]))
+    with pytest.raises(StudentLoadError, match='"preprocess" block differs'):
+        StudentIQA.from_pretrained(student_dir)
+
+
+def test_older_checkpoint_config_that_does_not_fit_its_weights_is_one_line(student_dir: Path) -> None:
+    _strip_trained_config(student_dir)
+    with pytest.warns(UserWarning, match="older version"):
+        StudentIQA.from_pretrained(student_dir)  # still loads
+    _edit(student_dir, lambda meta: meta["config"].__setitem__("quality_dim", 24))
+    with pytest.warns(UserWarning), pytest.raises(StudentLoadError, match="shape mismatch") as info:
+        StudentIQA.from_pretrained(student_dir)
+    assert "quality_head.weight (16, " in str(info.value) and "\n" not in str(info.value)
+
+
+def test_older_checkpoint_with_a_checkpoint_path_loads_its_own_weights(student_dir: Path) -> None:
+    expected = {k: v.clone() for k, v in load_file(str(student_dir / "model.safetensors")).items()}
+    _strip_trained_config(student_dir)
+    _edit(student_dir, lambda meta: meta["config"].__setitem__(
+        "backbone_kwargs", {"checkpoint_path": str(student_dir / "missing.pth"), "pretrained": True}))
+    with pytest.warns(UserWarning, match="older version"):
+        model = StudentIQA.from_pretrained(student_dir)
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    _edit(student_dir, lambda meta: meta["config"].__setitem__("backbone", "no_such_net"))
+    with pytest.warns(UserWarning), pytest.raises(StudentLoadError, match="cannot build its backbone"):
+        StudentIQA.from_pretrained(student_dir)
+
+
+def test_weights_that_are_not_safetensors_are_one_line(student_dir: Path) -> None:
+    torch.save({"x": torch.zeros(1)}, student_dir / "model.safetensors")
+    with pytest.raises(StudentLoadError, match="unreadable safetensors"):
+        StudentIQA.from_pretrained(student_dir)
