@@ -104,6 +104,11 @@ def _resolve(path: str, root: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+# Weights, configs and the sentencepiece tokenizer model: everything in an MLLM folder that
+# can change a semantic vector.
+_FINGERPRINTED_SUFFIXES = (".safetensors", ".bin", ".json", ".model")
+
+
 def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[str, Any]:
     """Config + weight digests + prompts + crops, computed without loading any model.
 
@@ -111,7 +116,9 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
     """
     root = Path(root)
     cfg = config.to_dict()
-    for key in ("model_path", "batch_size", "dtype", "trust_remote_code"):  # do not change labels
+    # Where the model lies, the batch size and trust do not change labels; the dtype does (fp16
+    # and bf16 vectors differ in the third digit), so it stays in.
+    for key in ("model_path", "batch_size", "trust_remote_code"):
         cfg["semantic"].pop(key, None)
     cfg.pop("weights", None)
     cfg["fusion"].pop("semantic_dim", None)  # read from the MLLM; its weights are hashed below
@@ -122,7 +129,7 @@ def teacher_fingerprint(config: TeacherConfig, root: str | os.PathLike) -> dict[
     # Keyed by role and file name inside the MLLM folder, never by folder names: the same
     # teacher copied elsewhere has the same fingerprint and reuses its labels.
     files = {f"mllm/{p.name}": p for p in sorted(model_path.iterdir())
-             if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()}
+             if p.suffix in _FINGERPRINTED_SUFFIXES and p.is_file()}
     if config.weights:
         weights = _resolve(config.weights, root)
         if not weights.is_file():
