@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .quiet import quiet_toolchain
-from .contract import ModelContract, read_program
+from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
 from .images import IMAGE_SUFFIXES, ImageLoadError, find_images
 
 __all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
@@ -120,7 +120,8 @@ class Scorer:
         """Load ``path`` (a .pte) and its ``model.json``; ``threads`` sets the runtime pool.
 
         Raises:
-            ContractError: model.json missing, malformed, or not this program's (re-export).
+            ContractError: model.json missing, malformed, edited, or not this program's, or
+                the program is corrupt (re-export).
             RuntimeUnavailableError: the ExecuTorch native extension cannot be imported.
         """
         path = Path(path)
@@ -131,12 +132,32 @@ class Scorer:
         with _quiet_stderr():
             if threads is not None:
                 _set_threads(threads)
-            program = runtime.get().load_program(data)
-            scorer = cls(path, contract, program, torch)
+            try:
+                program = runtime.get().load_program(data)
+                scorer = cls(path, contract, program, torch)
+            except RuntimeError as exc:  # "Failed to load program, error: 0x:23" and the like
+                raise ContractError(f"{path}: not a loadable ExecuTorch program ({exc}); the file "
+                                    "is truncated or corrupt: re-export it") from None
+            scorer._check_embedded_contract()
             scorer._check_signature(scorer._method.metadata)
             # The first run sets XNNPACK up (and prints cpuinfo lines): pay it here, quietly.
             scorer.run(np.zeros(contract.input_shape, np.float32))
         return scorer
+
+    def _check_embedded_contract(self) -> None:
+        """The program carries its contract's digest: refuse a model.json it was not built with."""
+        if CONTRACT_METHOD not in self._program.method_names:
+            raise ContractError(f"{self.path}: the program carries no contract digest (exported "
+                                "by an older agiqa-export); re-export it")
+        try:
+            embedded = self._program.load_method(CONTRACT_METHOD).execute([])[0]
+        except (RuntimeError, IndexError) as exc:
+            raise ContractError(f"{self.path}: cannot read the program's contract digest ({exc}); "
+                                "re-export it") from None
+        if embedded != self.contract.contract_sha256:
+            raise ContractError(f"{self.path}: model.json is not the contract this program was "
+                                "exported with (contract_sha256 differs from the digest inside "
+                                "the program); restore the exported model.json or re-export it")
 
     def _check_signature(self, meta: Any) -> None:
         expected = list(self.contract.input_shape)

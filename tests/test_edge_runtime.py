@@ -47,19 +47,20 @@ class MicroIQA(torch.nn.Module):
 
 
 def write_program(directory: Path, lower_better: bool = False) -> Path:
-    from export import _toolchain as tc
+    from export.executorch import lower_with_contract
 
     torch.manual_seed(0)
     example = torch.zeros(1, 3, *SIZE)
-    lowered = tc.lower_to_executorch(tc.export_program(MicroIQA().eval(), example))
+    contract = ModelContract(program_sha256="", preprocess=PreprocessSpec(input_size=SIZE),
+                             input_shape=(1, 3, *SIZE),
+                             expert_names=("semantic_0", "semantic_1", "quality"),
+                             lower_better=lower_better, quantization={"mode": "fp32"})
+    lowered, contract = lower_with_contract(MicroIQA().eval(), example, contract)
     assert lowered.outside_delegate == ()
     program = directory / "micro.pte"
     directory.mkdir(parents=True, exist_ok=True)
     program.write_bytes(lowered.buffer)
-    ModelContract(program_sha256=sha256_bytes(lowered.buffer), preprocess=PreprocessSpec(input_size=SIZE),
-                  input_shape=(1, 3, *SIZE), expert_names=("semantic_0", "semantic_1", "quality"),
-                  lower_better=lower_better, quantization={"mode": "fp32"},
-                  program_bytes=len(lowered.buffer)).save(contract_path(program))
+    contract.save(contract_path(program))
     return program
 
 
