@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import time
@@ -55,7 +56,9 @@ def _quiet_stderr():
     kernels, XNNPACK's cpuinfo lines written by C++ straight to file descriptor 2).
 
     Both Python's ``sys.stderr`` and fd 2 go to a temporary file; if the block raises, what
-    was captured is replayed to stderr, so a real error message is never lost.
+    was captured is replayed to stderr, so a real error message is never lost, unless it is
+    a :class:`ContractError` (our one-line message already says what went wrong). Yields a
+    function that returns what was captured so far.
     """
     quiet_toolchain()
     sys.stderr.flush()
@@ -64,10 +67,18 @@ def _quiet_stderr():
         os.dup2(capture.fileno(), 2)
         sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), write_through=True)
         failed = False
+
+        def captured() -> str:
+            sys.stderr.flush()
+            # pread: the capture's file offset is shared with fd 2 and must not move.
+            return os.pread(capture.fileno(), 1 << 16, 0).decode("utf-8", errors="replace")
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                yield
+                yield captured
+        except ContractError:
+            raise
         except BaseException:
             failed = True
             raise
@@ -129,15 +140,19 @@ class Scorer:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         runtime, torch = _import_runtime()
-        with _quiet_stderr():
+        with _quiet_stderr() as captured:
             if threads is not None:
                 _set_threads(threads)
             try:
                 program = runtime.get().load_program(data)
                 scorer = cls(path, contract, program, torch)
             except RuntimeError as exc:  # "Failed to load program, error: 0x:23" and the like
-                raise ContractError(f"{path}: not a loadable ExecuTorch program ({exc}); the file "
-                                    "is truncated or corrupt: re-export it") from None
+                # The runtime logs the reason ("[program.cpp:114] File size is too small...").
+                lines = [ln for ln in captured().splitlines() if ln.strip()]
+                reason = re.sub(r"^\[[^\]]*\]\s*", "", lines[-1]) if lines else ""
+                raise ContractError(f"{path}: not a loadable ExecuTorch program ({exc}"
+                                    f"{': ' + reason if reason else ''}); the file is truncated "
+                                    "or corrupt: re-export it") from None
             scorer._check_embedded_contract()
             scorer._check_signature(scorer._method.metadata)
             # The first run sets XNNPACK up (and prints cpuinfo lines): pay it here, quietly.
