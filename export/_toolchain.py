@@ -103,6 +103,8 @@ def int8_quantizer_settings(only_under: str | None = None) -> dict[str, Any]:
 def _inside(prefix: str) -> Callable[[torch.fx.Node], bool]:
     """A node filter: True for nodes traced from inside the submodule ``prefix`` (or below)."""
     def inside(node: torch.fx.Node) -> bool:
+        if node.op != "call_function":  # weights and inputs carry no module stack: the op decides
+            return True
         stack = node.meta.get("nn_module_stack") or {}
         return any(path == prefix or path.startswith(prefix + ".")
                    for path, _ in stack.values())
