@@ -122,7 +122,8 @@ def _load_student(student_dir: Path) -> torch.nn.Module:
     except (ValueError, RuntimeError, OSError, KeyError, TypeError) as exc:
         # e.g. a config.json whose sizes do not match model.safetensors (torch's size-mismatch
         # message spans many lines: keep its first).
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        first = next((ln for ln in lines if "size mismatch" in ln or "key" in ln.lower()), lines[0])
         raise ExportError(f"{student_dir}: cannot load the student ({first}); export a folder "
                           "written by agiqa-distill, with its own config.json") from None
 
