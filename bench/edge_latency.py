@@ -135,14 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nedge latency bench: {label}; input {spec.input_size[0]}x{spec.input_size[1]}, "
               f"batch 1, {args.threads} threads, {len(inputs)} held-out photos x {args.rounds} rounds")
         print(f"{'model':<20} {'median ms':>9} {'p90 ms':>8} {'size MB':>8} {'max|diff|':>10} "
-              f"{'SRCC':>7} {'outside':>7}")
+              f"{'SRCC':>7} {'distinct':>8} {'outside':>7}")
         reference = np.asarray(eager_out)
         for name, ms, out, path, report in rows:
             diff = np.abs(np.asarray(out) - reference).max()
             outside = "-" if report is None else str(report.nodes_outside_delegate)
             print(f"{name:<20} {np.median(ms):>9.2f} {np.percentile(ms, 90):>8.2f} "
                   f"{path.stat().st_size / 1e6:>8.2f} {diff:>10.2e} {srcc(out, reference):>7.4f} "
-                  f"{outside:>7}")
+                  f"{len(set(out)):>8} {outside:>7}")
+        # "distinct": different scores among the photos (ties make a sorted gallery ambiguous).
         print(f"eager score spread over these photos: std {reference.std():.3g}, "
               f"range {reference.min():.4g}..{reference.max():.4g}")
         end_to_end(work, scorers["int8"], spec, np.median(rows[2][1]), np.median(rows[0][1]),

@@ -14,8 +14,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
 
 
+def _version(value: bool) -> None:
+    from edge_runtime.version import version_callback
+
+    version_callback(value)
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
     """Keep third-party import noise out of the user's output (our own progress bars stay)."""
     from edge_runtime.quiet import quiet_toolchain
 

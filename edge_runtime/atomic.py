@@ -2,7 +2,8 @@
 
 A reader never sees a half-written file, and a killed job never destroys what was already
 on disk. Every file this library writes (caches, checkpoints, reports, .pte programs) goes
-through these two functions.
+through these functions. The file gets the mode a plain ``open(path, "w")`` would give it
+(``0o666`` less the umask), not the private ``0o600`` of a temp file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "current_umask"]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-by-setting, restored at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -23,6 +38,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0o600 is for secrets
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -20,6 +20,7 @@ import typer
 
 from .contract import ContractError
 from .scorer import RuntimeUnavailableError, Scorer, ScoreResult, find_images, rank_results
+from .version import version_callback
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Score photos with an exported agiqa-edge program.")
@@ -35,29 +36,28 @@ class Order(str, Enum):
     input = "input"
 
 
-def expand_paths(paths: List[Path]) -> list[Path]:
-    """Files as given (any suffix); folders -> their image files, sorted, hidden ones ignored."""
+def expand_paths(paths: List[Path], on_skip=None) -> list[Path]:
+    """Files as given (any suffix); folders -> their image files, sorted, hidden ones ignored.
+
+    ``on_skip(folder, reason)`` hears about folders skipped in a scan (symlink loops)."""
     expanded: list[Path] = []
     for path in paths:
         if path.is_dir():
-            expanded.extend(find_images(path))
+            expanded.extend(find_images(path, on_skip=on_skip))
         else:
             expanded.append(path)  # missing files are reported as skipped by the scorer
     return expanded
 
 
-def _rows(results: list[ScoreResult]) -> list[dict]:
-    rows, rank = [], 0
-    for r in results:
-        if r.ok:
-            rank += 1
-        rows.append({"rank": rank if r.ok else None, "path": r.path, "score": r.score,
-                     "skipped": r.skipped})
-    return rows
+def _rows(results: list[ScoreResult], lower_better: bool) -> list[dict]:
+    """One row per result, in the given order; "rank" is always the rank by score (1 = best)."""
+    ranks = {id(r): i + 1 for i, r in enumerate(rank_results(results, lower_better)) if r.ok}
+    return [{"rank": ranks.get(id(r)), "path": r.path, "score": r.score, "skipped": r.skipped}
+            for r in results]
 
 
 def render(results: list[ScoreResult], fmt: Format, scorer_info: dict) -> str:
-    rows = _rows(results)
+    rows = _rows(results, bool(scorer_info.get("lower_better", False)))
     if fmt is Format.json:
         return json.dumps({**scorer_info, "results": rows}, indent=2) + "\n"
     if fmt is Format.csv:
@@ -84,9 +84,14 @@ def score(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
     order: Order = typer.Option(Order.rank, help="rank: best first (skipped last); input: as given."),
     threads: Optional[int] = typer.Option(None, help="Runtime threads (default: the runtime's choice)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="A progress bar on stderr (only when it is a terminal)."),
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """Score PATHS with MODEL; unreadable images are skipped with their reason."""
-    files = expand_paths(paths)
+    files = expand_paths(paths, on_skip=lambda folder, reason: typer.echo(
+        f"skipped folder {folder}: {reason}", err=True))
     if not files:
         typer.echo("error: no images found in the given paths", err=True)
         raise typer.Exit(1)
@@ -95,7 +100,7 @@ def score(
     except (ContractError, RuntimeUnavailableError, ValueError) as exc:
         typer.echo(f"error: cannot load {model}: {exc}", err=True)
         raise typer.Exit(2) from None
-    results = scorer.score_many(files)
+    results = scorer.score_many(_with_progress(files, progress))
     if order is Order.rank:
         results = rank_results(results, scorer.lower_better)
     contract = scorer.contract
@@ -109,6 +114,15 @@ def score(
     typer.echo(f"scored {scored} image(s), skipped {len(skipped)}"
                f" ({'lower' if contract.lower_better else 'higher'} is better)", err=True)
     raise typer.Exit(0 if scored else 1)
+
+
+def _with_progress(files: list[Path], enabled: bool):
+    """``files``, wrapped in a progress bar for a terminal (no bar in pipes, logs or tests)."""
+    if not enabled or len(files) < 20:
+        return files
+    from tqdm import tqdm
+
+    return tqdm(files, desc="scoring", unit="img", disable=None, leave=False)
 
 
 if __name__ == "__main__":

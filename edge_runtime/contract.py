@@ -3,9 +3,13 @@
 The .pte holds only tensors-in, tensors-out. Everything the device needs to feed it and read
 it (preprocessing, input shape, output names, score range and direction) and everything a
 person needs to trust it (fingerprints, quantization settings, library versions) lives in the
-contract, written by ``agiqa-export`` and read by :class:`edge_runtime.Scorer`. The sha256
-of the .pte is part of the contract, so a program and a contract from different exports are
-refused instead of silently mis-scored. No torch here: the device side reads it with json.
+contract, written by ``agiqa-export`` and read by :class:`edge_runtime.Scorer`.
+
+Both files protect each other: the contract holds the sha256 of the .pte, and the .pte holds
+the sha256 of the contract (``contract_sha256``, over every field but the program's own hash
+and size, returned by the program's constant method ``agiqa_contract_sha256``). An edited
+mean/std or ``lower_better``, or a program and a contract from different exports, are refused
+instead of silently mis-scored. No torch here: the device side reads it with json.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from typing import Any
 from .atomic import atomic_write_json
 from .preprocess import PreprocessSpec
 
-__all__ = ["CONTRACT_FORMAT", "FORMAT_VERSION", "ContractError", "ModelContract", "contract_path",
-           "report_path", "sha256_bytes", "read_program"]
+__all__ = ["CONTRACT_FORMAT", "CONTRACT_METHOD", "FORMAT_VERSION", "ContractError", "ModelContract",
+           "contract_digest", "contract_path", "report_path", "sha256_bytes", "read_program"]
 
 CONTRACT_FORMAT = "agiqa-edge.executorch-program"
 FORMAT_VERSION = 1
+# The program's constant method that returns the contract digest (a string).
+CONTRACT_METHOD = "agiqa_contract_sha256"
+# Fields the contract digest leaves out: they describe the program bytes, which embed the
+# digest, so they can only be known after it (they are checked against the bytes instead).
+_UNDIGESTED = ("program_sha256", "program_bytes", "contract_sha256")
 
 
 class ContractError(ValueError):
@@ -43,6 +52,16 @@ def report_path(program: str | os.PathLike) -> Path:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def contract_digest(data: dict[str, Any]) -> str:
+    """sha256 of a contract's JSON object without the program's hash, size and this digest.
+
+    Computed on canonical JSON (sorted keys, no spaces), so any reader can recompute it from
+    ``model.json``: every field, known or not, is covered.
+    """
+    covered = {k: v for k, v in data.items() if k not in _UNDIGESTED}
+    return sha256_bytes(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ class ModelContract:
     program_bytes: int = 0  # size of the .pte
     versions: dict[str, str] = field(default_factory=dict)  # torch, torchao, executorch, ...
     input_dtype: str = "float32"
+    contract_sha256: str | None = None  # contract_digest() of this contract; also inside the .pte
     format: str = CONTRACT_FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -116,13 +136,17 @@ class ModelContract:
         except (TypeError, ValueError, KeyError) as exc:
             raise ContractError(f"invalid contract ({exc})") from None
 
+    def digest(self) -> str:
+        """:func:`contract_digest` of this contract (what the program must embed)."""
+        return contract_digest(self.to_dict())
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the contract atomically (stable, sorted JSON)."""
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "ModelContract":
-        """Read a ``model.json`` (no hash check; see :func:`read_program` for that)."""
+        """Read a ``model.json`` and check its own digest (the program's: :func:`read_program`)."""
         path = Path(path)
         if not path.is_file():
             raise ContractError(f"{path}: missing. Every .pte needs the model.json that "
@@ -132,9 +156,16 @@ class ModelContract:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ContractError(f"{path}: malformed JSON ({exc}); re-export it") from None
         try:
-            return cls.from_dict(data)
+            contract = cls.from_dict(data)
         except ContractError as exc:
             raise ContractError(f"{path}: {exc}; re-export it") from None
+        if contract.contract_sha256 is None:
+            raise ContractError(f"{path}: has no contract_sha256, so edits to it cannot be "
+                                "detected (written by an older agiqa-export); re-export it")
+        if contract_digest(data) != contract.contract_sha256:
+            raise ContractError(f"{path}: edited after export (its fields no longer match its "
+                                "contract_sha256); restore the exported file or re-export it")
+        return contract
 
     @classmethod
     def load(cls, program: str | os.PathLike) -> "ModelContract":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,8 +19,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "MAX_IMAGE_PIXELS", "find_images", "load_rgb",
            "to_rgb_array"]
 
+def _image_suffixes() -> frozenset[str]:
+    """The photo formats a folder scan picks up: the common ones, plus AVIF where this Pillow
+    decodes it (Pillow >= 11.3 built with libavif; ``PIL.features.check("avif")``)."""
+    suffixes = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+    try:
+        from PIL import features
+
+        if features.check("avif"):
+            suffixes.add(".avif")
+    except (ImportError, ValueError):  # an older Pillow has no such feature name
+        pass
+    return frozenset(suffixes)
+
+
 # What counts as an image file when a folder is scanned (scoring, calibration, datasets).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+IMAGE_SUFFIXES = _image_suffixes()
 
 # Refuse anything above ~179 MP (Pillow's own error threshold is 2x its warning threshold of
 # 89 MP). Phones shoot 12-200 MP; 179 MP decoded as RGB is ~0.5 GB, the most we accept.
@@ -35,12 +50,38 @@ class ImageLoadError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix), sorted. Hidden files and folders
-    (.DS_Store, .ipynb_checkpoints, ...) are never images."""
+def find_images(folder: str | os.PathLike,
+                on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursive, by suffix), sorted.
+
+    Symlinked folders are followed, each real folder once: a link back to a folder already
+    being scanned (a loop) is skipped, and reported to ``on_skip(path, reason)``, or by one
+    warning per scan when no ``on_skip`` is given. Hidden files and folders (.DS_Store,
+    .ipynb_checkpoints, ...) are never images.
+    """
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    found: list[Path] = []
+    loops: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink: a loop or a twin
+            loops.append((Path(root), f"symlink to a folder already scanned "
+                                      f"({os.path.realpath(root)}), skipped"))
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / name for name in files if not name.startswith(".")
+                     and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                     and os.path.isfile(os.path.join(root, name)))
+    for path, reason in loops:
+        if on_skip is not None:
+            on_skip(path, reason)
+    if loops and on_skip is None:
+        warnings.warn(f"{loops[0][0]}: {loops[0][1]}"
+                      + (f" (and {len(loops) - 1} more)" if len(loops) > 1 else ""), stacklevel=2)
+    return sorted(found)
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .quiet import quiet_toolchain
-from .contract import ModelContract, read_program
+from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
 from .images import IMAGE_SUFFIXES, ImageLoadError, find_images
 
 __all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
@@ -55,7 +56,9 @@ def _quiet_stderr():
     kernels, XNNPACK's cpuinfo lines written by C++ straight to file descriptor 2).
 
     Both Python's ``sys.stderr`` and fd 2 go to a temporary file; if the block raises, what
-    was captured is replayed to stderr, so a real error message is never lost.
+    was captured is replayed to stderr, so a real error message is never lost, unless it is
+    a :class:`ContractError` (our one-line message already says what went wrong). Yields a
+    function that returns what was captured so far.
     """
     quiet_toolchain()
     sys.stderr.flush()
@@ -64,10 +67,18 @@ def _quiet_stderr():
         os.dup2(capture.fileno(), 2)
         sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), write_through=True)
         failed = False
+
+        def captured() -> str:
+            sys.stderr.flush()
+            # pread: the capture's file offset is shared with fd 2 and must not move.
+            return os.pread(capture.fileno(), 1 << 16, 0).decode("utf-8", errors="replace")
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                yield
+                yield captured
+        except ContractError:
+            raise
         except BaseException:
             failed = True
             raise
@@ -120,7 +131,8 @@ class Scorer:
         """Load ``path`` (a .pte) and its ``model.json``; ``threads`` sets the runtime pool.
 
         Raises:
-            ContractError: model.json missing, malformed, or not this program's (re-export).
+            ContractError: model.json missing, malformed, edited, or not this program's, or
+                the program is corrupt (re-export).
             RuntimeUnavailableError: the ExecuTorch native extension cannot be imported.
         """
         path = Path(path)
@@ -128,15 +140,39 @@ class Scorer:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         runtime, torch = _import_runtime()
-        with _quiet_stderr():
+        with _quiet_stderr() as captured:
             if threads is not None:
                 _set_threads(threads)
-            program = runtime.get().load_program(data)
-            scorer = cls(path, contract, program, torch)
+            try:
+                program = runtime.get().load_program(data)
+                scorer = cls(path, contract, program, torch)
+            except RuntimeError as exc:  # "Failed to load program, error: 0x:23" and the like
+                # The runtime logs the reason ("[program.cpp:114] File size is too small...").
+                lines = [ln for ln in captured().splitlines() if ln.strip()]
+                reason = re.sub(r"^\[[^\]]*\]\s*", "", lines[-1]) if lines else ""
+                raise ContractError(f"{path}: not a loadable ExecuTorch program ({exc}"
+                                    f"{': ' + reason if reason else ''}); the file is truncated "
+                                    "or corrupt: re-export it") from None
+            scorer._check_embedded_contract()
             scorer._check_signature(scorer._method.metadata)
             # The first run sets XNNPACK up (and prints cpuinfo lines): pay it here, quietly.
             scorer.run(np.zeros(contract.input_shape, np.float32))
         return scorer
+
+    def _check_embedded_contract(self) -> None:
+        """The program carries its contract's digest: refuse a model.json it was not built with."""
+        if CONTRACT_METHOD not in self._program.method_names:
+            raise ContractError(f"{self.path}: the program carries no contract digest (exported "
+                                "by an older agiqa-export); re-export it")
+        try:
+            embedded = self._program.load_method(CONTRACT_METHOD).execute([])[0]
+        except (RuntimeError, IndexError) as exc:
+            raise ContractError(f"{self.path}: cannot read the program's contract digest ({exc}); "
+                                "re-export it") from None
+        if embedded != self.contract.contract_sha256:
+            raise ContractError(f"{self.path}: model.json is not the contract this program was "
+                                "exported with (contract_sha256 differs from the digest inside "
+                                "the program); restore the exported model.json or re-export it")
 
     def _check_signature(self, meta: Any) -> None:
         expected = list(self.contract.input_shape)

@@ -1,13 +1,13 @@
 """Every torch.export / torchao / ExecuTorch call of the library, in a few small functions.
 
-Their APIs move between releases (see /work/shared/toolchain.md for the versions this was
-written against: torch 2.14.1, torchao 0.18.0, executorch 1.5.1). When one moves, only this
-file changes. Imports are local so ``agiqa-export --help`` stays fast.
+Their APIs move between releases (this was written against torch 2.14.1, torchao 0.18.0 and
+executorch 1.5.1, the versions pinned in pyproject.toml). When one moves, only this file
+changes. Imports are local so ``agiqa-export --help`` stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +84,12 @@ def _spec_to_dict(spec: Any) -> dict[str, Any] | None:
             "observer": observer}
 
 
-def int8_quantizer_settings() -> dict[str, Any]:
+def int8_quantizer_settings(only_under: str | None = None) -> dict[str, Any]:
     """The int8 quantizer's settings as plain data, for the program's metadata."""
     config = _xnnpack_int8_config()
     return {"flow": "torchao.quantization.pt2e prepare_pt2e -> calibrate -> convert_pt2e",
+            "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
+                      if only_under else "the whole model"),
             "quantizer": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer.XNNPACKQuantizer",
             "global_config": "get_symmetric_quantization_config(is_per_channel=True, "
                              "is_dynamic=False, is_qat=False)",
@@ -98,20 +100,34 @@ def int8_quantizer_settings() -> dict[str, Any]:
             "is_qat": bool(config.is_qat)}
 
 
+def _inside(prefix: str) -> Callable[[torch.fx.Node], bool]:
+    """A node filter: True for nodes traced from inside the submodule ``prefix`` (or below)."""
+    def inside(node: torch.fx.Node) -> bool:
+        if node.op != "call_function":  # weights and inputs carry no module stack: the op decides
+            return True
+        stack = node.meta.get("nn_module_stack") or {}
+        return any(path == prefix or path.startswith(prefix + ".")
+                   for path, _ in stack.values())
+    return inside
+
+
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
-                  chunk: int = 16) -> tuple[nn.Module, int]:
+                  chunk: int = 16, only_under: str | None = None) -> tuple[nn.Module, int]:
     """PT2E static int8 for XNNPACK; returns the converted module and the images seen.
 
     ``calibration`` yields real, preprocessed images ``(1, 3, H, W)``: activation ranges are
     observed on them, so they must look like what the device will score. The graph is
     captured with a dynamic batch so that images are observed ``chunk`` at a time (the
     histogram observers cost per call, not per image); the caller re-exports the converted
-    module with the static batch-1 example.
+    module with the static batch-1 example. ``only_under`` (a submodule path such as
+    ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32.
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(_xnnpack_int8_config())
+    if only_under:
+        quantizer.set_filter_function(_inside(only_under))
     batch = torch.export.Dim("batch", min=1, max=4096)
     pair = example.expand(2, *example.shape[1:]).contiguous()  # batch 1 would be specialised
     with torch.no_grad():
@@ -133,14 +149,20 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
         return convert_pt2e(prepared), seen
 
 
-def lower_to_executorch(program: "torch.export.ExportedProgram", backend: str = "xnnpack") -> LoweredProgram:
-    """Partition for XNNPACK, lower, and serialise to ``.pte`` bytes."""
+def lower_to_executorch(program: "torch.export.ExportedProgram", backend: str = "xnnpack",
+                        constant_methods: dict[str, Any] | None = None) -> LoweredProgram:
+    """Partition for XNNPACK, lower, and serialise to ``.pte`` bytes.
+
+    ``constant_methods`` (name -> int, float, bool, str or lists of them) become extra methods
+    of the program that take no input and return that value (ExecuTorch "constant methods").
+    """
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(unsupported_backend_message(backend))
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=constant_methods)
     graph = edge.exported_program().graph_module.graph
     outside, delegates = [], 0
     for node in graph.nodes:

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
+
+from edge_runtime.version import version_callback
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export a distilled student for on-device scoring.")
 
 
+class Quantize(str, Enum):  # kept equal to export.QUANTIZE_MODES (tests/test_export.py checks)
+    int8 = "int8"
+    fp32 = "fp32"
+
+
+class Backend(str, Enum):  # kept equal to export._toolchain.SUPPORTED_BACKENDS
+    xnnpack = "xnnpack"
+
+
 @app.callback()
-def _main() -> None:
+def _main(version: bool = typer.Option(False, "--version", callback=version_callback,
+                                       is_eager=True, help="Print the version and exit.")) -> None:
     """Export a distilled student for on-device scoring."""
+
+
+def _progress() -> Callable[[str], None]:
+    """One line per phase on stderr, with the seconds since the export started."""
+    start = time.perf_counter()
+
+    def say(line: str) -> None:
+        typer.echo(f"[{time.perf_counter() - start:6.1f} s] {line}", err=True)
+        sys.stderr.flush()
+    return say
 
 
 @app.command("executorch")
@@ -22,24 +47,32 @@ def executorch_command(
                                             "student folder (then --images is required)."),
     out: Path = typer.Option(..., "--out", "-o", help="The .pte to write; model.json and "
                                                       "model.report.json go beside it."),
-    quantize: str = typer.Option("int8", help="int8 (PT2E static, XNNPACK) or fp32."),
+    quantize: Quantize = typer.Option(Quantize.int8, help="int8 (PT2E static, backbone only, "
+                                                          "XNNPACK) or fp32."),
     calibration: int = typer.Option(64, help="Real images used to calibrate int8 activations."),
-    backend: str = typer.Option("xnnpack", help="Delegate; only xnnpack runs with this wheel."),
+    backend: Backend = typer.Option(Backend.xnnpack, help="Delegate; only xnnpack runs with "
+                                                          "this ExecuTorch wheel."),
     images: Optional[Path] = typer.Option(None, help="Folder of real images for calibration and "
                                                      "verification (overrides a run's splits)."),
+    verify_images: Optional[Path] = typer.Option(None, help="Folder of images to verify on "
+                                                 "instead (e.g. photos unlike the calibration "
+                                                 "set); the report names it."),
     min_srcc: Optional[float] = typer.Option(None, help="Fail below this SRCC vs the eager "
                                                         "fp32 student (int8 default 0.99)."),
     max_abs_diff: Optional[float] = typer.Option(None, help="Fail above this max abs score "
                                                             "diff (fp32 default 1e-4)."),
     verify_limit: int = typer.Option(200, help="At most this many held-out images to verify on."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Export SOURCE to an ExecuTorch program, verify it on held-out images, write its contract."""
     from .executorch import ExportError, FidelityError, export_executorch
 
     try:
-        report = export_executorch(source, out, quantize=quantize, calibration=calibration,
-                                   backend=backend, images=images, min_srcc=min_srcc,
-                                   max_abs_diff=max_abs_diff, verify_limit=verify_limit)
+        report = export_executorch(source, out, quantize=quantize.value, calibration=calibration,
+                                   backend=backend.value, images=images,
+                                   verify_images=verify_images, min_srcc=min_srcc,
+                                   max_abs_diff=max_abs_diff, verify_limit=verify_limit,
+                                   progress=None if quiet else _progress())
     except FidelityError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -50,8 +83,8 @@ def executorch_command(
     srcc = "n/a" if v.srcc is None else f"{v.srcc:.4f}"
     typer.echo(f"wrote {report.program} ({report.program_bytes / 1e6:.2f} MB, {report.quantize}, "
                f"{report.nodes_outside_delegate} nodes outside the {report.backend} delegate)")
-    typer.echo(f"verified on {v.num_images} images: max abs diff {v.max_abs_diff:.3g}, SRCC {srcc}, "
-               f"median {v.latency_ms_median:.2f} ms/image")
+    typer.echo(f"verified on {v.num_images} images from {v.image_set}: max abs diff "
+               f"{v.max_abs_diff:.3g}, SRCC {srcc}, median {v.latency_ms_median:.2f} ms/image")
     typer.echo(f"contract: {report.contract}\nreport:   {report.report}")
 
 

@@ -13,6 +13,7 @@ The toolchain calls themselves live in :mod:`export._toolchain`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import math
 import os
@@ -22,13 +23,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
-from edge_runtime.contract import ModelContract, contract_path, report_path, sha256_bytes
+from edge_runtime.contract import (CONTRACT_METHOD, ModelContract, contract_path, report_path,
+                                   sha256_bytes)
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
@@ -38,6 +40,7 @@ from .source import ExportSource, resolve_source
 from .wrapper import OUTPUT_NAMES, EdgeStudent, expert_names
 
 __all__ = ["ExportError", "ExportReport", "FidelityError", "Verification", "export_executorch",
+           "lower_with_contract",
            "DEFAULT_MAX_ABS_DIFF", "DEFAULT_MIN_SRCC", "QUANTIZE_MODES"]
 
 QUANTIZE_MODES = ("int8", "fp32")
@@ -71,6 +74,7 @@ class Verification:
     latency_ms_median: float  # program only, batch 1, per image
     latency_ms_p90: float
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images
+    image_set: str = ""  # which images: a run's held-out split, or the user's --verify-images
 
 
 @dataclass
@@ -88,8 +92,8 @@ class ExportReport:
     wrapper_changes: list[str]
     quantization: dict[str, Any]  # as in the contract: mode, quantizer settings, calibration
     calibration_images: int
-    images_from: str
-    verification: Verification
+    images_from: str  # where the calibration images came from
+    verification: Verification  # .image_set names the verification images
     thresholds: dict[str, float]
     passed: bool
     failures: list[str]
@@ -113,7 +117,15 @@ def _finite(obj: Any) -> Any:
 def _load_student(student_dir: Path) -> torch.nn.Module:
     from student.model import StudentIQA  # training-side import, kept out of module import
 
-    return StudentIQA.from_pretrained(student_dir).eval()
+    try:
+        return StudentIQA.from_pretrained(student_dir).eval()
+    except (ValueError, RuntimeError, OSError, KeyError, TypeError) as exc:
+        # e.g. a config.json whose sizes do not match model.safetensors (torch's size-mismatch
+        # message spans many lines: keep its first).
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        first = next((ln for ln in lines if "size mismatch" in ln or "key" in ln.lower()), lines[0])
+        raise ExportError(f"{student_dir}: cannot load the student ({first}); export a folder "
+                          "written by agiqa-distill, with its own config.json") from None
 
 
 def _tensors(spec: PreprocessSpec, paths: Sequence[Path], limit: int | None,
@@ -141,31 +153,42 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | N
 
 
 def verify_program(program: Path, student: torch.nn.Module, paths: Sequence[Path],
-                   limit: int | None = None, threads: int | None = None) -> Verification:
-    """Score ``paths`` with the saved program (the device runtime path) and the eager student."""
+                   limit: int | None = None, threads: int | None = None,
+                   image_set: str = "", batch_size: int = 32) -> Verification:
+    """Score ``paths`` with the saved program (the device runtime path) and the eager student.
+
+    The program is loaded once and run image by image (its batch is 1, as on the device, and
+    that gives the latency); the eager reference runs in batches of ``batch_size``.
+    """
     scorer = Scorer.from_file(program, threads=threads)
     skipped: list[dict[str, str]] = []
-    eager, exported, gate_diffs, seconds = [], [], [], []
-    for _, x in _tensors(scorer.contract.preprocess, paths, limit, skipped):
-        with torch.inference_mode():
-            reference = student(x)
+    inputs = [x for _, x in _tensors(scorer.contract.preprocess, paths, limit, skipped)]
+    if not inputs:
+        raise ExportError(f"no readable verification images among {len(paths)} "
+                          f"(skipped: {skipped[:3]})")
+    exported, gates, seconds = [], [], []
+    for x in inputs:
         start = time.perf_counter()
         out = scorer.run(x.numpy())
         seconds.append(time.perf_counter() - start)
-        eager.append(float(reference.score[0]))
         exported.append(float(out["score"].reshape(-1)[0]))
-        gate_diffs.append(float(np.abs(out["gate_weights"] - reference.gate_weights.numpy()).max()))
-    if not eager:
-        raise ExportError(f"no readable verification images among {len(paths)} "
-                          f"(skipped: {skipped[:3]})")
+        gates.append(out["gate_weights"].reshape(-1))
+    eager, eager_gates = [], []
+    with torch.inference_mode():
+        for i in range(0, len(inputs), batch_size):
+            reference = student(torch.cat(inputs[i:i + batch_size]))
+            eager.extend(reference.score.tolist())
+            eager_gates.append(reference.gate_weights.numpy())
     a, b = np.asarray(eager), np.asarray(exported)
+    gate_diff = np.abs(np.concatenate(eager_gates) - np.stack(gates))
     srcc, plcc = _correlations(a, b)
     ms = np.asarray(seconds) * 1e3
     return Verification(num_images=len(a), max_abs_diff=float(np.abs(a - b).max()),
                         mean_abs_diff=float(np.abs(a - b).mean()),
-                        gate_max_abs_diff=max(gate_diffs), srcc=srcc, plcc=plcc,
+                        gate_max_abs_diff=float(gate_diff.max()), srcc=srcc, plcc=plcc,
                         latency_ms_median=float(np.median(ms)),
-                        latency_ms_p90=float(np.percentile(ms, 90)), skipped=skipped)
+                        latency_ms_p90=float(np.percentile(ms, 90)), skipped=skipped,
+                        image_set=image_set)
 
 
 def library_versions() -> dict[str, str]:
@@ -204,19 +227,62 @@ def _failures(v: Verification, thresholds: dict[str, float]) -> list[str]:
     return failures
 
 
+def lower_with_contract(module: torch.nn.Module, example: torch.Tensor, contract: ModelContract
+                        ) -> tuple[tc.LoweredProgram, ModelContract]:
+    """Export and lower ``module`` with ``contract``'s digest inside; returns the program and
+    the contract completed with the program's sha256 and size (ready to save beside it).
+
+    Each file protects the other: an edited model.json no longer matches the digest in the
+    program, and an edited program no longer matches the sha256 in model.json.
+    """
+    digest = contract.digest()
+    lowered = tc.lower_to_executorch(tc.export_program(module, example), contract.backend,
+                                     constant_methods={CONTRACT_METHOD: digest})
+    return lowered, dataclasses.replace(contract, program_sha256=sha256_bytes(lowered.buffer),
+                                        program_bytes=len(lowered.buffer), contract_sha256=digest)
+
+
+Progress = Callable[[str], None]
+_STAGING = ".{stem}.staging-"
+
+
+def _remove_stale_staging(folder: Path, stem: str) -> None:
+    """Remove staging folders of exports of ``stem`` that were killed (their process is gone)."""
+    for stale in folder.glob(_STAGING.format(stem=stem) + "*"):
+        pid = stale.name[len(_STAGING.format(stem=stem)):].split("-")[0]
+        if stale.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quantize: str = "int8",
                       calibration: int = 64, backend: str = "xnnpack",
-                      images: str | os.PathLike | None = None, min_srcc: float | None = None,
-                      max_abs_diff: float | None = None, verify_limit: int | None = 200,
-                      threads: int | None = None) -> ExportReport:
+                      images: str | os.PathLike | None = None,
+                      verify_images: str | os.PathLike | None = None,
+                      min_srcc: float | None = None, max_abs_diff: float | None = None,
+                      verify_limit: int | None = 200, threads: int | None = None,
+                      progress: Progress | None = None) -> ExportReport:
     """Export ``source`` (a run folder or a student folder) to ``out`` (.pte) and verify it.
 
     Writes ``out``, ``out.with_suffix('.json')`` (the contract) and ``...report.json``.
-    Raises :class:`FidelityError` (after writing the report, and removing the contract so the
-    runtime refuses the program) when the program disagrees with the eager student beyond
-    the thresholds: fp32 ``max_abs_diff`` (default 1e-4), int8 ``min_srcc`` (default 0.99).
+    Verification uses the run's held-out split (or the odd files of ``images``), or all of
+    ``verify_images`` when given; the report names the set. ``progress`` receives one line
+    per phase. Raises :class:`FidelityError` (after writing the report, and removing the
+    contract so the runtime refuses the program) when the program disagrees with the eager
+    student beyond the thresholds: fp32 ``max_abs_diff`` (default 1e-4), int8 ``min_srcc``
+    (default 0.99).
     """
     tc.quiet_toolchain()
+    say = progress or (lambda line: None)
     out = Path(out)
     if out.suffix != ".pte":
         raise ExportError(f"{out}: the program file must end in .pte")
@@ -228,12 +294,13 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         raise ExportError(f"--calibration must be >= 1, got {calibration}")
     thresholds = _thresholds(quantize, min_srcc, max_abs_diff)
     try:
-        src: ExportSource = resolve_source(source, images)
+        src: ExportSource = resolve_source(source, images, verify_images)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
+    say(f"loading the student from {src.student_dir}")
     student = _load_student(src.student_dir)
     spec, cfg = student.config.preprocess, student.config
     wrapper = EdgeStudent(student)
@@ -241,51 +308,54 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
     quantization: dict[str, Any] = {"mode": quantize}
     calibrated = 0
     if quantize == "int8":
+        say(f"int8: calibrating on up to {calibration} images from {src.images_from}")
         calibration_skipped: list[dict[str, str]] = []
         batches = (x for _, x in _tensors(spec, src.calibration_images, calibration, calibration_skipped))
-        module, calibrated = tc.quantize_int8(wrapper, example, batches)
-        quantization.update(tc.int8_quantizer_settings())
+        module, calibrated = tc.quantize_int8(wrapper, example, batches,
+                                              only_under=EdgeStudent.INT8_SCOPE)
+        quantization.update(tc.int8_quantizer_settings(EdgeStudent.INT8_SCOPE))
         quantization["calibration"] = {"images": calibrated, "requested": calibration,
                                        "source": src.images_from,
                                        "skipped": len(calibration_skipped)}
         timings["quantize"] = time.perf_counter() - clock
     else:
         module = wrapper
-    program = tc.export_program(module, example)
-    lowered = tc.lower_to_executorch(program, backend)
+    contract = ModelContract(
+        program_sha256="", preprocess=spec,
+        input_shape=tuple(example.shape), output_names=OUTPUT_NAMES, score_output="score",
+        expert_names=tuple(expert_names(cfg.num_semantic)), score_range=cfg.score_range,
+        lower_better=cfg.lower_better, backend=backend, quantization=quantization,
+        versions=library_versions(), **src.fingerprints())
+    say(f"torch.export and lowering to {backend}")
+    lowered, contract = lower_with_contract(module, example, contract)
     timings["export_and_lower"] = time.perf_counter() - clock - sum(timings.values())
 
     # Stage program + contract beside the target and verify them there: a program that fails
     # verification never replaces an earlier good ``out`` (nothing already written is lost).
+    # The staging folder carries our pid, so a later export can clean up after a killed one.
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.staging-", dir=out.parent))
-    staged = staging / out.name
-    atomic_write_bytes(staged, lowered.buffer)
-    contract = ModelContract(
-        program_sha256=sha256_bytes(lowered.buffer), preprocess=spec,
-        input_shape=tuple(example.shape), output_names=OUTPUT_NAMES, score_output="score",
-        expert_names=tuple(expert_names(cfg.num_semantic)), score_range=cfg.score_range,
-        lower_better=cfg.lower_better, backend=backend, quantization=quantization,
-        program_bytes=len(lowered.buffer), versions=library_versions(), **src.fingerprints())
-    contract.save(contract_path(staged))
-
-    clock = time.perf_counter()
+    _remove_stale_staging(out.parent, out.stem)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING.format(stem=out.stem)}{os.getpid()}-",
+                                    dir=out.parent))
     try:
-        verification = verify_program(staged, student, src.verification_images, verify_limit, threads)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # unverified: never reaches ``out``
-        raise
-    timings["verify"] = time.perf_counter() - clock
-    failures = _failures(verification, thresholds)
-    # A failed program is kept for inspection under another name, without a contract, so no
-    # runtime loads it; an earlier good ``out`` and its contract stay as they were.
-    final = out.with_name(f"{out.stem}.rejected{out.suffix}") if failures else out
-    os.replace(staged, final)
-    if failures:
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        os.replace(contract_path(staged), contract_path(out))
-        staging.rmdir()
+        staged = staging / out.name
+        atomic_write_bytes(staged, lowered.buffer)
+        contract.save(contract_path(staged))
+        clock = time.perf_counter()
+        say(f"verifying against the eager student on up to {verify_limit or 'all'} images "
+            f"from {src.verification_from}")
+        verification = verify_program(staged, student, src.verification_images, verify_limit,
+                                      threads, image_set=src.verification_from)
+        timings["verify"] = time.perf_counter() - clock
+        failures = _failures(verification, thresholds)
+        # A failed program is kept for inspection under another name, without a contract, so
+        # no runtime loads it; an earlier good ``out`` and its contract stay as they were.
+        final = out.with_name(f"{out.stem}.rejected{out.suffix}") if failures else out
+        os.replace(staged, final)
+        if not failures:
+            os.replace(contract_path(staged), contract_path(out))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # also when verification failed or raised
     report = ExportReport(
         program=str(final), contract=str(contract_path(final)) if not failures else "",
         report=str(report_path(final)),

@@ -29,6 +29,7 @@ class ExportSource:
     calibration_images: tuple[Path, ...]
     verification_images: tuple[Path, ...]
     images_from: str  # human-readable origin, recorded in the report
+    verification_from: str  # human-readable origin of the verification images
     metadata: dict  # the student's config.json (fingerprints live here)
 
     def fingerprints(self) -> dict[str, str | None]:
@@ -66,8 +67,12 @@ def _read_split(index_path: Path, split: str) -> list[Path]:
         raise SourceError(f"{index_path}: not a data index with 'splits' ({exc})") from None
 
 
-def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None = None) -> ExportSource:
-    """A run folder (-> ``student/best``, train/test splits) or a student folder + ``images``."""
+def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None = None,
+                   verify_images: str | os.PathLike | None = None) -> ExportSource:
+    """A run folder (-> ``student/best``, train/test splits) or a student folder + ``images``.
+
+    ``verify_images``, a folder, replaces the verification images wherever they came from.
+    """
     source = Path(source)
     if (source / "student" / "best" / "config.json").is_file():
         student_dir = source / "student" / "best"
@@ -78,12 +83,12 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
                                   "verification images")
             calibration = _read_split(index, "train")
             verification = _read_split(index, "test") or _read_split(index, "val")
-            if not calibration or not verification:
+            if not calibration or (not verification and verify_images is None):
                 raise SourceError(f"{index}: needs non-empty 'train' and 'test' (or 'val') splits; "
                                   "or pass --images DIR")
-            origin = f"{index} (calibration: train split, verification: test split)"
-            return ExportSource(student_dir, tuple(calibration), tuple(verification), origin,
-                                _read_meta(student_dir))
+            return _with_verification(student_dir, calibration, verification,
+                                      f"{index} (calibration: train split)",
+                                      f"{index} (test split, held out)", verify_images)
     elif (source / "config.json").is_file():
         student_dir = source
         if images is None:
@@ -92,15 +97,33 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
     else:
         raise SourceError(f"{source}: neither a distillation run (student/best/config.json) nor "
                           "a student folder (config.json)")
-    found = list_images(images)
-    if not found:
-        raise SourceError(f"{images}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    found = _folder_images(images)
+    if verify_images is not None:  # the user's own verification set: calibrate on everything
+        return _with_verification(student_dir, found, [], f"{images} (all {len(found)} files)",
+                                  "", verify_images)
     # Alternate split: calibration and verification never share an image (unless only one).
-    calibration = found[0::2]
-    verification = found[1::2] or found
-    origin = f"{images} (alternate files: calibration even, verification odd)"
-    return ExportSource(student_dir, tuple(calibration), tuple(verification), origin,
-                        _read_meta(student_dir))
+    return _with_verification(student_dir, found[0::2], found[1::2] or found,
+                              f"{images} (calibration: even files)",
+                              f"{images} (odd files, not used for calibration)", None)
+
+
+def _folder_images(folder: str | os.PathLike) -> list[Path]:
+    found = list_images(folder)
+    if not found:
+        raise SourceError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
+
+
+def _with_verification(student_dir: Path, calibration: list[Path], verification: list[Path],
+                       images_from: str, verification_from: str,
+                       verify_images: str | os.PathLike | None) -> ExportSource:
+    if verify_images is not None:
+        verification = _folder_images(verify_images)
+        overlap = len({p.resolve() for p in verification} & {p.resolve() for p in calibration})
+        verification_from = (f"{verify_images} (--verify-images, {len(verification)} files, "
+                             f"{overlap} also used for calibration)")
+    return ExportSource(student_dir, tuple(calibration), tuple(verification), images_from,
+                        verification_from, _read_meta(student_dir))
 
 
 def _read_meta(student_dir: Path) -> dict:

@@ -58,6 +58,11 @@ class EdgeStudent(nn.Module):
     Holds a deep copy of the student, so the caller's model is never modified.
     """
 
+    # int8 export quantizes only the backbone (module path prefix in this wrapper). The head
+    # is a few tiny linears: in fp32 it costs nothing measurable, and it keeps the score
+    # continuous (an int8 score output has ~256 levels, so a gallery ranking gets ties).
+    INT8_SCOPE = "student.backbone"
+
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.student = copy.deepcopy(student).eval()

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from edge_runtime import ContractError, ModelContract, PreprocessSpec, Scorer, ScoreResult
 from edge_runtime.cli import app as score_app
-from edge_runtime.contract import contract_path, read_program, sha256_bytes
+from edge_runtime.contract import contract_digest, contract_path, read_program, sha256_bytes
 from edge_runtime.scorer import RuntimeUnavailableError, rank_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,19 +47,20 @@ class MicroIQA(torch.nn.Module):
 
 
 def write_program(directory: Path, lower_better: bool = False) -> Path:
-    from export import _toolchain as tc
+    from export.executorch import lower_with_contract
 
     torch.manual_seed(0)
     example = torch.zeros(1, 3, *SIZE)
-    lowered = tc.lower_to_executorch(tc.export_program(MicroIQA().eval(), example))
+    contract = ModelContract(program_sha256="", preprocess=PreprocessSpec(input_size=SIZE),
+                             input_shape=(1, 3, *SIZE),
+                             expert_names=("semantic_0", "semantic_1", "quality"),
+                             lower_better=lower_better, quantization={"mode": "fp32"})
+    lowered, contract = lower_with_contract(MicroIQA().eval(), example, contract)
     assert lowered.outside_delegate == ()
     program = directory / "micro.pte"
     directory.mkdir(parents=True, exist_ok=True)
     program.write_bytes(lowered.buffer)
-    ModelContract(program_sha256=sha256_bytes(lowered.buffer), preprocess=PreprocessSpec(input_size=SIZE),
-                  input_shape=(1, 3, *SIZE), expert_names=("semantic_0", "semantic_1", "quality"),
-                  lower_better=lower_better, quantization={"mode": "fp32"},
-                  program_bytes=len(lowered.buffer)).save(contract_path(program))
+    contract.save(contract_path(program))
     return program
 
 
@@ -226,3 +227,111 @@ print("lean ok")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "lean ok"
     assert "cpuinfo" not in done.stderr and "KernelPreference" not in done.stderr, done.stderr
+
+
+def _tampered_copy(program: Path, folder: Path, edit) -> Path:
+    """A copy of ``program`` and its model.json, with ``edit(dict)`` applied to the JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / program.name
+    shutil.copy(program, copy)
+    data = json.loads(contract_path(program).read_text())
+    edit(data)
+    contract_path(copy).write_text(json.dumps(data))
+    return copy
+
+
+@pytest.mark.parametrize("field", ["mean", "lower_better"])
+def test_edited_contract_is_refused(program, tmp_path, field):
+    def edit(data):
+        if field == "mean":
+            data["preprocess"]["mean"] = [0.5, 0.5, 0.5]
+        else:
+            data["lower_better"] = not data["lower_better"]
+
+    edited = _tampered_copy(program, tmp_path / "edited", edit)
+    with pytest.raises(ContractError, match="edited after export"):
+        Scorer.from_file(edited)
+    photo().save(tmp_path / "a.png")
+    result = CliRunner().invoke(score_app, [str(tmp_path / "a.png"), "--model", str(edited)])
+    assert result.exit_code == 2 and "edited after export" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+    def edit_and_rehash(data):  # also recompute model.json's own digest: the program still knows
+        edit(data)
+        data["contract_sha256"] = contract_digest(data)
+
+    forged = _tampered_copy(program, tmp_path / "forged", edit_and_rehash)
+    ModelContract.read(contract_path(forged))  # consistent in itself...
+    with pytest.raises(ContractError, match="not the contract this program was exported with"):
+        Scorer.from_file(forged)  # ...but not what the program embeds
+
+
+def test_corrupt_program_with_matching_hash_is_one_line(program, tmp_path):
+    data = program.read_bytes()
+    for name, garbage in (("truncated", data[: len(data) // 2]), ("garbage", b"\x00garbage" * 64)):
+        bad = tmp_path / name / "model.pte"
+        bad.parent.mkdir()
+        bad.write_bytes(garbage)
+
+        fixed = json.loads(contract_path(program).read_text())  # sha256 of the bad bytes
+        fixed.update(program_sha256=sha256_bytes(garbage), program_bytes=len(garbage))
+        contract_path(bad).write_text(json.dumps(fixed))
+        with pytest.raises(ContractError, match="not a loadable ExecuTorch program"):
+            Scorer.from_file(bad)
+        photo().save(tmp_path / "a.png")
+        result = subprocess.run([sys.executable, "-m", "edge_runtime", str(tmp_path / "a.png"),
+                                 "-m", str(bad)],
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert "not a loadable ExecuTorch program" in lines[0] and "re-export it" in lines[0]
+
+
+def test_order_input_keeps_the_rank_by_score(program, scorer, tmp_path):
+    make_corpus(tmp_path)
+    files = [tmp_path / n for n in ("good.jpg", "empty.jpg", "cmyk.jpg", "gray16.png")]
+    out = CliRunner().invoke(score_app, [*map(str, files), "-m", str(program), "-f", "json",
+                                         "--order", "input"])
+    rows = json.loads(out.stdout)["results"]
+    assert [Path(r["path"]).name for r in rows] == [f.name for f in files]
+    by_score = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
+    assert [r["rank"] for r in by_score] == [1, 2, 3] and rows[1]["rank"] is None
+
+
+def test_folder_scan_avif_and_symlink_loop(tmp_path):
+    from PIL import features
+
+    from edge_runtime.images import IMAGE_SUFFIXES, find_images
+
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    photo().save(root / "a.png")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    if features.check("avif"):
+        photo().save(root / "sub" / "b.avif")
+        assert ".avif" in IMAGE_SUFFIXES
+    skipped = []
+    found = find_images(root, on_skip=lambda path, reason: skipped.append((path, reason)))
+    expected = [root / "a.png"] + ([root / "sub" / "b.avif"] if features.check("avif") else [])
+    assert found == expected
+    assert len(skipped) == 1 and skipped[0][0] == root / "sub" / "loop" and "symlink" in skipped[0][1]
+    with pytest.warns(UserWarning, match="symlink"):
+        assert find_images(root) == expected
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    from edge_runtime.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        assert (atomic_write_text(tmp_path / "a.json", "{}").stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        assert (atomic_write_text(tmp_path / "b.json", "{}").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_version_option():
+    result = CliRunner().invoke(score_app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("agiqa-edge ")

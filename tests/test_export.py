@@ -7,6 +7,7 @@ threshold) of the ``tiny`` student, shared by the tests of this module.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 
 from edge_runtime import ContractError, ModelContract, Scorer
 from edge_runtime.contract import contract_path, report_path
-from export import EdgeStudent, ExportError, export_executorch
+from export import QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
+from export._toolchain import SUPPORTED_BACKENDS
+from export.cli import Backend, Quantize
 from export.cli import app as export_app
 from student.model import StudentIQA, create_student
 
@@ -68,8 +71,12 @@ def images(workdir) -> Path:
 
 @pytest.fixture(scope="module")
 def fp32(workdir, student_dir, images):
-    return export_executorch(student_dir, workdir / "fp32" / "model.pte", quantize="fp32",
-                             images=images)
+    old = os.umask(0o022)  # the files' modes are checked below
+    try:
+        return export_executorch(student_dir, workdir / "fp32" / "model.pte", quantize="fp32",
+                                 images=images)
+    finally:
+        os.umask(old)
 
 
 def test_wrapper_matches_student():
@@ -145,6 +152,15 @@ def test_int8_threshold_failure_exits_nonzero(workdir, student_dir, images):
     assert report["nodes_outside_delegate"] == 0, report["outside_ops"]
     assert report["quantization"]["weight"]["qscheme"] == "per_channel_symmetric"
     assert report["quantization"]["input_activation"]["is_dynamic"] is False
+    assert "'student.backbone'" in report["quantization"]["scope"]
+    # The head stays fp32, so the score is not snapped to int8 levels: no ties among 8 images.
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(rejected).load_method("forward")
+    spec = StudentIQA.from_pretrained(student_dir).config.preprocess
+    scores = {float(method.execute([torch.from_numpy(spec.load(p))[None]])[0][0])
+              for p in sorted(images.iterdir())[:8]}
+    assert len(scores) == 8, scores
     int8_bytes = rejected.stat().st_size
     fp32_bytes = (workdir / "fp32" / "model.pte").stat().st_size if (workdir / "fp32").exists() else None
     if fp32_bytes:
@@ -170,10 +186,53 @@ def test_bad_arguments_are_clear(student_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(export_app, ["executorch", str(student_dir), "--out", str(tmp_path / "m.pte"),
                                         "--backend", "vulkan"])
-    assert result.exit_code == 2, result.output
-    assert "not supported; only 'xnnpack'" in result.stderr and "XnnpackBackend" in result.stderr
-    assert "no Vulkan or CUDA backend" in result.stderr
+    assert result.exit_code == 2 and "'vulkan' is not" in result.stderr, result.output
+    with pytest.raises(ExportError, match="not supported; only 'xnnpack'.*no Vulkan or CUDA backend"):
+        export_executorch(student_dir, tmp_path / "m.pte", backend="vulkan")
+    help_text = runner.invoke(export_app, ["executorch", "--help"]).stdout
+    assert "int8|fp32" in help_text and "<xnnpack>" in help_text
+    assert [m.value for m in Quantize] == list(QUANTIZE_MODES)
+    assert [b.value for b in Backend] == list(SUPPORTED_BACKENDS)
     result = runner.invoke(export_app, ["executorch", str(student_dir), "--out", str(tmp_path / "m.pte")])
     assert result.exit_code == 2 and "--images" in result.stderr
     with pytest.raises(ExportError, match="must end in .pte"):
         export_executorch(student_dir, tmp_path / "m.bin")
+
+
+def test_files_are_readable_by_others_under_umask_022(fp32):
+    for path in (fp32.program, fp32.contract, fp32.report):
+        assert Path(path).stat().st_mode & 0o777 == 0o644, path
+
+
+def test_mismatched_student_config_is_one_line(student_dir, images, tmp_path):
+    broken = tmp_path / "student"
+    shutil.copytree(student_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["config"]["expert_width"] = config["config"]["expert_width"] * 2
+    (broken / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(export_app, ["executorch", str(broken), "--out",
+                                             str(tmp_path / "m.pte"), "--images", str(images),
+                                             "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(broken) in lines[0] and "Traceback" not in result.output, lines
+    assert "size mismatch" in lines[0], lines
+
+
+def test_verify_images_are_named_and_a_killed_exports_staging_is_removed(
+        workdir, student_dir, images, tmp_path):
+    other = realistic_images(tmp_path / "other", count=6)
+    out = tmp_path / "out" / "model.pte"
+    stale = out.parent / ".model.staging-999999999-abc"  # no such process: a killed export
+    (stale / "sub").mkdir(parents=True)
+    lines: list[str] = []
+    report = export_executorch(student_dir, out, quantize="fp32", images=images,
+                               verify_images=other, progress=lines.append)
+    assert report.verification.num_images == 6 and str(other) in report.verification.image_set
+    assert "--verify-images" in report.verification.image_set
+    saved = json.loads(report_path(out).read_text())
+    assert saved["verification"]["image_set"] == report.verification.image_set
+    assert report.quantization == {"mode": "fp32"} and report.calibration_images == 0
+    assert any("verifying" in line and str(other) in line for line in lines), lines
+    assert not stale.exists() and sorted(p.name for p in out.parent.iterdir()) == [
+        "model.json", "model.pte", "model.report.json"]

@@ -1,0 +1,31 @@
+"""``--version`` for the three commands: the installed agiqa-edge and the toolchain beside it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+__all__ = ["version_callback", "version_text"]
+
+_TOOLCHAIN = ("executorch", "torch", "torchao", "timm", "transformers")
+
+
+def version_text() -> str:
+    """``agiqa-edge 0.1.0 (executorch 1.5.1, torch 2.14.1, ...)``; absent packages are left out."""
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    ours = version("agiqa-edge") or "(not installed: source tree)"
+    found = [f"{name} {v}" for name in _TOOLCHAIN if (v := version(name))]
+    return f"agiqa-edge {ours}" + (f" ({', '.join(found)})" if found else "")
+
+
+def version_callback(value: bool) -> None:
+    """A typer ``--version`` option callback: print and exit."""
+    if value:
+        import typer
+
+        typer.echo(version_text())
+        raise typer.Exit()

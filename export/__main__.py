@@ -1,0 +1,5 @@
+"""``python -m export``: the ``agiqa-export`` command."""
+
+from .cli import app
+
+app()
