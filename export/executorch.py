@@ -34,6 +34,7 @@ from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
 
 from . import _toolchain as tc
+from .golden import write_golden
 from .source import ExportSource, resolve_source
 from .wrapper import OUTPUT_NAMES, EdgeStudent, expert_names
 
@@ -286,6 +287,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
     else:
         os.replace(contract_path(staged), contract_path(out))
         staging.rmdir()
+        write_golden(out, src.verification_images)  # model.golden.safetensors, for runtimes
     report = ExportReport(
         program=str(final), contract=str(contract_path(final)) if not failures else "",
         report=str(report_path(final)),
