@@ -119,6 +119,12 @@ std::string sha256_hex(const uint8_t* data, size_t size) {
   return sha.hex();
 }
 
+namespace {
+
+Contract parse_contract(const nlohmann::json& data, const std::string& path);
+
+}  // namespace
+
 Contract Contract::read(const std::string& path) {
   std::ifstream in(path);
   if (!in)
@@ -130,6 +136,16 @@ Contract Contract::read(const std::string& path) {
   } catch (const nlohmann::json::parse_error& exc) {
     throw Error(path + ": malformed JSON (" + std::string(exc.what()) + "); re-export it");
   }
+  try {
+    return parse_contract(data, path);
+  } catch (const nlohmann::json::exception& exc) {  // a field of the wrong type
+    throw Error(path + ": invalid contract (" + std::string(exc.what()) + "); re-export it");
+  }
+}
+
+namespace {
+
+Contract parse_contract(const nlohmann::json& data, const std::string& path) {
   if (!data.is_object() || data.value("format", std::string()) != kContractFormat)
     throw Error(path + ": not an agiqa-edge contract (format is not '" + kContractFormat +
                 "'); re-export it");
@@ -176,4 +192,5 @@ Contract Contract::read(const std::string& path) {
   return c;
 }
 
+}  // namespace
 }  // namespace agiqa

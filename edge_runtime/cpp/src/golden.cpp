@@ -60,7 +60,8 @@ void read_safetensors(const std::string& path, std::map<std::string, Tensor>* te
   const size_t base = 8 + header_len;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
-      for (auto m = it->begin(); m != it->end(); ++m) (*metadata)[m.key()] = m->get<std::string>();
+      for (auto m = it->begin(); m != it->end(); ++m)
+        if (m->is_string()) (*metadata)[m.key()] = m->get<std::string>();
       continue;
     }
     Tensor t;
