@@ -217,7 +217,8 @@ def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, program
 # -- aarch64 under qemu-user --------------------------------------------------------------------
 @pytest.mark.parametrize("cpu", QEMU_CPUS)
 def test_aarch64_reproduces_golden_pairs(aarch64_binary, programs, cpu):
-    for mode in ("int8", "fp32"):
+    # int8 (the default export) on every CPU model; fp32 (slow under emulation) on one.
+    for mode in ("int8", "fp32") if cpu == "cortex-a76" else ("int8",):
         report = _golden(aarch64_binary, programs[mode], cpu=cpu)
         assert report["passed"], (mode, cpu, report)
         for pair in report["pairs"]:
