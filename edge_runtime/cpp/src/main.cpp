@@ -98,12 +98,12 @@ int main(int argc, char** argv) {
       if (!report.passed) std::fprintf(stderr, "golden check failed: %s\n", report.failure.c_str());
       return report.passed ? 0 : 1;
     }
+    auto scorer = agiqa::Scorer::load(model, golden);  // the golden check refuses a bad CPU
 #ifndef AGIQA_WITH_DECODERS
     std::fprintf(stderr, "error: this build has no image decoders (libjpeg/libpng were not "
                          "found when it was configured); use --check-golden or the library\n");
     return 2;
 #else
-    auto scorer = agiqa::Scorer::load(model, golden);
     int scored = 0, skipped = 0;
     for (size_t i = 1; i < args.size(); ++i) {
       const std::string& path = args[i];
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
     return scored ? 0 : 1;
 #endif
   } catch (const agiqa::Error& exc) {
-    std::fprintf(stderr, "error: cannot load %s: %s\n", model.c_str(), exc.what());
+    std::fprintf(stderr, "error: %s\n", exc.what());  // names the file and the fix
     return 2;
   }
 }

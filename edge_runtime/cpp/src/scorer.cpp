@@ -35,9 +35,9 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
                               std::istreambuf_iterator<char>());
 }
 
-std::string fmt(double v) {
+std::string fmt(double v, int digits = 3) {
   std::ostringstream out;
-  out.precision(3);
+  out.precision(digits);
   out << v;
   return out.str();
 }
@@ -164,8 +164,8 @@ GoldenReport Scorer::check_golden(const std::string& golden_file) const {
     if (report.passed && (r.score_abs_diff > golden.score_tolerance ||
                           r.gate_max_abs_diff > golden.gate_tolerance)) {
       report.passed = false;
-      report.failure = "golden pair '" + r.name + "' scores " + fmt(r.score) + ", expected " +
-                       fmt(r.expected_score) + " (|diff| " + fmt(r.score_abs_diff) +
+      report.failure = "golden pair '" + r.name + "' scores " + fmt(r.score, 6) + ", expected " +
+                       fmt(r.expected_score, 6) + " (|diff| " + fmt(r.score_abs_diff) +
                        ", gate |diff| " + fmt(r.gate_max_abs_diff) + "; tolerances " +
                        fmt(golden.score_tolerance) + ", " + fmt(golden.gate_tolerance) +
                        "): this CPU/runtime computes wrong outputs; see docs/edge.md (SME)";
