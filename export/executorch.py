@@ -36,6 +36,7 @@ from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
 
 from . import _toolchain as tc
+from .golden import write_golden
 from .source import ExportSource, resolve_source
 from .wrapper import OUTPUT_NAMES, EdgeStudent, expert_names
 
@@ -354,6 +355,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         os.replace(staged, final)
         if not failures:
             os.replace(contract_path(staged), contract_path(out))
+            write_golden(out, src.verification_images)  # model.golden.safetensors, for runtimes
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # also when verification failed or raised
     report = ExportReport(

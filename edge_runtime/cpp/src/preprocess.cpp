@@ -1,0 +1,195 @@
+// The C++ twin of edge_runtime/preprocess.py: Pillow's antialiased resize, then normalise.
+//
+// The resize follows Pillow's two-pass separable resampling for 8-bit images
+// (libImaging/Resample.c): per output pixel, filter weights over the source interval the pixel
+// covers (support widened by the downscale factor, which is what antialiases), normalised,
+// turned into 22-bit fixed point, a horizontal pass over the rows the vertical pass needs,
+// then a vertical pass, each rounding and clamping to uint8. Doing the same integer arithmetic
+// gives the same bytes as Pillow, so the model input matches numpy's to float rounding.
+#include <cmath>
+#include <cstring>
+
+#include "agiqa/scorer.h"
+
+namespace agiqa {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+struct Filter {
+  double (*weight)(double);
+  double support;
+};
+
+double bilinear_weight(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+double box_weight(double x) { return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0; }
+
+double bicubic_weight(double x) {
+  constexpr double a = -0.5;  // Pillow's choice
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+Filter filter_for(const std::string& interpolation) {
+  if (interpolation == "bilinear") return {bilinear_weight, 1.0};
+  if (interpolation == "bicubic") return {bicubic_weight, 2.0};
+  if (interpolation == "area") return {box_weight, 0.5};
+  throw Error("unknown interpolation '" + interpolation +
+              "' in model.json; choose from area, bicubic, bilinear");
+}
+
+// Fixed-point weights for resampling `in_size` samples to `out_size`.
+struct Coefficients {
+  int ksize = 0;
+  std::vector<int> first;   // first source sample of each output sample
+  std::vector<int> count;   // number of source samples
+  std::vector<int32_t> k;   // out_size x ksize weights, kPrecisionBits fixed point
+};
+
+Coefficients precompute(int in_size, int out_size, const Filter& filter) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = scale < 1.0 ? 1.0 : scale;
+  const double support = filter.support * filterscale;
+  Coefficients c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.first.resize(out_size);
+  c.count.resize(out_size);
+  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  std::vector<double> w(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double total = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      w[x] = filter.weight((x + xmin - center + 0.5) * ss);
+      total += w[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      const double v = total != 0.0 ? w[x] / total : w[x];
+      const double fixed = v * (1 << kPrecisionBits);
+      c.k[static_cast<size_t>(xx) * c.ksize + x] =
+          static_cast<int32_t>(v < 0 ? -0.5 + fixed : 0.5 + fixed);
+    }
+    c.first[xx] = xmin;
+    c.count[xx] = xmax;
+  }
+  return c;
+}
+
+inline uint8_t clip8(int32_t v) {
+  v >>= kPrecisionBits;
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+}  // namespace
+
+std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size_t stride,
+                                 int out_width, int out_height,
+                                 const std::string& interpolation) {
+  if (width <= 0 || height <= 0 || out_width <= 0 || out_height <= 0)
+    throw Error("resize_rgb8: image sizes must be positive");
+  if (stride < static_cast<size_t>(width) * 3)
+    throw Error("resize_rgb8: stride " + std::to_string(stride) + " < 3 * width " +
+                std::to_string(width));
+  const Filter filter = filter_for(interpolation);
+  const Coefficients horiz = precompute(width, out_width, filter);
+  const Coefficients vert = precompute(height, out_height, filter);
+  const bool need_horizontal = out_width != width;
+  const bool need_vertical = out_height != height;
+
+  // Horizontal pass over only the source rows the vertical pass reads (Pillow does the same;
+  // the result does not depend on it, the work does).
+  const int row_first = need_horizontal ? vert.first[0] : 0;
+  const int row_last = need_horizontal ? vert.first[out_height - 1] + vert.count[out_height - 1]
+                                       : height;
+  const int rows = row_last - row_first;
+  std::vector<uint8_t> temp;
+  const uint8_t* src = rgb;
+  size_t src_stride = stride;
+  int src_width = width;
+  if (need_horizontal) {
+    temp.resize(static_cast<size_t>(rows) * out_width * 3);
+    for (int y = 0; y < rows; ++y) {
+      const uint8_t* in = rgb + static_cast<size_t>(y + row_first) * stride;
+      uint8_t* out = temp.data() + static_cast<size_t>(y) * out_width * 3;
+      for (int xx = 0; xx < out_width; ++xx) {
+        const int32_t* k = &horiz.k[static_cast<size_t>(xx) * horiz.ksize];
+        const uint8_t* p = in + static_cast<size_t>(horiz.first[xx]) * 3;
+        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+        for (int x = 0; x < horiz.count[xx]; ++x) {
+          s0 += p[x * 3 + 0] * k[x];
+          s1 += p[x * 3 + 1] * k[x];
+          s2 += p[x * 3 + 2] * k[x];
+        }
+        out[xx * 3 + 0] = clip8(s0);
+        out[xx * 3 + 1] = clip8(s1);
+        out[xx * 3 + 2] = clip8(s2);
+      }
+    }
+    src = temp.data();
+    src_stride = static_cast<size_t>(out_width) * 3;
+    src_width = out_width;
+  } else {
+    src = rgb + static_cast<size_t>(row_first) * stride;
+  }
+
+  std::vector<uint8_t> result(static_cast<size_t>(out_height) * src_width * 3);
+  if (!need_vertical) {
+    for (int y = 0; y < out_height; ++y)
+      std::memcpy(&result[static_cast<size_t>(y) * src_width * 3],
+                  src + static_cast<size_t>(y) * src_stride, static_cast<size_t>(src_width) * 3);
+    return result;
+  }
+  for (int yy = 0; yy < out_height; ++yy) {
+    const int32_t* k = &vert.k[static_cast<size_t>(yy) * vert.ksize];
+    const int first = vert.first[yy] - row_first;
+    uint8_t* out = &result[static_cast<size_t>(yy) * src_width * 3];
+    for (int xx = 0; xx < src_width * 3; ++xx) {
+      int32_t s = 1 << (kPrecisionBits - 1);
+      for (int y = 0; y < vert.count[yy]; ++y)
+        s += src[static_cast<size_t>(first + y) * src_stride + xx] * k[y];
+      out[xx] = clip8(s);
+    }
+  }
+  return result;
+}
+
+std::vector<float> preprocess_rgb8(const PreprocessSpec& spec, const uint8_t* rgb, int width,
+                                   int height, size_t stride) {
+  const int h = spec.height, w = spec.width;
+  std::vector<uint8_t> packed;
+  const uint8_t* pixels = rgb;
+  size_t row_bytes = stride;
+  if (width != w || height != h) {
+    packed = resize_rgb8(rgb, width, height, stride, w, h, spec.interpolation);
+    pixels = packed.data();
+    row_bytes = static_cast<size_t>(w) * 3;
+  }
+  // numpy: float32(v) * float32(1 / 255), then (x - mean) / std, all in float32. Built with
+  // -ffp-contract=off so no fused multiply-add changes the last bit on aarch64.
+  const float inv255 = static_cast<float>(1.0 / 255.0);
+  std::vector<float> chw(static_cast<size_t>(3) * h * w);
+  for (int y = 0; y < h; ++y) {
+    const uint8_t* row = pixels + static_cast<size_t>(y) * row_bytes;
+    for (int x = 0; x < w; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        const float v = static_cast<float>(row[x * 3 + c]) * inv255;
+        chw[(static_cast<size_t>(c) * h + y) * w + x] = (v - spec.mean[c]) / spec.std[c];
+      }
+    }
+  }
+  return chw;
+}
+
+}  // namespace agiqa

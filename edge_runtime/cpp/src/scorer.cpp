@@ -1,0 +1,184 @@
+// agiqa::Scorer over executorch::extension::Module: the program is read once, its sha256
+// checked against model.json, loaded from exactly those bytes, and proven on the golden pairs.
+#include <cmath>
+#include <executorch/extension/data_loader/buffer_data_loader.h>
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "agiqa/scorer.h"
+#include "golden.h"
+
+namespace agiqa {
+
+namespace et = ::executorch;
+using et::extension::Module;
+
+struct Scorer::Impl {
+  std::string path;
+  Contract contract;
+  std::vector<uint8_t> program;  // the hashed bytes; the data loader points into them
+  std::unique_ptr<Module> module;
+  GoldenReport golden;
+  size_t score_index = 0;
+  int gate_index = -1;
+};
+
+namespace {
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": program not found");
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+}
+
+std::string fmt(double v, int digits = 3) {
+  std::ostringstream out;
+  out.precision(digits);
+  out << v;
+  return out.str();
+}
+
+}  // namespace
+
+Scorer::Scorer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Scorer::Scorer(Scorer&&) noexcept = default;
+Scorer& Scorer::operator=(Scorer&&) noexcept = default;
+Scorer::~Scorer() = default;
+
+const Contract& Scorer::contract() const { return impl_->contract; }
+const GoldenReport& Scorer::golden_report() const { return impl_->golden; }
+
+Scorer Scorer::load(const std::string& program_path, GoldenCheck golden) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = program_path;
+  {
+    std::ifstream probe(program_path, std::ios::binary);
+    if (!probe) throw Error(program_path + ": program not found");
+  }
+  const std::string json = contract_path(program_path);
+  impl->contract = Contract::read(json);
+  impl->program = read_bytes(program_path);
+  const std::string digest = sha256_hex(impl->program.data(), impl->program.size());
+  if (digest != impl->contract.program_sha256)
+    throw Error(program_path + ": sha256 " + digest.substr(0, 16) + "... does not match " + json +
+                " (" + impl->contract.program_sha256.substr(0, 16) +
+                "...): the program and its contract come from different exports; re-export it");
+  const auto& names = impl->contract.output_names;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == impl->contract.score_output) impl->score_index = i;
+    if (names[i] == "gate_weights") impl->gate_index = static_cast<int>(i);
+  }
+
+  auto loader = std::make_unique<et::extension::BufferDataLoader>(impl->program.data(),
+                                                                  impl->program.size());
+  impl->module = std::make_unique<Module>(std::move(loader));
+  if (impl->module->load_forward() != et::runtime::Error::Ok)
+    throw Error(program_path + ": the ExecuTorch runtime cannot load 'forward' (a backend or "
+                "operator missing from this build; link the XNNPACK backend and kernels)");
+  auto meta = impl->module->method_meta("forward");
+  if (meta.ok()) {
+    auto input = meta->input_tensor_meta(0);
+    std::vector<int64_t> sizes;
+    if (input.ok())
+      for (auto d : input->sizes()) sizes.push_back(d);
+    if (sizes != impl->contract.input_shape || meta->num_outputs() != names.size())
+      throw Error(program_path + ": the program's input or output count disagrees with " + json +
+                  "; re-export it");
+  }
+
+  Scorer scorer(std::move(impl));
+  const std::string gpath = golden_path(program_path);
+  const bool present = static_cast<bool>(std::ifstream(gpath));
+  if (golden == GoldenCheck::Required && !present)
+    throw Error(gpath + ": missing; re-export the program (agiqa-export writes it) or load with "
+                "the golden check off");
+  if (golden != GoldenCheck::Skip && present) {
+    scorer.impl_->golden = scorer.check_golden(gpath);
+    if (!scorer.impl_->golden.passed)
+      throw Error(program_path + ": refused: " + scorer.impl_->golden.failure);
+  }
+  return scorer;
+}
+
+Score Scorer::run(const std::vector<float>& input) const {
+  const auto& shape = impl_->contract.input_shape;
+  size_t numel = 1;
+  for (auto d : shape) numel *= static_cast<size_t>(d);
+  if (input.size() != numel)
+    throw Error("input has " + std::to_string(input.size()) + " values, the program takes " +
+                std::to_string(numel));
+  std::vector<et::aten::SizesType> sizes(shape.begin(), shape.end());
+  auto tensor = et::extension::from_blob(const_cast<float*>(input.data()), sizes);
+  auto result = impl_->module->forward(tensor);
+  if (!result.ok())
+    throw Error(impl_->path + ": program run failed (ExecuTorch error " +
+                std::to_string(static_cast<int>(result.error())) + ")");
+  const auto& outputs = *result;
+  Score score;
+  const auto& s = outputs.at(impl_->score_index).toTensor();
+  score.score = s.const_data_ptr<float>()[0];
+  if (impl_->gate_index >= 0) {
+    const auto& g = outputs.at(static_cast<size_t>(impl_->gate_index)).toTensor();
+    score.gate_weights.assign(g.const_data_ptr<float>(), g.const_data_ptr<float>() + g.numel());
+  }
+  return score;
+}
+
+Score Scorer::score_rgb8(const uint8_t* rgb, int width, int height, size_t stride) const {
+  return run(preprocess_rgb8(impl_->contract.preprocess, rgb, width, height, stride));
+}
+
+GoldenReport Scorer::check_golden(const std::string& golden_file) const {
+  const GoldenFile golden = GoldenFile::read(golden_file, impl_->contract);
+  GoldenReport report;
+  report.score_tolerance = golden.score_tolerance;
+  report.gate_tolerance = golden.gate_tolerance;
+  report.preprocess_tolerance = golden.preprocess_tolerance;
+  const std::string& score_name = impl_->contract.score_output;
+  for (const auto& pair : golden.pairs) {
+    GoldenResult r;
+    r.name = pair.name;
+    const int h = static_cast<int>(pair.rgb.shape[0]), w = static_cast<int>(pair.rgb.shape[1]);
+    const auto mine = preprocess_rgb8(impl_->contract.preprocess, pair.rgb.bytes.data(), w, h,
+                                      static_cast<size_t>(w) * 3);
+    const auto expected_input = pair.input.floats();
+    if (mine.size() != expected_input.size())
+      throw Error(golden_file + ": '" + pair.name + "' input has the wrong size; re-export");
+    for (size_t i = 0; i < mine.size(); ++i)
+      r.preprocess_max_abs_diff =
+          std::max(r.preprocess_max_abs_diff, std::fabs(double(mine[i]) - expected_input[i]));
+    const Score got = run(expected_input);
+    r.score = got.score;
+    r.expected_score = pair.outputs.at(score_name).floats().at(0);
+    r.score_abs_diff = std::fabs(double(got.score) - r.expected_score);
+    if (pair.outputs.count("gate_weights")) {
+      const auto gate = pair.outputs.at("gate_weights").floats();
+      for (size_t i = 0; i < gate.size() && i < got.gate_weights.size(); ++i)
+        r.gate_max_abs_diff =
+            std::max(r.gate_max_abs_diff, std::fabs(double(got.gate_weights[i]) - gate[i]));
+    }
+    if (report.passed && (r.score_abs_diff > golden.score_tolerance ||
+                          r.gate_max_abs_diff > golden.gate_tolerance)) {
+      report.passed = false;
+      report.failure = "golden pair '" + r.name + "' scores " + fmt(r.score, 6) + ", expected " +
+                       fmt(r.expected_score, 6) + " (|diff| " + fmt(r.score_abs_diff) +
+                       ", gate |diff| " + fmt(r.gate_max_abs_diff) + "; tolerances " +
+                       fmt(golden.score_tolerance) + ", " + fmt(golden.gate_tolerance) +
+                       "): this CPU/runtime computes wrong outputs; see docs/edge.md (SME)";
+    }
+    if (report.passed && r.preprocess_max_abs_diff > golden.preprocess_tolerance) {
+      report.passed = false;
+      report.failure = "golden pair '" + r.name + "' preprocesses differently from numpy " +
+                       "(max |diff| " + fmt(r.preprocess_max_abs_diff) + " > " +
+                       fmt(golden.preprocess_tolerance) + "); this build's resize is wrong";
+    }
+    report.pairs.push_back(r);
+  }
+  return report;
+}
+
+}  // namespace agiqa

@@ -1,0 +1,225 @@
+"""The C++ scorer (edge_runtime/cpp) against Python: golden pairs, decoding, CLI, aarch64 (qemu).
+
+Builds agiqa-score-cpp with CMake against the installed executorch wheel's C++ SDK, and for
+aarch64 with Debian's cross compiler against the aarch64 wheel (downloaded by pip), then runs it
+under qemu-user on pinned CPU models. Each part skips with the reason when its tools are
+missing (.ci/run installs them). The builds go under pytest's tmp_path unless AGIQA_CPP_BUILD
+names a folder to keep them in (then a rerun rebuilds only what changed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edge_runtime import Scorer
+from edge_runtime.golden import golden_path, read_golden
+from export import export_executorch
+from student.model import create_student
+from test_export import realistic_images
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "edge_runtime" / "cpp"))
+import build as cpp_build  # noqa: E402  (edge_runtime/cpp/build.py, a script)
+
+QEMU_CPUS = ("cortex-a53", "cortex-a76", "neoverse-n1")
+SYSROOT = "/usr/aarch64-linux-gnu"
+
+
+def _build_root(tmp_path_factory) -> Path:
+    kept = os.environ.get("AGIQA_CPP_BUILD")
+    return Path(kept) if kept else tmp_path_factory.mktemp("cpp-build")
+
+
+def _build(target: str, tmp_path_factory) -> Path:
+    try:
+        return cpp_build.build(target, _build_root(tmp_path_factory) / target)
+    except cpp_build.ToolMissing as exc:
+        pytest.skip(str(exc))
+    except subprocess.CalledProcessError as exc:  # pip download: no registry reachable
+        pytest.skip(f"cannot download the aarch64 executorch wheel ({exc})")
+
+
+@pytest.fixture(scope="module")
+def host_binary(tmp_path_factory) -> Path:
+    return _build("host", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def aarch64_binary(tmp_path_factory) -> Path:
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 not found (apt-get install qemu-user)")
+    return _build("aarch64", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory) -> dict[str, Path]:
+    """The tiny student exported int8 and fp32, each with its golden file."""
+    work = tmp_path_factory.mktemp("cpp-programs")
+    torch.manual_seed(0)
+    student = create_student("tiny").eval().save_pretrained(work / "student")
+    images = realistic_images(work / "images")
+    out = {}
+    for mode in ("int8", "fp32"):
+        report = export_executorch(student, work / mode / "model.pte", quantize=mode, images=images,
+                                   min_srcc=-1.0 if mode == "int8" else None, verify_limit=8)
+        out[mode] = Path(report.program)
+    return out
+
+
+def _run(binary: Path, *args: str, cpu: str | None = None) -> subprocess.CompletedProcess:
+    command = [str(binary), *args]
+    if cpu is not None:
+        command = ["qemu-aarch64", "-L", SYSROOT, "-cpu", cpu, *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def _golden(binary: Path, program: Path, cpu: str | None = None) -> dict:
+    done = _run(binary, "--check-golden", str(program), cpu=cpu)
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+# -- golden pairs, Python side -----------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["int8", "fp32"])
+def test_python_scorer_reproduces_golden_pairs(programs, mode):
+    golden = read_golden(golden_path(programs[mode]))
+    scorer = Scorer.from_file(programs[mode])
+    assert golden.program_sha256 == scorer.contract.program_sha256 and len(golden.pairs) == 3
+    scores = []
+    for pair in golden.pairs:
+        assert pair.rgb.dtype == np.uint8 and pair.rgb.ndim == 3
+        np.testing.assert_allclose(scorer.preprocess(pair.rgb)[None], pair.input,
+                                   atol=golden.preprocess_tolerance, rtol=0)
+        out = scorer.run(pair.input)
+        assert abs(float(out["score"][0]) - float(pair.outputs["score"][0])) <= golden.score_tolerance
+        assert np.abs(out["gate_weights"] - pair.outputs["gate_weights"]).max() <= golden.gate_tolerance
+        scores.append(float(pair.outputs["score"][0]))
+    # The pairs must tell a working kernel from one that returns a constant.
+    assert max(scores) - min(scores) > golden.score_tolerance
+
+
+# -- C++ on this machine -----------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["int8", "fp32"])
+def test_cpp_reproduces_golden_pairs(host_binary, programs, mode):
+    report = _golden(host_binary, programs[mode])
+    assert report["passed"], report
+    for pair in report["pairs"]:
+        assert pair["preprocess_max_abs_diff"] <= report["preprocess_tolerance"]
+        assert pair["score_abs_diff"] <= report["score_tolerance"]
+
+
+def _decoding_cases(folder: Path) -> list[Path]:
+    """Real-photo crops plus the decoder's special cases: EXIF rotation, JPEG draft scaling,
+    grayscale, alpha over white, palette transparency, 16-bit grayscale."""
+    paths = sorted(realistic_images(folder / "photos", count=8).iterdir())
+    photo = Image.open(paths[0]).convert("RGB")
+    big = photo.resize((1400, 1000), Image.Resampling.BICUBIC)
+    big.save(folder / "big_draft.jpg", quality=90)  # decodes at 1/2 (1400 // 448 = 3 -> 2)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(folder / "exif_rot6.jpg", quality=92, exif=exif)
+    exif[0x0112] = 3
+    photo.save(folder / "exif_rot3.jpg", quality=92, exif=exif)
+    photo.convert("L").save(folder / "gray.jpg", quality=90)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    rgba.save(folder / "alpha.png")
+    photo.quantize(64).save(folder / "palette.png", transparency=0)
+    gray16 = (np.asarray(photo.convert("L"), np.uint16) * 257 + 100).astype(np.uint16)
+    Image.fromarray(gray16).save(folder / "gray16.png")
+    photo.convert("LA").save(folder / "gray_alpha.png")
+    return paths + sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def test_cpp_decoding_and_preprocessing_match_numpy(host_binary, programs, tmp_path):
+    """Model inputs from the C++ decoders + resize vs edge_runtime's (Pillow + numpy)."""
+    images = _decoding_cases(tmp_path / "images")
+    dump = tmp_path / "inputs"
+    dump.mkdir()
+    program = programs["fp32"]
+    done = _run(host_binary, "--dump-inputs", str(dump), str(program), *map(str, images))
+    assert done.returncode == 0, done.stderr
+    scorer = Scorer.from_file(program)
+    from safetensors.numpy import load_file
+
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(images)
+    for i, (path, line) in enumerate(zip(images, lines)):
+        expected = scorer.preprocess(path)[None]
+        got = load_file(str(dump / f"{i}.safetensors"))["input"]
+        assert got.shape == expected.shape, path.name
+        assert np.abs(got - expected).max() <= 1e-5, path.name  # identical pixels
+        score = float(line.split("\t")[0])
+        assert abs(score - scorer.score(path)) <= 1e-5, path.name
+
+
+def test_cpp_cli_skips_bad_files_with_a_reason(host_binary, programs, tmp_path):
+    good = sorted(realistic_images(tmp_path / "ok", count=2).iterdir())[0]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    truncated = tmp_path / "truncated.jpg"
+    Image.open(good).convert("RGB").save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[:400])
+    done = _run(host_binary, str(programs["int8"]), str(empty), str(good), str(text), str(truncated),
+                str(tmp_path / "missing.jpg"))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert rows[1][1] == str(good) and np.isfinite(float(rows[1][0]))
+    reasons = {Path(r[1]).name: r[2] for r in rows if r[0] == "skipped"}
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["missing.jpg"] == "file not found"
+    assert "not an image" in reasons["notes.png"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "scored 1 image(s), skipped 4" in done.stderr
+    only_bad = _run(host_binary, str(programs["int8"]), str(empty))
+    assert only_bad.returncode == 1
+
+
+def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, programs, tmp_path):
+    """The load-time guard: outputs that disagree with the golden pairs (what an SME-enabled CPU
+    produced, docs/edge.md) make the runtime refuse, in one line, instead of scoring."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    for name in ("model.pte", "model.json"):
+        shutil.copy(programs["int8"].with_name(name), tmp_path / name)
+    source = golden_path(programs["int8"])
+    with safe_open(str(source), framework="numpy") as f:
+        meta = f.metadata()
+    tensors = load_file(str(source))
+    tensors["pair1.score"] = tensors["pair1.score"] + 0.5
+    save_file(tensors, str(golden_path(tmp_path / "model.pte")), metadata=meta)
+    photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
+    refused = _run(host_binary, str(tmp_path / "model.pte"), str(photo))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "refused: golden pair" in refused.stderr and "docs/edge.md" in refused.stderr
+    forced = _run(host_binary, "--no-golden-check", str(tmp_path / "model.pte"), str(photo))
+    assert forced.returncode == 0, forced.stderr
+    # A contract that does not describe the program is refused too (sha256).
+    (tmp_path / "model.pte").write_bytes((tmp_path / "model.pte").read_bytes() + b"\0")
+    tampered = _run(host_binary, "--no-golden-check", str(tmp_path / "model.pte"), str(photo))
+    assert tampered.returncode == 2 and "sha256" in tampered.stderr
+
+
+# -- aarch64 under qemu-user --------------------------------------------------------------------
+@pytest.mark.parametrize("cpu", QEMU_CPUS)
+def test_aarch64_reproduces_golden_pairs(aarch64_binary, programs, cpu):
+    # int8 (the default export) on every CPU model; fp32 (slow under emulation) on one.
+    for mode in ("int8", "fp32") if cpu == "cortex-a76" else ("int8",):
+        report = _golden(aarch64_binary, programs[mode], cpu=cpu)
+        assert report["passed"], (mode, cpu, report)
+        for pair in report["pairs"]:
+            assert pair["preprocess_max_abs_diff"] <= report["preprocess_tolerance"], (mode, cpu)
