@@ -108,7 +108,7 @@ def test_python_scorer_reproduces_golden_pairs(programs, mode):
     assert max(scores) - min(scores) > golden.score_tolerance
 
 
-# -- C++ on this machine -----------------------------------------------------------------------
+# -- C++ on the host ----------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["int8", "fp32"])
 def test_cpp_reproduces_golden_pairs(host_binary, programs, mode):
     report = _golden(host_binary, programs[mode])
