@@ -40,8 +40,12 @@ __all__ = ["IMAGE_TOKEN_INDEX", "IMAGE_TOKEN", "IGNORED_CHECKPOINT_KEYS", "Mplug
 
 IMAGE_TOKEN_INDEX = -200  # mplug_owl2/constants.py: where the visual tokens go in input_ids
 IMAGE_TOKEN = "<|image|>"  # ... and the placeholder in the prompt text
-# Checkpoint entries that are not weights: RoPE tables some conversions saved. They are recomputed.
-IGNORED_CHECKPOINT_KEYS = ("rotary_emb.inv_freq",)
+# Checkpoint entries that are not weights, rebuilt at load and never required. X-PLUG's conversion
+# script (convert_mplug_owl2_weight_to_hf.py) saves every layer's RoPE ``inv_freq`` and leaves out
+# the abstractor's sin-cos position tables; checkpoints saved by the original model's
+# ``save_pretrained`` hold the tables. Saved tables are checked against the rebuilt ones.
+IGNORED_CHECKPOINT_KEYS = ("rotary_emb.inv_freq", "crossattention.attention.q_pos_embed",
+                           "crossattention.attention.k_pos_embed")
 
 
 def _pick(cls, raw: dict[str, Any]):
@@ -299,17 +303,19 @@ def load_mplug_owl2(folder: str | Path, dtype: torch.dtype = torch.float32,
                     device: torch.device | str = "cpu") -> tuple[MplugOwl2, list[str]]:
     """Build from config.json and load the weights strictly by the checkpoint's key names.
 
-    Returns the model (eval mode) and the checkpoint keys that were ignored (only
-    ``*.rotary_emb.inv_freq``, recomputed tables). Any other missing or extra key is an error.
+    Returns the model (eval mode) and the checkpoint keys that were ignored (``IGNORED_CHECKPOINT_KEYS``:
+    RoPE ``inv_freq`` and the abstractor's position tables, both rebuilt; a saved position table
+    that differs from the rebuilt one is an error). Any other missing or extra key is an error.
     """
     folder, device = Path(folder), torch.device(device)
     config = MplugOwl2Config.from_pretrained(folder)
     with torch.device("meta"):
         model = MplugOwl2(config)
     state = read_checkpoint(folder, dtype, device)
-    ignored = sorted(k for k in state if k.endswith(IGNORED_CHECKPOINT_KEYS))
-    for key in ignored:
-        del state[key]
+    rebuilt = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    ignored = sorted(k for k in state if k.endswith(IGNORED_CHECKPOINT_KEYS)
+                     and (k in rebuilt or k.endswith(IGNORED_CHECKPOINT_KEYS[0])))
+    saved_tables = {key: state.pop(key) for key in ignored}
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -319,7 +325,22 @@ def load_mplug_owl2(folder: str | Path, dtype: torch.dtype = torch.float32,
     model.load_state_dict(state, strict=True, assign=True)
     with torch.device(device):
         model.model.rotary_emb = LlamaRotaryEmbedding(model.model.llama_config)
+    model.model.visual_abstractor.build_position_tables(device)
+    buffers = dict(model.named_buffers())
+    for key, saved in saved_tables.items():
+        if key in rebuilt and not _same_table(saved, buffers[key]):
+            raise ValueError(f"{folder}: checkpoint entry {key} {tuple(saved.shape)} is not the fixed sin-cos "
+                             f"table the abstractor uses {tuple(buffers[key].shape)}; the checkpoint does not "
+                             "match this model")
     return model.eval(), ignored
+
+
+def _same_table(saved: torch.Tensor, rebuilt: torch.Tensor) -> bool:
+    """A saved position table equals the rebuilt float32 one up to the rounding of its own dtype."""
+    if saved.shape != rebuilt.shape:
+        return False
+    tolerance = max(1e-6, torch.finfo(saved.dtype).eps) if saved.is_floating_point() else 1e-6
+    return bool(((saved.float() - rebuilt.to(saved.dtype).float()).abs() <= tolerance).all())
 
 
 # -- prompt and tokenizer ---------------------------------------------------------------------

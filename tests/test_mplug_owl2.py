@@ -39,7 +39,9 @@ def reference() -> dict:
 @pytest.fixture(scope="module")
 def model():
     loaded, ignored = load_mplug_owl2(FIXTURE)
-    assert ignored == []
+    # The fixture was saved by the original model's save_pretrained: it holds the position tables.
+    assert ignored == sorted(k for k in load_file(str(FIXTURE / "model.safetensors")) if k.endswith("_pos_embed"))
+    assert len(ignored) == 2 * 2
     return loaded
 
 
@@ -54,7 +56,11 @@ def test_fixture_is_small_and_in_the_real_layout() -> None:
 
 def test_strict_key_load(model) -> None:
     checkpoint = load_file(str(FIXTURE / "model.safetensors"))
-    assert set(model.state_dict()) == set(checkpoint)
+    tables = {k for k in checkpoint if k.endswith("_pos_embed")}
+    assert set(model.state_dict()) == set(checkpoint) - tables
+    buffers = dict(model.named_buffers())  # rebuilt, not loaded: the original's values to float32 rounding
+    for key in tables:
+        torch.testing.assert_close(buffers[key], checkpoint[key], atol=1e-7, rtol=0)
     assert any(".multiway.1." in k for k in checkpoint) and "lm_head.weight" in checkpoint
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint[name]), name
@@ -149,13 +155,13 @@ def _write_bin_shards(folder: Path, extra: dict[str, torch.Tensor]) -> None:
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def test_bin_shards_ignore_only_rotary_tables(tmp_path: Path, model, reference) -> None:
+def test_bin_shards_ignore_only_rebuilt_tables(tmp_path: Path, model, reference) -> None:
     folder = tmp_path / "owl2"
     shutil.copytree(FIXTURE, folder)
     rotary = {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": torch.ones(8) for i in range(2)}
     _write_bin_shards(folder, rotary)
     loaded, ignored = load_mplug_owl2(folder)
-    assert ignored == sorted(rotary)
+    assert ignored == sorted([*rotary, *(k for k in load_file(str(FIXTURE / "model.safetensors")) if "_pos_embed" in k)])
     ids = reference["json"]["token_ids"]["legacy"]
     with torch.inference_mode():
         torch.testing.assert_close(loaded(reference["tensors"]["pixel_values"], ids)[0],
@@ -164,6 +170,68 @@ def test_bin_shards_ignore_only_rotary_tables(tmp_path: Path, model, reference) 
     _write_bin_shards(folder, {"model.extra.weight": torch.ones(1)})  # an unknown key is an error
     with pytest.raises(ValueError, match=r"unexpected \['model.extra.weight'\]"):
         load_mplug_owl2(folder)
+
+
+def _write_conversion_layout(folder: Path) -> dict[str, torch.Tensor]:
+    """The layout X-PLUG's convert_mplug_owl2_weight_to_hf.py writes for the released 7B: one
+    ``pytorch_model-{i}-of-{N}.bin`` per LLM layer (with that layer's ``rotary_emb.inv_freq``), a last
+    shard with everything else but WITHOUT the abstractor's position tables, and the index json."""
+    state = load_file(str(FIXTURE / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("model.layers."))
+    count, inv_freq, weight_map = layers + 1, {}, {}
+    for layer in range(layers):
+        prefix = f"model.layers.{layer}."
+        shard = {k: state[k] for k in state if k.startswith(prefix)}
+        inv_freq[prefix + "self_attn.rotary_emb.inv_freq"] = torch.rand(4)
+        shard.update({k: v for k, v in inv_freq.items() if k.startswith(prefix)})
+        weight_map.update(dict.fromkeys(shard, f"pytorch_model-{layer + 1}-of-{count}.bin"))
+        torch.save(shard, folder / f"pytorch_model-{layer + 1}-of-{count}.bin")
+    rest = {k: v for k, v in state.items() if not k.startswith("model.layers.") and not k.endswith("_pos_embed")}
+    weight_map.update(dict.fromkeys(rest, f"pytorch_model-{count}-of-{count}.bin"))
+    torch.save(rest, folder / f"pytorch_model-{count}-of-{count}.bin")
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map, "metadata": {}}))
+    return inv_freq
+
+
+def test_conversion_script_layout_loads_without_position_tables(tmp_path: Path, reference) -> None:
+    """The released checkpoint has no q_pos_embed/k_pos_embed: they are rebuilt, the rest loads strictly."""
+    folder = tmp_path / "owl2"
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("reference.*"))
+    inv_freq = _write_conversion_layout(folder)
+    assert not any("_pos_embed" in k for k in json.loads((folder / "pytorch_model.bin.index.json").read_text())
+                   ["weight_map"])
+    loaded, ignored = load_mplug_owl2(folder)
+    assert ignored == sorted(inv_freq)
+    tensors, ids = reference["tensors"], reference["json"]["token_ids"]["legacy"]
+    with torch.inference_mode():
+        for index, prompt_ids in enumerate(ids):
+            hidden, _ = loaded(tensors["pixel_values"], [prompt_ids])
+            torch.testing.assert_close(hidden[0], tensors[f"hidden_{index}"], atol=ATOL, rtol=0)
+            torch.testing.assert_close(hidden.mean(1)[0], tensors[f"vector_{index}"], atol=ATOL, rtol=0)
+    # Strict otherwise: a weight missing from a shard is still an error.
+    shard = folder / "pytorch_model-1-of-3.bin"
+    state = torch.load(shard, weights_only=True)
+    del state["model.layers.0.mlp.up_proj.weight"]
+    torch.save(state, shard)
+    with pytest.raises(ValueError, match=r"missing \['model.layers.0.mlp.up_proj.weight'\]"):
+        load_mplug_owl2(folder)
+
+
+def test_saved_position_table_that_differs_is_an_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "owl2"
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("reference.*"))
+    state = load_file(str(folder / "model.safetensors"))
+    key = "model.visual_abstractor.encoder.layers.1.crossattention.attention.k_pos_embed"
+    state[key] = state[key] + 1e-3
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=f"{key} .* is not the fixed sin-cos table"):
+        load_mplug_owl2(folder)
+    half, ignored = load_mplug_owl2(FIXTURE, dtype=torch.float16)  # fp16 copies pass: rounding only
+    attention = half.model.visual_abstractor.encoder.layers[0].crossattention.attention
+    assert len(ignored) == 4 and attention.q_pos_embed.dtype == torch.float32
 
 
 def test_missing_key_and_bad_config_are_clear_errors(tmp_path: Path) -> None:
