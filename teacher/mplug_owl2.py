@@ -54,6 +54,30 @@ def _pick(cls, raw: dict[str, Any]):
     return cls(**{k: v for k, v in raw.items() if k in names and k not in ("vision", "abstractor")})
 
 
+def _check_fields(config: Any, section: str) -> None:
+    """Each field of a config dataclass has its declared kind: ints and floats > 0, bools, known
+    activations. Raises one ValueError naming the config.json entry."""
+    from transformers.activations import ACT2FN
+
+    for item in fields(config):
+        value, kind, name = getattr(config, item.name), str(item.type), f"{section}{item.name}"
+        if value is None and kind.endswith("| None"):
+            continue
+        if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        if item.name == "hidden_act" and (not isinstance(value, str) or value not in ACT2FN):
+            raise ValueError(f"{name} must be an activation name such as 'silu', got {value!r}")
+
+
+def _check_divides(section: str, width: int, heads: int, heads_name: str = "num_attention_heads") -> None:
+    if width % heads:
+        raise ValueError(f"{section}hidden_size {width} is not divisible by {heads_name} {heads}")
+
+
 @dataclass(frozen=True)
 class MplugOwl2Config:
     """config.json of an mPLUG-Owl2 LLaMA-2 checkpoint (its own field names); defaults = 7B."""
@@ -82,16 +106,42 @@ class MplugOwl2Config:
         config = cls(**{**{f.name: getattr(config, f.name) for f in fields(cls)},
                         "vision": _pick(VisionConfig, visual.get("visual_model") or {}),
                         "abstractor": _pick(AbstractorConfig, visual.get("visual_abstractor") or {})})
+        config.validate()
         if not config.vision.use_cls_token or not config.abstractor.use_cls_token or config.abstractor.add_v2t_pos_emb:
             raise ValueError("only the released layout is supported (use_cls_token=true, add_v2t_pos_emb=false)")
         return config
+
+    def validate(self) -> None:
+        """Kinds, positivity and the shape constraints the model relies on; one ValueError naming the entry."""
+        vision, abstractor = "visual_config.visual_model.", "visual_config.visual_abstractor."
+        _check_fields(self, "")
+        _check_fields(self.vision, vision)
+        _check_fields(self.abstractor, abstractor)
+        _check_divides("", self.hidden_size, self.num_attention_heads)
+        kv_heads = self.num_key_value_heads or self.num_attention_heads
+        if self.num_attention_heads % kv_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not divisible by "
+                             f"num_key_value_heads {kv_heads}")
+        _check_divides(vision, self.vision.hidden_size, self.vision.num_attention_heads)
+        _check_divides(abstractor, self.abstractor.hidden_size, self.abstractor.num_attention_heads)
+        _check_divides(abstractor, self.abstractor.hidden_size, 4, "4 (2-D sin-cos position table)")
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError(f"{vision}image_size {self.vision.image_size} is not divisible by patch_size "
+                             f"{self.vision.patch_size}")
+        if self.vision.image_size // self.vision.patch_size != self.abstractor.grid_size:
+            raise ValueError(f"{abstractor}grid_size {self.abstractor.grid_size} must be "
+                             f"{vision}image_size / patch_size = {self.vision.image_size // self.vision.patch_size}")
+        if not self.vision.hidden_size == self.abstractor.encoder_hidden_size == self.abstractor.hidden_size:
+            raise ValueError(f"{abstractor}hidden_size and encoder_hidden_size must equal {vision}hidden_size "
+                             f"({self.abstractor.hidden_size}, {self.abstractor.encoder_hidden_size}, "
+                             f"{self.vision.hidden_size})")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> MplugOwl2Config:
         path = Path(folder) / "config.json"
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as err:
+        except (OSError, ValueError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}: not an mPLUG-Owl2 config ({err})") from None
 
     def llama_config(self) -> LlamaConfig:
@@ -309,8 +359,12 @@ def load_mplug_owl2(folder: str | Path, dtype: torch.dtype = torch.float32,
     """
     folder, device = Path(folder), torch.device(device)
     config = MplugOwl2Config.from_pretrained(folder)
-    with torch.device("meta"):
-        model = MplugOwl2(config)
+    try:
+        with torch.device("meta"):
+            model = MplugOwl2(config)
+    except Exception as err:  # a config the checks above let through but the layers reject: one line
+        raise ValueError(f"{folder / 'config.json'}: cannot build mPLUG-Owl2 from it "
+                         f"({type(err).__name__}: {err})") from None
     state = read_checkpoint(folder, dtype, device)
     rebuilt = {name for name, _ in model.named_buffers()} - set(model.state_dict())
     ignored = sorted(k for k in state if k.endswith(IGNORED_CHECKPOINT_KEYS)

@@ -249,6 +249,42 @@ def test_missing_key_and_bad_config_are_clear_errors(tmp_path: Path) -> None:
         load_mplug_owl2(folder)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["visual_config"]["visual_model"].update(hidden_size="x"),
+     r"visual_config.visual_model.hidden_size must be a positive integer, got 'x'"),
+    (lambda c: c.update(num_attention_heads=5), r"hidden_size 64 is not divisible by num_attention_heads 5"),
+    (lambda c: c["visual_config"]["visual_model"].update(num_attention_heads=3),
+     r"visual_config.visual_model.hidden_size 32 is not divisible by num_attention_heads 3"),
+    (lambda c: c["visual_config"]["visual_abstractor"].update(num_attention_heads=0),
+     r"visual_config.visual_abstractor.num_attention_heads must be a positive integer, got 0"),
+    (lambda c: c.update(num_key_value_heads=3), r"num_attention_heads 4 is not divisible by num_key_value_heads 3"),
+    (lambda c: c.update(rms_norm_eps="tiny"), r"rms_norm_eps must be a positive number"),
+    (lambda c: c.update(hidden_act="nope"), r"hidden_act must be an activation name"),
+    (lambda c: c["visual_config"]["visual_abstractor"].update(grid_size=3), r"grid_size 3 must be"),
+    (lambda c: c["visual_config"].update(visual_model=[1]), r"not an mPLUG-Owl2 config"),
+])
+def test_bad_config_values_are_one_line_errors_naming_the_file(tmp_path: Path, edit, message) -> None:
+    folder = tmp_path / "owl2"
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("reference.*"))
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message) as caught:
+        load_mplug_owl2(folder)
+    assert str(caught.value).startswith(f"{folder / 'config.json'}: ") and "\n" not in str(caught.value)
+
+
+def test_model_construction_errors_name_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    import teacher.mplug_owl2 as owl
+
+    def broken(config):
+        raise RuntimeError("layer rejected the config")
+
+    monkeypatch.setattr(owl, "MplugOwl2", broken)
+    with pytest.raises(ValueError, match=r"config.json: cannot build mPLUG-Owl2 from it \(RuntimeError: layer"):
+        owl.load_mplug_owl2(FIXTURE)
+
+
 def test_default_config_is_the_7b() -> None:
     config = MplugOwl2Config()
     assert (config.hidden_size, config.num_hidden_layers, config.vision.num_hidden_layers) == (4096, 32, 24)
