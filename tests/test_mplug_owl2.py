@@ -1,8 +1,9 @@
 """Native mPLUG-Owl2 (teacher/mplug_owl2.py) against the ORIGINAL code.
 
 The fixture ``tests/fixtures/mplug_owl2_tiny/`` is a tiny random mPLUG-Owl2 written by the
-original X-PLUG code under transformers 4.32, in the real checkpoint's layout, with what that
-code computed from it (hidden states, pooled vectors, token ids, pixel values); regenerate it
+original X-PLUG code under transformers 4.32, with the real checkpoint's key names (its
+``save_pretrained`` layout; the conversion-script layout of the released 7B is rebuilt from it in
+``test_conversion_script_layout_loads_without_position_tables``), with what that code computed from it (hidden states, pooled vectors, token ids, pixel values); regenerate it
 with ``tests/fixtures/make_mplug_owl2_reference.py``.
 """
 
