@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-__all__ = ["VisionConfig", "AbstractorConfig", "VisionModel", "VisualAbstractor"]
+__all__ = ["VisionConfig", "AbstractorConfig", "VisionModel", "VisualAbstractor", "position_tables"]
 
 
 @dataclass(frozen=True)
@@ -123,19 +124,34 @@ class VisionModel(nn.Module):
 
 
 # -- visual abstractor ------------------------------------------------------------------------
-def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """MAE's 1-D sin-cos table: positions (M,) -> (M, dim), float32."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float32) / (dim / 2.0))
-    angles = positions.reshape(-1, 1).float() * omega
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+def _sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """MAE's 1-D sin-cos table: positions (M,) -> (M, dim), float32.
+
+    Computed in numpy float32 step by step as the original does, so the tables equal the
+    original's (and any copy saved in a checkpoint) to float32 rounding, not just approximately.
+    """
+    omega = np.arange(dim // 2, dtype=np.float32)
+    omega /= dim / 2.0
+    omega = 1.0 / 10000**omega
+    angles = np.einsum("m,d->md", positions.reshape(-1).astype(np.float32), omega)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
 
-def _sincos_2d(dim: int, grid: int, cls_token: bool) -> torch.Tensor:
-    """MAE's 2-D table over a grid x grid patch layout (+ a zero row for CLS): (grid^2 [+1], dim)."""
-    coords = torch.arange(grid, dtype=torch.float32)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
-    table = torch.cat([_sincos_1d(dim // 2, cols), _sincos_1d(dim // 2, rows)], dim=1)
-    return torch.cat([torch.zeros(1, dim), table]) if cls_token else table
+def _sincos_2d(dim: int, grid: int, cls_token: bool) -> np.ndarray:
+    """MAE's 2-D table over a grid x grid patch layout (+ a zero row for CLS): (grid^2 [+1], dim).
+    The first half of the channels encodes the column, the second the row."""
+    coords = np.arange(grid, dtype=np.float32)
+    cols, rows = np.meshgrid(coords, coords)
+    table = np.concatenate([_sincos_1d(dim // 2, cols), _sincos_1d(dim // 2, rows)], axis=1)
+    return np.concatenate([np.zeros((1, dim)), table], axis=0) if cls_token else table
+
+
+def position_tables(cfg: AbstractorConfig) -> dict[str, torch.Tensor]:
+    """The abstractor's fixed query/key position tables, float32: ``q_pos_embed`` (Q, C) and
+    ``k_pos_embed`` (grid^2 [+1], C)."""
+    queries = np.arange(cfg.num_learnable_queries, dtype=np.float32)
+    return {"q_pos_embed": torch.from_numpy(_sincos_1d(cfg.hidden_size, queries)).float(),
+            "k_pos_embed": torch.from_numpy(_sincos_2d(cfg.hidden_size, cfg.grid_size, cfg.use_cls_token)).float()}
 
 
 class _AbstractorAttention(nn.Module):
@@ -145,10 +161,13 @@ class _AbstractorAttention(nn.Module):
         self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.key = nn.Linear(cfg.encoder_hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.encoder_hidden_size, cfg.hidden_size)
-        queries = torch.arange(cfg.num_learnable_queries, dtype=torch.float32)
-        # Persistent in the original, so the checkpoint holds them; the values are fixed.
-        self.register_buffer("q_pos_embed", _sincos_1d(cfg.hidden_size, queries))
-        self.register_buffer("k_pos_embed", _sincos_2d(cfg.hidden_size, cfg.grid_size, cfg.use_cls_token))
+        self.build_position_tables(cfg)
+
+    def build_position_tables(self, cfg: AbstractorConfig, device: torch.device | str | None = None) -> None:
+        """(Re)build the fixed position tables. Non-persistent: X-PLUG's conversion script does not
+        save them in the released checkpoint (the original rebuilds them in ``__init__``)."""
+        for name, table in position_tables(cfg).items():
+            self.register_buffer(name, table if device is None else table.to(device), persistent=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
@@ -214,10 +233,16 @@ class VisualAbstractor(nn.Module):
 
     def __init__(self, cfg: AbstractorConfig, language_width: int) -> None:
         super().__init__()
+        self.cfg = cfg
         self.encoder = _AbstractorEncoder(cfg)
         self.visual_fc = nn.Linear(cfg.hidden_size, language_width)
         self.query_embeds = nn.Parameter(torch.zeros(1, cfg.num_learnable_queries, cfg.hidden_size))
         self.vit_eos = nn.Parameter(torch.zeros(1, 1, language_width))
+
+    def build_position_tables(self, device: torch.device | str | None = None) -> None:
+        """Rebuild every layer's fixed position tables on ``device`` (after a meta-device load)."""
+        for layer in self.encoder.layers:
+            layer.crossattention.attention.build_position_tables(self.cfg, device)
 
     def forward(self, vision: torch.Tensor) -> torch.Tensor:
         x = self.query_embeds.expand(len(vision), -1, -1)
