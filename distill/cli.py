@@ -154,7 +154,7 @@ def train_teacher_cmd(
     best = train_teacher(teacher, cache, records, splits, out, cfg,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
     save_splits(out / "splits.json", splits, split_seed)
-    typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k != "score"}}))
+    typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))
 
 
 def main() -> None:  # pragma: no cover - console script

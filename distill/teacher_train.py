@@ -70,8 +70,6 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     model = MAAGIQA(tcfg.maniqa, fusion)
     if vit_weights:
         model.maniqa.vit.load_state_dict(read_state_dict(vit_weights))
-    else:  # from scratch (the demo): keep the quality branch trainable
-        revive_quality_branch(model)
     model.to(device)
 
     def batch(ids: list[str], g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,19 +86,26 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
         raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
                          "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
+    if not vit_weights:  # from scratch (the demo): a quality branch that trains, and the score starting
+        revive_quality_branch(model)  # at the mean MOS (Adam moves a bias by ~lr per step: thousands
+        with torch.no_grad():  # of steps to reach MOS 3 from 0)
+            model.fusion.score_head.bias.fill_(float(np.mean([by_id[i].mos for i in train_ids])))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_ids) // cfg.batch_size
     t_max = cfg.t_max or steps_per_epoch * cfg.epochs  # 0: one cosine over the whole run
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0)
     g = torch.Generator().manual_seed(cfg.seed)
     best: dict[str, Any] = {"score": -np.inf}
+    history: list[dict[str, float]] = []  # per epoch: mean train loss, val SRCC and PLCC
     for epoch in range(cfg.epochs):
+        losses = []
         model.train()
         order = torch.randperm(len(train_ids), generator=g).tolist()
         steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)  # drop_last, as official
         for start in tqdm(steps, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", disable=not progress):
             x, semantic, mos = batch([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
             loss = torch.nn.functional.mse_loss(model(x, semantic).score, mos)
+            losses.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -112,6 +117,8 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                 x, semantic, _ = batch(val_ids[start:start + cfg.batch_size], None)
                 preds.append(model(x, semantic).score.float().cpu())
         metrics = iqa_metrics(torch.cat(preds).numpy(), np.array([by_id[i].mos for i in val_ids]))
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "val_srcc": metrics["srcc"], "val_plcc": metrics["plcc"]})
         if metrics["srcc"] + metrics["plcc"] > best["score"]:
             best = {"score": metrics["srcc"] + metrics["plcc"], "epoch": epoch + 1, **metrics}
             state = {k: v.detach().cpu().contiguous() for k, v in ours_to_official(model.state_dict()).items()}
@@ -122,5 +129,6 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     semantic_cfg = replace(tcfg.semantic, model_path=os.path.relpath(mllm, out_dir.resolve()) if near else str(mllm))
     atomic_write_json(out_dir / TEACHER_CONFIG_NAME,
                       replace(tcfg, weights=WEIGHTS_NAME, fusion=fusion, semantic=semantic_cfg).to_dict())
+    best["history"] = history
     atomic_write_json(out_dir / "train_metrics.json", best)
     return best

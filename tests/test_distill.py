@@ -117,7 +117,13 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
             raise KeyboardInterrupt
         return real_get_lr(step, total, cfg)
 
-    cfg = load_config(None, _tiny_overrides(tmp_path / "resumed") + ["train.checkpoint_every=2"])
+    # A re-run finds the trained teacher and reuses it (no records needed: nothing is trained).
+    assert run_module._train_demo_teacher(load_config(None, _tiny_overrides(run_dir)), run_dir, [],
+                                          torch.device("cpu"), 0, 1, False) == run_dir / "teacher"
+
+    # The resumed run takes the first run's teacher through teacher.path (as a real run would).
+    cfg = load_config(None, _tiny_overrides(tmp_path / "resumed")
+                      + ["train.checkpoint_every=2", f"teacher.path={run_dir / 'teacher'}"])
     monkeypatch.setattr(train_module, "get_lr", interrupting_get_lr)
     with pytest.raises(KeyboardInterrupt):
         run_distillation(cfg, progress=False)
