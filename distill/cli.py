@@ -82,13 +82,18 @@ def run(
         cfg = load_config(config, set_)
     result = run_distillation(cfg, resume=resume is not None, progress=progress)
     if "test" in result:
-        vs_t = result["test"]["vs_teacher"]
-        typer.echo(f"done in {result['seconds']:.0f} s -> {result['run_dir']}\n"
-                   f"held-out student vs teacher: SRCC {vs_t['srcc']:.4f}  PLCC {vs_t['plcc']:.4f}  "
-                   f"(n={vs_t['n']})")
-        if "vs_mos" in result["test"]:
-            vs_m = result["test"]["vs_mos"]
-            typer.echo(f"held-out student vs MOS:     SRCC {vs_m['srcc']:.4f}  PLCC {vs_m['plcc']:.4f}")
+        from .report import display_path
+
+        run_dir = display_path(result["run_dir"])
+        srcc = {"teacher vs MOS": (result.get("teacher_vs_mos") or {}).get("srcc"),
+                "student vs MOS": result["test"].get("vs_mos", {}).get("srcc"),
+                "student vs teacher": result["test"]["vs_teacher"]["srcc"]}
+        typer.echo(f"done in {result['seconds']:.0f} s -> {run_dir}\n"
+                   f"held-out SRCC (n={result['test']['vs_teacher']['n']}): "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in srcc.items() if v is not None))
+        typer.echo(f"model card: {display_path(result['model_card'])}\n"
+                   f"plots:      {', '.join(display_path(p) for p in result['plots'])}\n"
+                   f"export:     agiqa-export executorch {run_dir} --out model.pte")
 
 
 @app.command()
@@ -156,7 +161,7 @@ def train_teacher_cmd(
     best = train_teacher(teacher, cache, records, splits, out, cfg,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
     save_splits(out / "splits.json", splits, split_seed)
-    typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k != "score"}}))
+    typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))
 
 
 def main() -> None:  # pragma: no cover - console script

@@ -17,8 +17,8 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-__all__ = ["DataConfig", "TeacherSection", "StudentSection", "TrainConfig", "LossConfig",
-           "RunConfig", "load_config", "apply_overrides", "coerce_value", "ConfigError"]
+__all__ = ["DataConfig", "TeacherSection", "TeacherTrainConfig", "StudentSection", "TrainConfig",
+           "LossConfig", "RunConfig", "load_config", "apply_overrides", "coerce_value", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -36,7 +36,34 @@ class DataConfig:
     test_fraction: float = 0.2  # held out for the final metrics (MA-AGIQA code: 70/10/20)
     split_seed: int = 20  # the official code's split seed
     num_workers: int = 0  # DataLoader workers decoding images (0 = preload in RAM)
-    demo_images: int = 480  # demo only: number of generated images (fits the 5-minute CPU budget)
+    demo_images: int = 480  # demo only: number of generated images with MOS (fits the 5-minute CPU budget)
+    demo_unlabeled: int = 960  # demo only: extra generated views without MOS, labelled by the teacher
+    unlabeled: str | None = None  # extra images without MOS (folder, dataset root or CSV): the teacher
+    #                               labels them and the student trains on them too (never evaluated on)
+    unlabeled_kind: str | None = None  # folder | agiqa3k | aigcqa20k | csv; default: guessed from the files
+
+
+@dataclass
+class TeacherTrainConfig:
+    """How ``train-teacher`` trains MA-AGIQA. The defaults are the official recipe
+    (wangpuyi/MA-AGIQA ``configs/base.yaml``); :func:`demo_teacher_train` is the demo's."""
+
+    epochs: int = 30  # official n_epoch
+    batch_size: int = 8  # official batch_size
+    lr: float = 1e-5  # Adam learning rate
+    weight_decay: float = 1e-5
+    t_max: int = 50  # CosineAnnealingLR T_max, stepped per batch as the official loop does; 0: the whole run
+    prob_aug: float = 0.7  # probability of the rotation and of the flip
+    seed: int = 20  # official setup_seed(20)
+    device: str | None = None
+
+
+def demo_teacher_train() -> TeacherTrainConfig:
+    """The demo teacher starts from random weights (no ImageNet ViT), so it needs a far higher
+    learning rate than the official fine-tuning and a schedule that fits a few epochs on a CPU.
+    Rotations are off: the demo images are landscape photographs, and the student never sees
+    rotated images."""
+    return TeacherTrainConfig(epochs=6, batch_size=8, lr=3e-4, t_max=0, prob_aug=0.0, seed=20)
 
 
 @dataclass
@@ -47,6 +74,8 @@ class TeacherSection:
     device: str | None = None  # cuda | cpu; default cuda when available
     trust_remote_code: bool = False  # needed for mPLUG-Owl2 (runs the model folder's Python code)
     allow_pickle: bool = False  # allow a pickled MA-AGIQA checkpoint (arbitrary code execution)
+    train: TeacherTrainConfig = field(default_factory=demo_teacher_train)  # demo only: training of
+    #                               the tiny teacher against the demo MOS when teacher.path is unset
 
 
 @dataclass
@@ -57,7 +86,7 @@ class StudentSection:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 10  # demo: 10 passes over 1,296 images (336 train with MOS + 960 teacher-labelled views)
     batch_size: int = 32  # global batch (split across DDP ranks)
     lr: float = 2e-3  # AdamW peak learning rate
     weight_decay: float = 0.01

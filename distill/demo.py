@@ -1,27 +1,60 @@
-"""The demo image set: real photographs shipped with installed packages, degraded on purpose.
+"""The demo image set: real photographs shipped with installed packages, degraded on purpose,
+each with a ground-truth MOS derived from its degradation.
 
 Sources (all on disk with the library's dependencies, nothing downloaded): scikit-learn's
 sample photos (``china.jpg``, ``flower.jpg``; scikit-learn comes with executorch) and
 matplotlib's ``grace_hopper.jpg``. Each image is a random view (crop, flip) of one photo with one
-degradation of random strength: none, Gaussian blur, noise, JPEG compression, or scrambled
-content (tiles shuffled: sharp pixels, broken semantics, the failure AIGC images show).
+degradation of random strength in [0, 1]: none (``sharp``), Gaussian blur, noise, JPEG
+compression, or scrambled content (tiles shuffled: sharp pixels, broken semantics, the failure
+AIGC images show). As a camera would produce them, degradations are applied to the crop at the
+photo's native resolution, then the view is resized to the output size. Blur and noise are
+specified in output pixels (a radius of 2 output pixels is a radius of 2 / scale native pixels),
+so equal strengths look equally strong whatever the crop's scale.
+
+Ground truth (:func:`demo_mos`), on a 1-5 scale like AGIQA-3k's::
+
+    MOS = 5 - 4 * severity        severity in [0, 1]
+    sharp     severity 0                      (MOS 5)
+    blur      severity = strength             (MOS 5 .. 1)
+    noise     severity = strength
+    jpeg      severity = strength
+    scramble  severity = 0.6 + 0.4 * strength (MOS 2.6 .. 1: at its worst as bad as the heaviest blur)
+
 Deterministic for a seed.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["demo_photos", "make_demo_images", "DEGRADATIONS"]
+__all__ = ["demo_photos", "demo_mos", "make_demo_images", "DEGRADATIONS", "MOS_RANGE",
+           "MOS_FILE", "MANIFEST_FILE"]
 
 DEGRADATIONS = ("sharp", "blur", "noise", "jpeg", "scramble")
+MOS_RANGE = (1.0, 5.0)  # worst, best; higher is better
+MOS_FILE = "mos.csv"  # columns path, mos: readable as data.kind=csv
+MANIFEST_FILE = "demo.json"  # every image's photo, degradation and strength, and the generator key
+_SCRAMBLE_FLOOR = 0.6  # the mildest scramble (4 tiles) is already a bad image
+
+
+def demo_mos(kind: str, strength: float) -> float:
+    """The demo's ground-truth MOS (1-5, higher is better) for a degradation ``kind`` of
+    ``strength`` in [0, 1]; the table is in the module docstring."""
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {kind!r}; valid: {', '.join(DEGRADATIONS)}")
+    strength = float(np.clip(strength, 0.0, 1.0))
+    severity = {"sharp": 0.0, "scramble": _SCRAMBLE_FLOOR + (1 - _SCRAMBLE_FLOOR) * strength}.get(kind, strength)
+    worst, best = MOS_RANGE
+    return best - (best - worst) * severity
 
 
 def demo_photos() -> list[tuple[str, np.ndarray]]:
@@ -44,18 +77,21 @@ def demo_photos() -> list[tuple[str, np.ndarray]]:
     return photos
 
 
-def _degrade(image: Image.Image, kind: str, strength: float, rng: np.random.Generator) -> Image.Image:
-    if kind == "blur":
-        return image.filter(ImageFilter.GaussianBlur(radius=0.5 + 4.5 * strength))
-    if kind == "noise":
+def _degrade(image: Image.Image, kind: str, strength: float, scale: float,
+             rng: np.random.Generator) -> Image.Image:
+    """Degrade a native-resolution crop; ``scale`` = output pixels per native pixel."""
+    if kind == "blur":  # radius 0.4 .. 3 output pixels
+        return image.filter(ImageFilter.GaussianBlur(radius=(0.4 + 2.6 * strength) / scale))
+    if kind == "noise":  # std 3 .. 40 grey levels in the output; downscaling averages noise away
+        sigma = (3.0 + 37.0 * strength) / min(scale, 1.0)
         arr = np.asarray(image, dtype=np.float32)
-        arr = arr + rng.normal(0.0, 4.0 + 46.0 * strength, arr.shape)
+        arr = arr + rng.normal(0.0, sigma, arr.shape)
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    if kind == "jpeg":
+    if kind == "jpeg":  # quality 40 .. 2
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=int(round(40 - 38 * strength)))
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    if kind == "scramble":
+    if kind == "scramble":  # 2 x 2 .. 6 x 6 tiles
         grid = 2 + int(round(4 * strength))
         arr = np.asarray(image)
         h, w = (arr.shape[0] // grid) * grid, (arr.shape[1] // grid) * grid
@@ -69,16 +105,15 @@ def _degrade(image: Image.Image, kind: str, strength: float, rng: np.random.Gene
 
 def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0,
                      size: tuple[int, int] = (256, 320)) -> Path:
-    """Write ``count`` demo images (PNG, ``size = (H, W)``) and ``demo.json`` describing each.
+    """Write ``count`` demo images (PNG, ``size = (H, W)``), ``demo.json`` describing each and
+    ``mos.csv`` (``path,mos``) with their ground-truth MOS.
 
     Idempotent: a folder whose ``demo.json`` matches (count, seed, size) is left as it is.
     """
     out_dir = Path(out_dir)
-    manifest_path = out_dir / "demo.json"
-    key = {"count": count, "seed": seed, "size": list(size)}
-    if manifest_path.is_file():
-        import json
-
+    manifest_path = out_dir / MANIFEST_FILE
+    key = {"count": count, "seed": seed, "size": list(size), "version": 2}
+    if manifest_path.is_file() and (out_dir / MOS_FILE).is_file():
         if json.loads(manifest_path.read_text()).get("key") == key:
             return out_dir
     rng = np.random.default_rng(seed)
@@ -93,15 +128,20 @@ def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0
         view = Image.fromarray(photo[top:top + ch, left:left + cw])
         if rng.random() < 0.5:
             view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        view = view.resize((size[1], size[0]), Image.Resampling.BICUBIC)
         kind = DEGRADATIONS[int(rng.integers(0, len(DEGRADATIONS)))]
         strength = float(rng.uniform(0.0, 1.0))
-        image = _degrade(view, kind, strength, rng)
+        scale = float(np.sqrt(size[0] * size[1] / (ch * cw)))
+        image = _degrade(view, kind, strength, scale, rng).resize((size[1], size[0]), Image.Resampling.BICUBIC)
         filename = f"{index:04d}_{name}_{kind}.png"
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         atomic_write_bytes(out_dir / filename, buf.getvalue())
         entries.append({"file": filename, "photo": name, "degradation": kind,
-                        "strength": round(strength, 4)})
-    atomic_write_json(manifest_path, {"key": key, "images": entries})
+                        "strength": round(strength, 4), "mos": round(demo_mos(kind, strength), 4)})
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "mos"])
+    writer.writerows([e["file"], e["mos"]] for e in entries)
+    atomic_write_text(out_dir / MOS_FILE, text.getvalue())
+    atomic_write_json(manifest_path, {"key": key, "mos_scale": list(MOS_RANGE), "images": entries})
     return out_dir

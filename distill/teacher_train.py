@@ -13,7 +13,7 @@ prompts serves.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +27,12 @@ from teacher.cache import LabelCache
 from teacher.data import ImageRecord
 from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, read_teacher_config, teacher_view
 from teacher.maniqa import read_state_dict
-from teacher.model import MAAGIQA, ours_to_official
+from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch
 
+from .config import TeacherTrainConfig
 from .metrics import iqa_metrics
 
 __all__ = ["TeacherTrainConfig", "train_teacher"]
-
-
-@dataclass
-class TeacherTrainConfig:
-    epochs: int = 30  # official n_epoch
-    batch_size: int = 8  # official batch_size
-    lr: float = 1e-5  # Adam learning rate
-    weight_decay: float = 1e-5
-    t_max: int = 50  # CosineAnnealingLR T_max, stepped per batch as the official loop does
-    prob_aug: float = 0.7  # probability of the rotation and of the flip
-    seed: int = 20  # official setup_seed(20)
-    device: str | None = None
 
 
 def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
@@ -97,17 +86,26 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
         raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
                          "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
+    if not vit_weights:  # from scratch (the demo): a quality branch that trains, and the score starting
+        revive_quality_branch(model)  # at the mean MOS (Adam moves a bias by ~lr per step: thousands
+        with torch.no_grad():  # of steps to reach MOS 3 from 0)
+            model.fusion.score_head.bias.fill_(float(np.mean([by_id[i].mos for i in train_ids])))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max, eta_min=0)
+    steps_per_epoch = len(train_ids) // cfg.batch_size
+    t_max = cfg.t_max or steps_per_epoch * cfg.epochs  # 0: one cosine over the whole run
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0)
     g = torch.Generator().manual_seed(cfg.seed)
     best: dict[str, Any] = {"score": -np.inf}
+    history: list[dict[str, float]] = []  # per epoch: mean train loss, val SRCC and PLCC
     for epoch in range(cfg.epochs):
+        losses = []
         model.train()
         order = torch.randperm(len(train_ids), generator=g).tolist()
         steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)  # drop_last, as official
         for start in tqdm(steps, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", disable=not progress):
             x, semantic, mos = batch([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
             loss = torch.nn.functional.mse_loss(model(x, semantic).score, mos)
+            losses.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -119,12 +117,18 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                 x, semantic, _ = batch(val_ids[start:start + cfg.batch_size], None)
                 preds.append(model(x, semantic).score.float().cpu())
         metrics = iqa_metrics(torch.cat(preds).numpy(), np.array([by_id[i].mos for i in val_ids]))
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "val_srcc": metrics["srcc"], "val_plcc": metrics["plcc"]})
         if metrics["srcc"] + metrics["plcc"] > best["score"]:
             best = {"score": metrics["srcc"] + metrics["plcc"], "epoch": epoch + 1, **metrics}
             state = {k: v.detach().cpu().contiguous() for k, v in ours_to_official(model.state_dict()).items()}
             atomic_write_bytes(out_dir / WEIGHTS_NAME, save(state))
-    semantic_cfg = replace(tcfg.semantic, model_path=str((teacher_dir / tcfg.semantic.model_path).resolve()))
+    mllm = (teacher_dir / tcfg.semantic.model_path).resolve()
+    # Relative when the MLLM lies beside the new folder (a run folder moves as a whole).
+    near = mllm.is_relative_to(out_dir.resolve().parent)
+    semantic_cfg = replace(tcfg.semantic, model_path=os.path.relpath(mllm, out_dir.resolve()) if near else str(mllm))
     atomic_write_json(out_dir / TEACHER_CONFIG_NAME,
                       replace(tcfg, weights=WEIGHTS_NAME, fusion=fusion, semantic=semantic_cfg).to_dict())
+    best["history"] = history
     atomic_write_json(out_dir / "train_metrics.json", best)
     return best

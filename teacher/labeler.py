@@ -32,8 +32,8 @@ from PIL import Image
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
 
-from .maniqa import MANIQA_MEAN, MANIQA_STD, crop_boxes
-from .model import MAAGIQA, FusionConfig, load_official_checkpoint, ours_to_official
+from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes
+from .model import MAAGIQA, FusionConfig, load_official_checkpoint, ours_to_official, revive_quality_branch
 from .semantic import SemanticConfig, SemanticEncoder
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class Teacher:
         quality_features (B, 784), gate_weights (B, E); crop results are averaged."""
         semantic = self.encoder.encode([Image.fromarray(im) for im in images]).to(self.device)
         views = torch.from_numpy(np.stack([self.view(im) for im in images])).to(self.device)
-        size = 224
+        size = self.model.maniqa.config.img_size
         sums: dict[str, torch.Tensor] = {}
         for top, left in self._crops:
             out = self.model(views[:, :, top:top + size, left:left + size], semantic.float())
@@ -244,13 +244,11 @@ def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0, *, maniqa: st
     save_tiny_mllm(directory / "mllm", seed=seed, cfg=mllm)
     encoder_cfg = SemanticConfig(model_path=str(directory / "mllm"))
     hidden = SemanticEncoder.from_pretrained(encoder_cfg, device="cpu").hidden_size
-    fusion = FusionConfig(semantic_dim=hidden)
+    quality_dim = create_maniqa(maniqa).config.num_patches  # 784 for 8 x 8 patches of 224
+    fusion = FusionConfig(semantic_dim=hidden, quality_dim=quality_dim)
     torch.manual_seed(seed)
     model = MAAGIQA(maniqa, fusion)
-    with torch.no_grad():
-        # A random fc_score ends in a ReLU that is dead for every patch more often than not,
-        # which zeroes the quality branch; a positive bias keeps the branch (still random) alive.
-        model.maniqa.fc_score[3].bias.fill_(1.0)
+    revive_quality_branch(model)
     from safetensors.torch import save
 
     state = {k: v.contiguous() for k, v in ours_to_official(model.state_dict()).items()}

@@ -27,7 +27,7 @@ from torch import nn
 from .maniqa import Maniqa, ManiqaConfig, create_maniqa, read_state_dict
 
 __all__ = ["FusionConfig", "MoEFusion", "MAAGIQA", "TeacherOutput", "official_to_ours",
-           "ours_to_official", "load_official_checkpoint", "CheckpointError"]
+           "ours_to_official", "load_official_checkpoint", "CheckpointError", "revive_quality_branch"]
 
 
 class CheckpointError(ValueError):
@@ -93,6 +93,14 @@ class MAAGIQA(nn.Module):
         quality_features = self.maniqa.forward_quality_features(images)
         score, gate_weights = self.fusion(semantic_vectors, quality_features)
         return TeacherOutput(score, semantic_vectors, quality_features, gate_weights)
+
+
+def revive_quality_branch(model: MAAGIQA) -> None:
+    """For a randomly initialised MA-AGIQA: a random ``fc_score`` ends in a ReLU that is dead for
+    every patch more often than not, which zeroes the quality branch (and its gradient); a
+    positive bias keeps the branch alive."""
+    with torch.no_grad():
+        model.maniqa.fc_score[3].bias.fill_(1.0)
 
 
 # -- the official checkpoint ------------------------------------------------------------------

@@ -76,9 +76,10 @@ def test_losses_are_zero_at_the_teacher_and_rank_orders() -> None:
 
 
 def _tiny_overrides(out: Path) -> list[str]:
-    return [f"out_dir={out}", "data.demo_images=40", "student.variant=tiny", "train.epochs=3",
-            "train.batch_size=8", "loss.semantic_components=8", "loss.quality_components=8",
-            "data.val_fraction=0.2", "data.test_fraction=0.2"]
+    return [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=8", "student.variant=tiny",
+            "train.epochs=3", "train.batch_size=8", "loss.semantic_components=8", "loss.quality_components=8",
+            "data.val_fraction=0.2", "data.test_fraction=0.2", "teacher.train.epochs=1",
+            "teacher.train.batch_size=8"]
 
 
 def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,16 +87,27 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     from distill import train as train_module
     from distill.run import run_distillation
 
+    monkeypatch.chdir(tmp_path)  # the model card shows paths relative to the current folder
     full = run_distillation(load_config(None, _tiny_overrides(tmp_path / "full")), progress=False)
     run_dir = Path(full["run_dir"])
     for name in ("config.json", "splits.json", "data_index.json", "metrics.jsonl", "metrics.json",
                  "MODEL_CARD.md", "plots/losses.png", "plots/student_vs_teacher.png",
+                 "plots/student_vs_mos.png", "plots/teacher_vs_mos.png", "teacher/train_metrics.json",
                  "student/best/model.safetensors", "student/best/compression.safetensors",
                  "student/last/config.json", "checkpoint/state.safetensors"):
         assert (run_dir / name).is_file(), name
     assert np.isfinite(full["test"]["vs_teacher"]["srcc"])
-    split_paths = json.loads((run_dir / "data_index.json").read_text())["splits"]
-    assert all(Path(p).is_file() for p in split_paths["test"])
+    assert np.isfinite(full["teacher_vs_mos"]["srcc"]) and np.isfinite(full["test"]["vs_mos"]["srcc"])
+    assert full["images"] == {"train": 24, "val": 8, "test": 8, "unlabeled": 8}
+    index = json.loads((run_dir / "data_index.json").read_text())
+    assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 8
+    # The teacher was trained on train + val only: it never saw a test image.
+    test_ids = set(json.loads((run_dir / "splits.json").read_text())["splits"]["test"])
+    assert test_ids and not test_ids & set(json.loads((run_dir / "teacher" / "splits.json").read_text())["splits"]["train"])
+    card = (run_dir / "MODEL_CARD.md").read_text()
+    assert "Higher scores mean better quality" in card and str(tmp_path) not in card
+    assert "agiqa-export executorch full --out model.pte" in card
+    assert "| teacher vs MOS | student vs MOS | student vs teacher |" in card and "{'train'" not in card
 
     # Interrupt the same run after step 4 (mid epoch 2), then resume it.
     real_get_lr = train_module.get_lr
@@ -105,7 +117,13 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
             raise KeyboardInterrupt
         return real_get_lr(step, total, cfg)
 
-    cfg = load_config(None, _tiny_overrides(tmp_path / "resumed") + ["train.checkpoint_every=2"])
+    # A re-run finds the trained teacher and reuses it (no records needed: nothing is trained).
+    assert run_module._train_demo_teacher(load_config(None, _tiny_overrides(run_dir)), run_dir, [],
+                                          torch.device("cpu"), 0, 1, False) == run_dir / "teacher"
+
+    # The resumed run takes the first run's teacher through teacher.path (as a real run would).
+    cfg = load_config(None, _tiny_overrides(tmp_path / "resumed")
+                      + ["train.checkpoint_every=2", f"teacher.path={run_dir / 'teacher'}"])
     monkeypatch.setattr(train_module, "get_lr", interrupting_get_lr)
     with pytest.raises(KeyboardInterrupt):
         run_distillation(cfg, progress=False)
@@ -132,3 +150,79 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "config.json" in result.output
     help_text = runner.invoke(app, ["run", "--help"]).output
     assert "--config" in help_text and "--resume" in help_text
+
+
+def test_demo_mos_falls_with_strength_and_scramble_is_as_bad_as_heavy_blur() -> None:
+    from distill.demo import DEGRADATIONS, MOS_RANGE, demo_mos
+
+    for kind in DEGRADATIONS:
+        values = [demo_mos(kind, s) for s in np.linspace(0, 1, 11)]
+        assert all(MOS_RANGE[0] <= v <= MOS_RANGE[1] for v in values), kind
+        assert all(a >= b for a, b in zip(values, values[1:])), kind  # never rises with strength
+    assert demo_mos("sharp", 0.7) == MOS_RANGE[1]
+    assert demo_mos("blur", 1.0) == demo_mos("scramble", 1.0) == MOS_RANGE[0]
+    assert demo_mos("scramble", 0.0) < demo_mos("blur", 0.5)  # broken semantics are bad at once
+    with pytest.raises(ValueError, match="unknown degradation"):
+        demo_mos("rain", 0.5)
+
+
+def test_demo_images_carry_their_mos_as_a_csv_dataset(tmp_path: Path) -> None:
+    from distill.demo import MOS_FILE, demo_mos, make_demo_images
+    from teacher.data import DatasetSpec, load_records
+
+    folder = make_demo_images(tmp_path / "demo", count=10, seed=3, size=(64, 80))
+    entries = json.loads((folder / "demo.json").read_text())["images"]
+    records = load_records(DatasetSpec(kind="csv", root=str(folder), annotations=str(folder / MOS_FILE)))
+    by_name = {r.image_id: r.mos for r in records}
+    assert len(records) == 10
+    for e in entries:
+        assert by_name[e["file"]] == pytest.approx(demo_mos(e["degradation"], e["strength"]), abs=1e-3)
+    stamp = (folder / MOS_FILE).stat().st_mtime_ns
+    make_demo_images(folder, count=10, seed=3, size=(64, 80))  # same key: left as it is
+    assert (folder / MOS_FILE).stat().st_mtime_ns == stamp
+
+
+def test_unlabeled_data_is_read_with_prefixed_ids_and_no_mos(tmp_path: Path) -> None:
+    from distill.demo import make_demo_images
+    from distill.run import UNLABELED_PREFIX, _unlabeled_records
+
+    folder = make_demo_images(tmp_path / "extra", count=4, seed=1, size=(32, 40))
+    cfg = load_config(None, [f"out_dir={tmp_path / 'run'}", "data.kind=folder", f"data.unlabeled={folder}"])
+    records, root = _unlabeled_records(cfg, tmp_path / "run")
+    assert root == folder and len(records) == 4
+    assert all(r.image_id.startswith(UNLABELED_PREFIX) and r.mos is None and r.path.is_file() for r in records)
+    # A CSV with MOS is read as a dataset, but its MOS is not used: the teacher labels these images.
+    cfg = load_config(None, [f"out_dir={tmp_path / 'run'}", "data.kind=folder",
+                             f"data.unlabeled={folder / 'mos.csv'}"])
+    assert [r.mos for r in _unlabeled_records(cfg, tmp_path / "run")[0]] == [None] * 4
+    assert _unlabeled_records(load_config(None, ["data.kind=folder"]), tmp_path) == ([], None)
+
+
+def test_report_direction_sizes_and_zero_losses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill import report
+
+    metrics = {"srcc": 0.9, "plcc": 0.91, "krcc": 0.8, "rmse": 0.1, "n": 20}
+    result = {"test": {"vs_teacher": metrics, "vs_mos": metrics}, "teacher_vs_mos": metrics,
+              "images": {"train": 300, "val": 40, "test": 20, "unlabeled": 500}, "skipped_images": 0,
+              "student": {"backbone": "b", "params": 1e6}, "teacher_fingerprint": "f" * 64,
+              "steps": 10, "best_step": 5, "seconds": 1.0, "lower_better": True}
+    monkeypatch.chdir(tmp_path)
+    card = report.write_model_card(tmp_path / "runs" / "x", load_config(), result, None).read_text()
+    assert "Lower scores mean better quality" in card and "Higher" not in card
+    assert "300 train, 40 val, 20 test" in card and "500 unlabeled" in card
+    assert "agiqa-export executorch runs/x --out model.pte" in card and str(tmp_path) not in card
+
+    lines = [{"step": s, "loss/total": 1.0 / s, "loss/score": 0.5 / s, "loss/mos": 0.0} for s in (1, 2, 3)]
+    lines += [{"step": 2, "val/srcc": 0.5, "val/plcc": 0.4}, {"step": 3, "val/srcc": 0.7, "val/plcc": 0.6}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    figures = []
+    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append((path.name, fig)))
+    targets = {"score": torch.linspace(0, 1, 6), "mos": torch.linspace(1, 5, 6)}
+    report.write_plots(tmp_path, tmp_path / "m.jsonl", np.linspace(0, 1, 6), targets, best_step=3)
+    names = [n for n, _ in figures]
+    assert names == ["losses.png", "student_vs_teacher.png", "student_vs_mos.png", "teacher_vs_mos.png"]
+    loss_ax, val_ax = figures[0][1].axes
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["score", "total"]  # no "mos"
+    assert any("best checkpoint (step 3" in t.get_text() for t in val_ax.get_legend().get_texts())
+    assert val_ax.get_ylim()[0] < 0.4  # the lowest point is inside the panel
+    assert "SRCC" in figures[2][1].axes[0].get_title() and "PLCC" in figures[2][1].axes[0].get_title()
