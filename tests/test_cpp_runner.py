@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from edge_runtime import Scorer
+from edge_runtime.contract import contract_digest
 from edge_runtime.golden import golden_path, read_golden
 from export import export_executorch
 from student.model import create_student
@@ -212,6 +213,52 @@ def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, program
     (tmp_path / "model.pte").write_bytes((tmp_path / "model.pte").read_bytes() + b"\0")
     tampered = _run(host_binary, "--no-golden-check", str(tmp_path / "model.pte"), str(photo))
     assert tampered.returncode == 2 and "sha256" in tampered.stderr
+
+
+def _contract_copy(programs, tmp_path) -> tuple[Path, dict]:
+    for name in ("model.pte", "model.json"):
+        shutil.copy(programs["int8"].with_name(name), tmp_path / name)
+    return tmp_path / "model.pte", json.loads((tmp_path / "model.json").read_text())
+
+
+def _refusal(host_binary, program: Path, photo: Path) -> str:
+    done = _run(host_binary, "--no-golden-check", str(program), str(photo))
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done.stderr
+
+
+def test_cpp_refuses_an_edited_contract(host_binary, programs, tmp_path):
+    """model.json's digest of its own fields: a flipped lower_better is refused, as in Python."""
+    program, data = _contract_copy(programs, tmp_path)
+    photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
+    assert _run(host_binary, "--no-golden-check", str(program), str(photo)).returncode == 0
+    data["lower_better"] = not data["lower_better"]
+    (tmp_path / "model.json").write_text(json.dumps(data, indent=2))
+    error = _refusal(host_binary, program, photo)
+    assert "model.json: edited after export" in error and "re-export" in error
+    del data["contract_sha256"]
+    (tmp_path / "model.json").write_text(json.dumps(data, indent=2))
+    assert "has no contract_sha256" in _refusal(host_binary, program, photo)
+
+
+def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, tmp_path):
+    """An edit whose contract_sha256 was recomputed passes the file's own check but not the
+    digest inside the program. The added fields also prove the C++ canonical JSON is Python's:
+    were it not, the refusal would be "edited after export" instead."""
+    program, data = _contract_copy(programs, tmp_path)
+    photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
+    data["lower_better"] = not data["lower_better"]
+    data["preprocess"]["mean"] = [0.1, 1e-05, 1 / 3]
+    data["zz_unusual"] = {"floats": [1e16, 1e22, 123456789.125, -0.0, 5e-324, 0.0001, 2.5e-7,
+                                     1.7976931348623157e308, 224.0, -1.5e-10, 1234567890123456.0],
+                          "ints": [0, -7, 2**63 - 1, 2**64 - 1],
+                          "text": "caf\u00e9 \U0001f600 \x7f \"q\" \\ \n\t\x01/",
+                          "B": None, "a": True, "\u00e9": False}
+    data["contract_sha256"] = contract_digest(data)
+    (tmp_path / "model.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    error = _refusal(host_binary, program, photo)
+    assert "model.json is not the contract this program was exported with" in error, error
 
 
 # -- aarch64 under qemu-user --------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // agiqa::Scorer over executorch::extension::Module: the program is read once, its sha256
-// checked against model.json, loaded from exactly those bytes, and proven on the golden pairs.
+// checked against model.json, loaded from exactly those bytes, its embedded contract digest
+// compared with model.json's, and proven on the golden pairs.
 #include <cmath>
 #include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
@@ -42,6 +43,25 @@ std::string fmt(double v, int digits = 3) {
   return out.str();
 }
 
+// The program returns its contract's digest from a constant method: refuse a model.json it
+// was not exported with (edge_runtime.Scorer._check_embedded_contract).
+void check_embedded_contract(Module& module, const std::string& program_path,
+                             const Contract& contract) {
+  constexpr const char* kMethod = "agiqa_contract_sha256";
+  const auto names = module.method_names();
+  if (!names.ok() || names->count(kMethod) == 0)
+    throw Error(program_path + ": the program carries no contract digest (exported by an older "
+                "agiqa-export); re-export it");
+  const auto outputs = module.execute(kMethod);
+  if (!outputs.ok() || outputs->empty() || !(*outputs)[0].isString())
+    throw Error(program_path + ": cannot read the program's contract digest (method " + kMethod +
+                " failed or returned no string); re-export it");
+  if (std::string((*outputs)[0].toString()) != contract.contract_sha256)
+    throw Error(program_path + ": model.json is not the contract this program was exported with "
+                "(contract_sha256 differs from the digest inside the program); restore the "
+                "exported model.json or re-export it");
+}
+
 }  // namespace
 
 Scorer::Scorer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -79,6 +99,7 @@ Scorer Scorer::load(const std::string& program_path, GoldenCheck golden) {
   if (impl->module->load_forward() != et::runtime::Error::Ok)
     throw Error(program_path + ": the ExecuTorch runtime cannot load 'forward' (a backend or "
                 "operator missing from this build; link the XNNPACK backend and kernels)");
+  check_embedded_contract(*impl->module, program_path, impl->contract);
   auto meta = impl->module->method_meta("forward");
   if (meta.ok()) {
     auto input = meta->input_tensor_meta(0);

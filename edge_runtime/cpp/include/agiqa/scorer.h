@@ -43,8 +43,11 @@ struct Contract {
   std::vector<std::string> expert_names;
   bool lower_better = false;
   std::string quantization = "fp32";  // quantization.mode
+  // sha256 of the contract's canonical JSON (checked against the file's fields on read, and
+  // against the digest the program embeds on load).
+  std::string contract_sha256;
 
-  // Reads and validates model.json; throws Error naming the file.
+  // Reads and validates model.json, recomputing contract_sha256; throws Error naming the file.
   static Contract read(const std::string& json_path);
 };
 
@@ -95,8 +98,9 @@ class Scorer {
     Skip,       // never check (for diagnosing a refused program)
   };
 
-  // Loads program + contract (sha256 checked), runs the golden pairs and throws Error when the
-  // outputs disagree beyond the tolerances stored with them (see docs/edge.md, "SME").
+  // Loads program + contract (checks the program's sha256, the contract's own digest and the one
+  // the program embeds), runs the golden pairs and throws Error when the outputs disagree
+  // beyond the tolerances stored with them (see docs/edge.md, "SME").
   static Scorer load(const std::string& program_path,
                      GoldenCheck golden = GoldenCheck::IfPresent);
 
