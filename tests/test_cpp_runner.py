@@ -261,6 +261,27 @@ def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, tmp_
     assert "model.json is not the contract this program was exported with" in error, error
 
 
+def test_cpp_refuses_a_program_without_its_contract_digest(host_binary, programs, tmp_path):
+    """A program lowered without the agiqa_contract_sha256 method (an older export) is refused."""
+    from export import _toolchain as tc
+    from edge_runtime.contract import sha256_bytes
+
+    program, data = _contract_copy(programs, tmp_path)
+    photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
+
+    class MeanScore(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x.mean(dim=(1, 2, 3)), x.mean(dim=(2, 3)).softmax(dim=1)
+
+    lowered = tc.lower_to_executorch(
+        tc.export_program(MeanScore(), torch.zeros(data["input_shape"])), "xnnpack")
+    program.write_bytes(lowered.buffer)
+    data["program_sha256"] = sha256_bytes(lowered.buffer)  # not covered by contract_sha256
+    (tmp_path / "model.json").write_text(json.dumps(data, indent=2))
+    error = _refusal(host_binary, program, photo)
+    assert "carries no contract digest" in error and "re-export" in error, error
+
+
 # -- aarch64 under qemu-user --------------------------------------------------------------------
 @pytest.mark.parametrize("cpu", QEMU_CPUS)
 def test_aarch64_reproduces_golden_pairs(aarch64_binary, programs, cpu):
