@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import importlib.metadata
 
-__all__ = ["version_callback", "version_text"]
+__all__ = ["installed_version", "version_callback", "version_text"]
 
 _TOOLCHAIN = ("executorch", "torch", "torchao", "timm", "transformers")
 
 
+def installed_version(name: str) -> str | None:
+    """The installed distribution's version, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def version_text() -> str:
     """``agiqa-edge 0.1.0 (executorch 1.5.1, torch 2.14.1, ...)``; absent packages are left out."""
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    ours = version("agiqa-edge") or "(not installed: source tree)"
-    found = [f"{name} {v}" for name in _TOOLCHAIN if (v := version(name))]
+    ours = installed_version("agiqa-edge") or "(not installed: source tree)"
+    found = [f"{name} {v}" for name in _TOOLCHAIN if (v := installed_version(name))]
     return f"agiqa-edge {ours}" + (f" ({', '.join(found)})" if found else "")
 
 

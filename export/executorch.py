@@ -14,7 +14,6 @@ The toolchain calls themselves live in :mod:`export._toolchain`.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import math
 import os
 import platform
@@ -34,6 +33,7 @@ from edge_runtime.contract import (CONTRACT_METHOD, ModelContract, contract_path
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
+from edge_runtime.version import installed_version
 
 from . import _toolchain as tc
 from .golden import write_golden
@@ -195,10 +195,8 @@ def verify_program(program: Path, student: torch.nn.Module, paths: Sequence[Path
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSION_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed (source tree)" if name == "agiqa-edge" else "missing"
+        absent = "not installed (source tree)" if name == "agiqa-edge" else "missing"
+        versions[name] = installed_version(name) or absent
     return versions
 
 
