@@ -16,8 +16,9 @@ import time
 import torch
 
 from distill.config import LossConfig
-from distill.losses import DistillationLoss
+from distill.losses import DistillationLoss, DistillTargets
 from student.model import DEFAULT_STUDENT, create_student, list_students
+from teacher.model import TeacherOutput
 
 
 def main() -> None:
@@ -37,10 +38,11 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     b = args.batch_size
     x = torch.randn(b, 3, *cfg.input_size, device=device).contiguous(memory_format=torch.channels_last)
-    targets = {"score": torch.randn(b, device=device), "mos": torch.randn(b, device=device),
-               "semantic": torch.randn(b, cfg.num_semantic, cfg.semantic_dim, device=device),
-               "quality": torch.randn(b, cfg.quality_dim, device=device),
-               "gate": torch.randn(b, cfg.num_experts, device=device)}
+    teacher = TeacherOutput(score=torch.randn(b, device=device),
+                            semantic_vectors=torch.randn(b, cfg.num_semantic, cfg.semantic_dim, device=device),
+                            quality_features=torch.randn(b, cfg.quality_dim, device=device),
+                            gate_weights=torch.randn(b, cfg.num_experts, device=device))
+    targets = DistillTargets(teacher, mos=torch.randn(b, device=device))
     amp = device.type == "cuda"
 
     def step() -> None:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from student.model import StudentOutput
+from teacher.model import TeacherOutput
 
 from .config import LossConfig
 
-__all__ = ["DistillationLoss"]
+__all__ = ["DistillationLoss", "DistillTargets"]
+
+
+class DistillTargets(NamedTuple):
+    """What the student learns from, row-aligned with its images (a split, or one batch)."""
+
+    teacher: TeacherOutput  # teacher labels; semantic_vectors (N, S, Ds), quality_features (N, Dq) compressed
+    mos: torch.Tensor  # (N,) ground-truth MOS, NaN where unknown
+
+    def rows(self, index: torch.Tensor | list[int]) -> DistillTargets:
+        """The targets of rows ``index``, in that order."""
+        return DistillTargets(TeacherOutput(*(v[index] for v in self.teacher)), self.mos[index])
+
+    def to(self, device: torch.device | str) -> DistillTargets:
+        return DistillTargets(TeacherOutput(*(v.to(device) for v in self.teacher)), self.mos.to(device))
 
 
 def _vector_kd(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -31,12 +48,12 @@ def pairwise_rank_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 
 
 
 class DistillationLoss(nn.Module):
-    """Student outputs + teacher targets -> {"score", "mos", "semantic", "quality", "gate",
-    "rank", "total"}. Targets (a batch dict):
+    """Student outputs + :class:`DistillTargets` -> named losses {"score", "mos", "semantic",
+    "quality", "gate", "rank", "total"} (the names of the ``loss`` config's weights). Targets:
 
-    - ``score`` (B,) teacher score; ``mos`` (B,) with NaN where unknown
-    - ``semantic`` (B, S, Ds), ``quality`` (B, Dq): teacher vectors in the compressed space
-    - ``gate`` (B, E) teacher gate weights (raw, as the official gate has no softmax)
+    - ``teacher.score`` (B,) teacher score; ``mos`` (B,) with NaN where unknown
+    - ``teacher.semantic_vectors`` (B, S, Ds), ``teacher.quality_features`` (B, Dq): in the compressed space
+    - ``teacher.gate_weights`` (B, E) teacher gate weights (raw, as the official gate has no softmax)
 
     Scores are compared after dividing by ``score_std`` (the train split's teacher score std)
     so the loss weights mean the same for any score scale.
@@ -47,23 +64,22 @@ class DistillationLoss(nn.Module):
         self.config = config
         self.score_std = float(max(score_std, 1e-8))
 
-    def forward(self, out: StudentOutput, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg, inv = self.config, 1.0 / self.score_std
+    def forward(self, out: StudentOutput, targets: DistillTargets) -> dict[str, torch.Tensor]:
+        cfg, inv, teacher, mos = self.config, 1.0 / self.score_std, targets.teacher, targets.mos
         losses: dict[str, torch.Tensor] = {}
-        losses["score"] = F.mse_loss(out.score * inv, targets["score"] * inv)
-        mos = targets.get("mos")
-        known = torch.isfinite(mos) if mos is not None else None
-        if known is not None and known.any():
+        losses["score"] = F.mse_loss(out.score * inv, teacher.score * inv)
+        known = torch.isfinite(mos)
+        if known.any():
             losses["mos"] = F.mse_loss(out.score[known] * inv, mos[known] * inv)
         else:
             losses["mos"] = out.score.sum() * 0.0
-        losses["semantic"] = _vector_kd(out.semantic, targets["semantic"])
-        losses["quality"] = _vector_kd(out.quality, targets["quality"])
+        losses["semantic"] = _vector_kd(out.semantic_vectors, teacher.semantic_vectors)
+        losses["quality"] = _vector_kd(out.quality_features, teacher.quality_features)
         t = cfg.gate_temperature
-        teacher_gate = F.softmax(targets["gate"].float() / t, dim=-1)
+        teacher_gate = F.softmax(teacher.gate_weights.float() / t, dim=-1)
         student_log_gate = F.log_softmax(out.gate_logits / t, dim=-1)
         losses["gate"] = F.kl_div(student_log_gate, teacher_gate, reduction="batchmean") * t * t
-        losses["rank"] = pairwise_rank_loss(out.score, targets["score"], scale=inv)
+        losses["rank"] = pairwise_rank_loss(out.score, teacher.score, scale=inv)
         losses["total"] = sum(getattr(cfg, name) * losses[name]
                               for name in ("score", "mos", "semantic", "quality", "gate", "rank"))
         return losses

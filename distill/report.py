@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_text
 
 from .config import RunConfig
+from .losses import DistillTargets
 
 __all__ = ["write_plots", "write_model_card", "display_path"]
 
@@ -46,7 +46,7 @@ def _scatter(path: Path, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str,
 
 
 def write_plots(run_dir: Path, metrics_path: Path, test_pred: np.ndarray,
-                test_targets: dict[str, torch.Tensor], best_step: int | None = None) -> list[Path]:
+                test_targets: DistillTargets, best_step: int | None = None) -> list[Path]:
     """``plots/losses.png`` (per-loss curves, validation with the best checkpoint marked),
     ``plots/student_vs_teacher.png``, and when the test split has MOS
     ``plots/student_vs_mos.png`` and ``plots/teacher_vs_mos.png``."""
@@ -84,7 +84,7 @@ def write_plots(run_dir: Path, metrics_path: Path, test_pred: np.ndarray,
     _save_figure(fig, out_dir / "losses.png")
     plt.close(fig)
     written.append(out_dir / "losses.png")
-    teacher, mos = test_targets["score"].numpy(), test_targets["mos"].numpy()
+    teacher, mos = test_targets.teacher.score.numpy(), test_targets.mos.numpy()
     scatters = [(teacher, test_pred, "teacher score", "student score", "student vs teacher", "student_vs_teacher.png")]
     if np.isfinite(mos).sum() >= 3:
         scatters += [(mos, test_pred, "MOS", "student score", "student vs MOS", "student_vs_mos.png"),

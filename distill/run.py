@@ -42,9 +42,11 @@ from teacher.data import (DatasetSpec, ImageRecord, dataset_spec_for, load_recor
                           split_records)
 from teacher.labeler import (Teacher, TeacherConfig, read_teacher_config, save_tiny_teacher,
                              teacher_fingerprint)
+from teacher.model import TeacherOutput
 
 from .config import RunConfig
 from .demo import MOS_FILE, make_demo_images
+from .losses import DistillTargets
 from .metrics import iqa_metrics
 from .report import display_path, write_model_card, write_plots
 from .teacher_train import train_teacher
@@ -189,20 +191,16 @@ def _label(cfg: RunConfig, cache_dir: Path, records: list[ImageRecord], teacher_
     return LabelCache.open(cache_dir, fingerprint=fingerprint)
 
 
-def _split(ids: list[str], records: dict[str, ImageRecord], tensors: dict[str, torch.Tensor],
+def _split(ids: list[str], records: dict[str, ImageRecord], labels: TeacherOutput,
            index: dict[str, int], comps: dict[str, LinearCompression], spec, preload: bool) -> Split:
     rows = torch.tensor([index[i] for i in ids], dtype=torch.long)
-    semantic = tensors["semantic_vectors"][rows].float()
-    targets = {
-        "score": tensors["score"][rows].float(),
-        "mos": torch.tensor([np.nan if records[i].mos is None else records[i].mos for i in ids],
-                            dtype=torch.float32),
-        "semantic": torch.stack([comps[f"semantic{s}"].encode(semantic[:, s])
-                                 for s in range(semantic.shape[1])], dim=1),
-        "quality": comps["quality"].encode(tensors["quality_features"][rows].float()),
-        "gate": tensors["gate_weights"][rows].float(),
-    }
-    return Split(ids, ImageSet([str(records[i].path) for i in ids], spec, preload), targets)
+    teacher = TeacherOutput(*(v[rows].float() for v in labels))
+    semantic = torch.stack([comps[f"semantic{s}"].encode(teacher.semantic_vectors[:, s])
+                            for s in range(teacher.semantic_vectors.shape[1])], dim=1)
+    teacher = teacher._replace(semantic_vectors=semantic,
+                               quality_features=comps["quality"].encode(teacher.quality_features))
+    mos = torch.tensor([np.nan if records[i].mos is None else records[i].mos for i in ids], dtype=torch.float32)
+    return Split(ids, ImageSet([str(records[i].path) for i in ids], spec, preload), DistillTargets(teacher, mos))
 
 
 def _with_absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -264,15 +262,14 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     _say(f"[3/6] labelling: the teacher labels {len(records) + len(extra)} images (cached; a re-run reuses them)")
     cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, teacher_dir), records, teacher_dir, tcfg, device,
                    rank, world, progress)
-    tensors = cache.tensors()
+    labels = cache.tensors()
     index = {image_id: row for row, image_id in enumerate(cache.image_ids)}
     if extra:
         tag = "-unlabeled-" + hashlib.sha256(str(extra_root.resolve()).encode()).hexdigest()[:8]
         extra_cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, teacher_dir, tag), extra, teacher_dir, tcfg,
                              device, rank, world, progress)
         index.update({i: len(index) + row for row, i in enumerate(extra_cache.image_ids)})
-        extra_tensors = extra_cache.tensors()
-        tensors = {k: torch.cat([v, extra_tensors[k]]) for k, v in tensors.items()}
+        labels = TeacherOutput(*(torch.cat([ours, theirs]) for ours, theirs in zip(labels, extra_cache.tensors())))
         extra = [r for r in extra if r.image_id in extra_cache]
     by_id = {r.image_id: r for r in records + extra}
     labelled = [r for r in records if r.image_id in cache]
@@ -287,15 +284,15 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
 
     # compression of the teacher's wide vectors, fitted on the student's training images only
     train_rows = torch.tensor([index[i] for i in student_train])
-    semantic = tensors["semantic_vectors"][train_rows].float()
+    semantic = labels.semantic_vectors[train_rows].float()
     comps = {f"semantic{s}": LinearCompression.fit(semantic[:, s], cfg.loss.semantic_components)
              for s in range(semantic.shape[1])}
-    comps["quality"] = LinearCompression.fit(tensors["quality_features"][train_rows].float(),
+    comps["quality"] = LinearCompression.fit(labels.quality_features[train_rows].float(),
                                              cfg.loss.quality_components)
 
     # the student, sized to the compressed streams, its score head started at the teacher's mean
     scfg: StudentConfig = replace(student_config(cfg.student.variant), **cfg.student.overrides)
-    train_scores = tensors["score"][train_rows].float()
+    train_scores = labels.score[train_rows].float()
     scfg = replace(scfg, num_semantic=semantic.shape[1], semantic_dim=comps["semantic0"].dim,
                    quality_dim=comps["quality"].dim, score_range=tcfg.score_range)
     torch.manual_seed(cfg.train.seed)
@@ -305,7 +302,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         student.score_head.weight.mul_(score_std)
         student.score_head.bias.fill_(float(train_scores.mean()))
     preload = cfg.data.num_workers == 0
-    parts = {name: _split(ids, by_id, tensors, index, comps, scfg.preprocess, preload)
+    parts = {name: _split(ids, by_id, labels, index, comps, scfg.preprocess, preload)
              for name, ids in {**splits, "train": student_train}.items()}
     fingerprints = {"teacher_fingerprint": fingerprint_sha256(cache.fingerprint),
                     "teacher_config": tcfg.to_dict()}
@@ -344,8 +341,8 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         test = parts["test"]
         _say(f"[5/6] evaluation: best student (step {state.best_step}) on {len(test.ids)} held-out test images")
         best = StudentIQA.from_pretrained(run_dir / "student" / "best").to(device)
-        student_scores = predict(best, test.images, device)["score"].numpy()
-        teacher_scores, mos = test.targets["score"].numpy(), test.targets["mos"].numpy()
+        student_scores = predict(best, test.images, device).score.numpy()
+        teacher_scores, mos = test.targets.teacher.score.numpy(), test.targets.mos.numpy()
         has_mos = np.isfinite(mos).sum() >= 3
         metrics = {"vs_teacher": iqa_metrics(student_scores, teacher_scores)}
         if has_mos:

@@ -61,7 +61,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     tcfg = read_teacher_config(teacher_dir)
     cache = LabelCache.open(cache_dir)
-    vectors = cache.tensors()["semantic_vectors"]
+    vectors = cache.tensors().semantic_vectors
     row = {image_id: i for i, image_id in enumerate(cache.image_ids)}
     by_id = {r.image_id: r for r in records}
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))

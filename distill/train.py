@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
-from student.model import StudentIQA, state_mismatch
+from student.model import StudentIQA, StudentOutput, state_mismatch
 
 from .config import RunConfig
-from .losses import DistillationLoss
+from .losses import DistillationLoss, DistillTargets
 from .metrics import iqa_metrics
 
 __all__ = ["ImageSet", "Split", "get_lr", "train", "predict", "TrainState", "load_checkpoint",
@@ -56,11 +56,11 @@ class ImageSet(Dataset):
 
 @dataclass
 class Split:
-    """One split's images and aligned teacher targets (see :class:`DistillationLoss`)."""
+    """One split's images and aligned targets (see :class:`DistillationLoss`)."""
 
     ids: list[str]
     images: ImageSet
-    targets: dict[str, torch.Tensor]  # score (N,), mos (N,), semantic (N,S,Ds), quality (N,Dq), gate (N,E)
+    targets: DistillTargets  # the teacher's labels (vectors compressed) and the MOS, one row per image
 
 
 @dataclass
@@ -114,24 +114,23 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch
 
 
 @torch.inference_mode()
-def predict(model: StudentIQA, images: ImageSet, device: torch.device, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Student outputs over a whole split (eval mode), in split order, on CPU."""
+def predict(model: StudentIQA, images: ImageSet, device: torch.device, batch_size: int = 64) -> StudentOutput:
+    """Student outputs over a whole split (eval mode), in split order, float32 on CPU."""
     model.eval()
-    outs: dict[str, list[torch.Tensor]] = {}
+    outs: list[StudentOutput] = []
     loader = DataLoader(images, batch_size=batch_size, shuffle=False)
     for _, x in loader:
         out = model(x.to(device, memory_format=torch.channels_last))
-        for key in ("score", "semantic", "quality", "gate_weights"):
-            outs.setdefault(key, []).append(getattr(out, key).float().cpu())
-    return {k: torch.cat(v) for k, v in outs.items()}
+        outs.append(StudentOutput(*(v.float().cpu() for v in out)))
+    return StudentOutput(*(torch.cat(v) for v in zip(*outs)))
 
 
 def evaluate(model: StudentIQA, split: Split, device: torch.device) -> dict[str, Any]:
-    pred = predict(model, split.images, device)
-    result = {"vs_teacher": iqa_metrics(pred["score"].numpy(), split.targets["score"].numpy())}
-    mos = split.targets["mos"].numpy()
+    score = predict(model, split.images, device).score.numpy()
+    result = {"vs_teacher": iqa_metrics(score, split.targets.teacher.score.numpy())}
+    mos = split.targets.mos.numpy()
     if np.isfinite(mos).sum() >= 3:
-        result["vs_mos"] = iqa_metrics(pred["score"].numpy(), mos)
+        result["vs_mos"] = iqa_metrics(score, mos)
     return result
 
 
@@ -245,7 +244,7 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
             if t.hflip:
                 flip = torch.rand(len(batch)) < 0.5
                 x[flip.to(device)] = x[flip.to(device)].flip(-1)
-            targets = {k: v[batch].to(device) for k, v in train_split.targets.items()}
+            targets = train_split.targets.rows(batch).to(device)
             lr = get_lr(state.step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr

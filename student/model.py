@@ -90,11 +90,12 @@ class StudentConfig:
 
 
 class StudentOutput(NamedTuple):
-    """Named outputs (a NamedTuple, so ``torch.export`` flattens it in this order)."""
+    """Named outputs (a NamedTuple, so ``torch.export`` flattens it in this order). The first four
+    predict the teacher's labels (``teacher.model.TeacherOutput``) under the same names."""
 
     score: torch.Tensor  # (B,) predicted teacher score
-    semantic: torch.Tensor  # (B, S, Ds) predicted compressed semantic vectors
-    quality: torch.Tensor  # (B, Dq) predicted compressed quality feature
+    semantic_vectors: torch.Tensor  # (B, S, Ds) predicted compressed semantic vectors
+    quality_features: torch.Tensor  # (B, Dq) predicted compressed quality feature
     gate_weights: torch.Tensor  # (B, E) softmax gate over experts [semantic..., quality]
     gate_logits: torch.Tensor  # (B, E) pre-softmax gate, for the distiller's KL
 

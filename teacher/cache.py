@@ -2,9 +2,9 @@
 
 Layout of a cache folder::
 
-    labels-r000-00000.safetensors      shard 0 of rank 0: rows of score (N,) float32,
-                                       semantic_vectors (N, P, D) float16,
-                                       quality_features (N, Q) float32, gate_weights (N, E) float32
+    labels-r000-00000.safetensors      shard 0 of rank 0: rows of every ``TeacherOutput`` field, under
+                                       its name: score (N,) float32, semantic_vectors (N, P, D)
+                                       float16, quality_features (N, Q) float32, gate_weights (N, E) float32
     manifest.part-000-of-001.json      rank 0's progress, rewritten after every shard
     manifest.json                      the merged manifest, written once every rank has finished
 
@@ -42,6 +42,7 @@ from tqdm import tqdm
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 
 from .data import ImageRecord, iter_images
+from .model import TeacherOutput
 
 __all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",
            "CacheMissingError", "CacheReport", "LabelCache", "Labeler", "build_label_cache",
@@ -50,7 +51,8 @@ __all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "
 FORMAT = "agiqa-edge/label-cache"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-# Stored dtype and number of dims (batch dim included) of every label tensor.
+# Stored dtype and number of dims (batch dim included) of every TeacherOutput field, in field
+# order; a field's safetensors key is its name.
 FIELDS: dict[str, tuple[torch.dtype, int]] = {
     "score": (torch.float32, 1),  # (B,) teacher quality score
     "semantic_vectors": (torch.float16, 3),  # (B, P, D) MLLM semantic features, one per prompt
@@ -88,9 +90,9 @@ class Labeler(Protocol):
         """JSON-able description: teacher config, weight hashes, prompts."""
         ...
 
-    def label(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """``images``: (H, W, 3) uint8 RGB of any sizes. Returns batch-first tensors: "score" (B,),
-        "semantic_vectors" (B, P, D), "quality_features" (B, Q), "gate_weights" (B, E)."""
+    def label(self, images: list[np.ndarray]) -> TeacherOutput:
+        """``images``: (H, W, 3) uint8 RGB of any sizes. Returns batch-first tensors: score (B,),
+        semantic_vectors (B, P, D), quality_features (B, Q), gate_weights (B, E)."""
         ...
 
 
@@ -193,13 +195,13 @@ def _check_fingerprints(out: Path, fp_sha: str) -> None:
 
 def _check_outputs(outputs: Any, n: int) -> dict[str, torch.Tensor]:
     """Validate a labeler's batch output and cast it to the stored dtypes."""
-    if not isinstance(outputs, dict):
-        raise ValueError(f"labeler.label must return a dict of tensors, got {type(outputs).__name__}")
+    if not isinstance(outputs, TeacherOutput):
+        raise ValueError(f"labeler.label must return a teacher.model.TeacherOutput, got {type(outputs).__name__}")
     checked = {}
     for name, (dtype, ndim) in FIELDS.items():
-        value = outputs.get(name)
+        value = getattr(outputs, name)
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"labeler.label returned no tensor {name!r} (keys: {', '.join(map(str, outputs))})")
+            raise ValueError(f"labeler.label returned no tensor for {name!r} (got {type(value).__name__})")
         if value.ndim != ndim or value.shape[0] != n:
             raise ValueError(f"labeler.label returned {name!r} of shape {tuple(value.shape)} for {n} images; "
                              f"expected {ndim} dims with the batch ({n}) first")
@@ -414,7 +416,7 @@ def _rebuild_manifest(out: Path, problem: str, error: CacheError) -> dict[str, A
 class LabelCache:
     """A finished label cache, loaded in memory. Build one with :meth:`open`."""
 
-    def __init__(self, out_dir: Path, manifest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    def __init__(self, out_dir: Path, manifest: dict[str, Any], tensors: TeacherOutput) -> None:
         self.out_dir = out_dir
         self.manifest = manifest
         self.image_ids: list[str] = [i["image_id"] for i in manifest["images"]]
@@ -484,18 +486,18 @@ class LabelCache:
             loaded[name] = tensors
         return cls(out, manifest, _gather(manifest, loaded))
 
-    def tensors(self) -> dict[str, torch.Tensor]:
+    def tensors(self) -> TeacherOutput:
         """All labels stacked in ``image_ids`` order: score (N,) float32, semantic_vectors (N, P, D)
         float16, quality_features (N, Q) float32, gate_weights (N, E) float32. Shared, not copied."""
-        return dict(self._tensors)
+        return self._tensors
 
-    def get(self, image_id: str) -> dict[str, torch.Tensor]:
+    def get(self, image_id: str) -> TeacherOutput:
         """One image's labels: score (), semantic_vectors (P, D), quality_features (Q,), gate_weights (E,)."""
         if image_id not in self._index:
             raise KeyError(f"{image_id!r} is not in the label cache {self.out_dir} (skipped, or not in "
                            f"the labeled dataset)")
         i = self._index[image_id]
-        return {k: v[i] for k, v in self._tensors.items()}
+        return TeacherOutput(*(v[i] for v in self._tensors))
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -504,7 +506,7 @@ class LabelCache:
         return image_id in self._index
 
 
-def _gather(manifest: dict[str, Any], loaded: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def _gather(manifest: dict[str, Any], loaded: dict[str, dict[str, torch.Tensor]]) -> TeacherOutput:
     """Stack the shards' rows in the manifest's image order."""
     names = sorted(loaded)
     starts = dict(zip(names, accumulate([0] + [manifest["shards"][n]["rows"] for n in names])))
@@ -514,5 +516,5 @@ def _gather(manifest: dict[str, Any], loaded: dict[str, dict[str, torch.Tensor]]
         raise CacheCorruptError(f"{bad[0]}: its shard row does not "
                                 f"exist ({len(bad)} images); delete the cache and relabel with `{BUILD_COMMAND}`")
     index = torch.tensor([starts[i["shard"]] + i["row"] for i in manifest["images"]], dtype=torch.long)
-    return {key: torch.cat([loaded[n][key] for n in names]).index_select(0, index) if names
-            else torch.empty((0,) * ndim, dtype=dtype) for key, (dtype, ndim) in FIELDS.items()}
+    return TeacherOutput(**{key: torch.cat([loaded[n][key] for n in names]).index_select(0, index) if names
+                            else torch.empty((0,) * ndim, dtype=dtype) for key, (dtype, ndim) in FIELDS.items()})

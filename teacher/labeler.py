@@ -33,7 +33,8 @@ from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
 
 from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes
-from .model import MAAGIQA, FusionConfig, load_official_checkpoint, ours_to_official, revive_quality_branch
+from .model import (MAAGIQA, FusionConfig, TeacherOutput, load_official_checkpoint, ours_to_official,
+                    revive_quality_branch)
 from .semantic import SemanticConfig, SemanticEncoder
 
 if TYPE_CHECKING:
@@ -216,20 +217,15 @@ class Teacher:
         return teacher_view(image, self.config)
 
     @torch.inference_mode()
-    def label(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def label(self, images: list[np.ndarray]) -> TeacherOutput:
         """Label a batch of ``(H, W, 3) uint8`` images: score (B,), semantic_vectors (B, S, D),
-        quality_features (B, 784), gate_weights (B, E); crop results are averaged."""
-        semantic = self.encoder.encode([Image.fromarray(im) for im in images]).to(self.device)
+        quality_features (B, 784), gate_weights (B, E), on the CPU; crop results are averaged."""
+        semantic = self.encoder.encode([Image.fromarray(im) for im in images]).to(self.device).float()
         views = torch.from_numpy(np.stack([self.view(im) for im in images])).to(self.device)
         size = self.model.maniqa.config.img_size
-        sums: dict[str, torch.Tensor] = {}
-        for top, left in self._crops:
-            out = self.model(views[:, :, top:top + size, left:left + size], semantic.float())
-            for key in ("score", "quality_features", "gate_weights"):
-                sums[key] = sums.get(key, 0) + getattr(out, key).float()
-        labels = {k: (v / len(self._crops)).cpu() for k, v in sums.items()}
-        labels["semantic_vectors"] = semantic.float().cpu()
-        return labels
+        crops = [self.model(views[:, :, top:top + size, left:left + size], semantic) for top, left in self._crops]
+        mean = TeacherOutput(*(sum(v.float() for v in field) / len(crops) for field in zip(*crops)))
+        return TeacherOutput(*(v.cpu() for v in mean._replace(semantic_vectors=semantic)))
 
 
 def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0, *, maniqa: str = "tiny",

@@ -44,10 +44,19 @@ class FusionConfig:
 
 
 class TeacherOutput(NamedTuple):
+    """The teacher's labels: the one schema, and the one set of names, from the teacher to the losses.
+
+    :meth:`MAAGIQA.forward` and ``Teacher.label`` return it; the label cache stores each field as a
+    safetensors tensor under the field's name (``teacher.cache.FIELDS`` gives the stored dtypes)
+    and ``LabelCache.tensors``/``get`` return it; the distiller's targets hold it, with the two
+    vector fields in the student's compressed space; the student's ``StudentOutput`` predicts the
+    same fields under the same names.
+    """
+
     score: torch.Tensor  # (B,) predicted MOS
     semantic_vectors: torch.Tensor  # (B, S, D) the MLLM vectors the fusion consumed
     quality_features: torch.Tensor  # (B, 784) MANIQA per-patch score x weight
-    gate_weights: torch.Tensor  # (B, E) gate over [semantic..., quality] experts
+    gate_weights: torch.Tensor  # (B, E) gate over [semantic..., quality] experts (raw: no softmax officially)
 
 
 class MoEFusion(nn.Module):

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_data import make_image_folder
 
-from teacher.cache import (CacheCorruptError, CacheCorruptWarning, CacheMismatchError, CacheMissingError,
+from teacher.cache import (FIELDS, CacheCorruptError, CacheCorruptWarning, CacheMismatchError, CacheMissingError,
                            LabelCache, build_label_cache, fingerprint_sha256, merge_manifests, resolve_rank)
 from teacher.data import DatasetSpec, ImageRecord, iter_images, load_records
+from teacher.model import TeacherOutput
 
 P, D, Q, E = 2, 6, 5, 3
 
@@ -34,7 +36,7 @@ class FakeLabeler:
     def fingerprint(self) -> dict:
         return {"teacher": "fake-ma-agiqa", "version": self.version, "dims": [P, D, Q, E]}
 
-    def label(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def label(self, images: list[np.ndarray]) -> TeacherOutput:
         if self.fail_after is not None and len(self.seen) + len(images) > self.fail_after:
             raise RuntimeError("simulated kill")
         self.seen.extend(image.shape[:2] for image in images)
@@ -46,9 +48,9 @@ class FakeLabeler:
                                       torch.tensor(image.shape[1] / 100.0, dtype=torch.float64)]))
         z = (torch.stack(stats) @ self.projection).float()
         b = len(images)
-        return {"score": z[:, 0], "semantic_vectors": z[:, 1:1 + P * D].reshape(b, P, D),
-                "quality_features": z[:, 1 + P * D:1 + P * D + Q],
-                "gate_weights": z[:, 1 + P * D + Q:].softmax(dim=1)}
+        return TeacherOutput(score=z[:, 0], semantic_vectors=z[:, 1:1 + P * D].reshape(b, P, D),
+                             quality_features=z[:, 1 + P * D:1 + P * D + Q],
+                             gate_weights=z[:, 1 + P * D + Q:].softmax(dim=1))
 
 
 @pytest.fixture
@@ -65,9 +67,9 @@ def build(records: list[ImageRecord], out: Path, labeler: FakeLabeler | None = N
 def assert_same_cache(a: LabelCache, b: LabelCache) -> None:
     assert a.image_ids == b.image_ids
     ta, tb = a.tensors(), b.tensors()
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert ta[key].dtype == tb[key].dtype and torch.equal(ta[key], tb[key]), key
+    for key in TeacherOutput._fields:
+        x, y = getattr(ta, key), getattr(tb, key)
+        assert x.dtype == y.dtype and torch.equal(x, y), key
     assert a.skipped == b.skipped
 
 
@@ -86,17 +88,17 @@ def test_build_and_open(records: list[ImageRecord], tmp_path: Path, capsys: pyte
     assert len(cache) == 10 and "img00.jpg" in cache and "img03b.png" not in cache
     assert cache.image_ids == sorted(cache.image_ids)
     tensors = cache.tensors()
-    assert tensors["score"].shape == (10,) and tensors["score"].dtype == torch.float32
-    assert tensors["semantic_vectors"].shape == (10, P, D) and tensors["semantic_vectors"].dtype == torch.float16
-    assert tensors["quality_features"].shape == (10, Q) and tensors["gate_weights"].shape == (10, E)
+    assert tensors.score.shape == (10,) and tensors.score.dtype == torch.float32
+    assert tensors.semantic_vectors.shape == (10, P, D) and tensors.semantic_vectors.dtype == torch.float16
+    assert tensors.quality_features.shape == (10, Q) and tensors.gate_weights.shape == (10, E)
 
     # Each image's rows are the teacher's output for that image.
     record = next(r for r in records if r.image_id == "img05.png")
     image = next(iter_images([record]))[1]
     expected = FakeLabeler().label([image])
     got = cache.get("img05.png")
-    assert torch.equal(got["score"], expected["score"][0])
-    assert torch.equal(got["semantic_vectors"], expected["semantic_vectors"][0].half())
+    assert torch.equal(got.score, expected.score[0])
+    assert torch.equal(got.semantic_vectors, expected.semantic_vectors[0].half())
     with pytest.raises(KeyError, match="img03b.png"):
         cache.get("img03b.png")
 
@@ -109,7 +111,10 @@ def test_build_and_open(records: list[ImageRecord], tmp_path: Path, capsys: pyte
     assert entry["relpath"] == "img05.png" and isinstance(entry["row"], int)
     for name, shard in manifest["shards"].items():
         assert shard["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+        # The on-disk format: one tensor per TeacherOutput field, keyed by the field's name.
+        assert set(load_file(str(out / name))) == set(TeacherOutput._fields)
     assert {s["relpath"] for s in manifest["skipped"]} == {"img03b.png", "img06b.jpg", "img08b.jpg"}
+    assert tuple(FIELDS) == TeacherOutput._fields and set(manifest["fields"]) == set(FIELDS)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(records: list[ImageRecord], tmp_path: Path) -> None:
@@ -212,11 +217,16 @@ def test_bad_arguments_and_labeler_outputs(records: list[ImageRecord], tmp_path:
     class WrongShape(FakeLabeler):
         def label(self, images):
             out = super().label(images)
-            out["score"] = out["score"][:, None]
-            return out
+            return out._replace(score=out.score[:, None])
+
+    class UntypedOutput(FakeLabeler):
+        def label(self, images):
+            return super().label(images)._asdict()
 
     with pytest.raises(ValueError, match="'score' of shape"):
         build(records, tmp_path / "b", WrongShape())
+    with pytest.raises(ValueError, match="must return a teacher.model.TeacherOutput, got dict"):
+        build(records, tmp_path / "c", UntypedOutput())
     with pytest.raises(CacheMissingError, match="agiqa-distill label"):
         LabelCache.open(tmp_path / "never-built")
 

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from distill.cli import app
 from distill.config import ConfigError, LossConfig, load_config
-from distill.losses import DistillationLoss, pairwise_rank_loss
+from distill.losses import DistillationLoss, DistillTargets, pairwise_rank_loss
 from distill.metrics import iqa_metrics
 from student.compression import LinearCompression, load_compressions, save_compressions
 from student.model import StudentIQA, create_student
+from teacher.model import TeacherOutput
 
 
 def test_config_defaults_file_and_overrides(tmp_path: Path) -> None:
@@ -65,9 +66,9 @@ def test_compression_fit_roundtrip(tmp_path: Path) -> None:
 def test_losses_are_zero_at_the_teacher_and_rank_orders() -> None:
     model = create_student("tiny").eval()
     out = model(torch.randn(4, 3, 64, 64))
-    targets = {"score": out.score.detach(), "mos": torch.full((4,), float("nan")),
-               "semantic": out.semantic.detach(), "quality": out.quality.detach(),
-               "gate": out.gate_logits.detach()}
+    teacher = TeacherOutput(score=out.score.detach(), semantic_vectors=out.semantic_vectors.detach(),
+                            quality_features=out.quality_features.detach(), gate_weights=out.gate_logits.detach())
+    targets = DistillTargets(teacher, mos=torch.full((4,), float("nan")))
     losses = DistillationLoss(LossConfig(), score_std=1.0)(out, targets)
     for name in ("score", "mos", "semantic", "quality", "gate"):
         assert float(losses[name].detach()) == pytest.approx(0.0, abs=1e-5), name
@@ -217,7 +218,8 @@ def test_report_direction_sizes_and_zero_losses(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     figures = []
     monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append((path.name, fig)))
-    targets = {"score": torch.linspace(0, 1, 6), "mos": torch.linspace(1, 5, 6)}
+    unused = torch.zeros(6, 1)
+    targets = DistillTargets(TeacherOutput(torch.linspace(0, 1, 6), unused, unused, unused), torch.linspace(1, 5, 6))
     report.write_plots(tmp_path, tmp_path / "m.jsonl", np.linspace(0, 1, 6), targets, best_step=3)
     names = [n for n, _ in figures]
     assert names == ["losses.png", "student_vs_teacher.png", "student_vs_mos.png", "teacher_vs_mos.png"]

@@ -347,7 +347,7 @@ def test_label_cli_with_mplug_owl2_teacher_folder(tmp_path: Path, reference) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["labelled"] == 2
     cache = LabelCache.open(tmp_path / "cache")
-    vectors = cache.get("a.png")["semantic_vectors"]
+    vectors = cache.get("a.png").semantic_vectors
     assert vectors.shape == (2, 64)
     for index in range(2):  # the original code's vectors for this very image (the cache stores fp16)
         expected = reference["tensors"][f"vector_{index}"]

@@ -12,7 +12,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from teacher.model import MAAGIQA, CheckpointError, FusionConfig, load_official_checkpoint, ours_to_official
+from teacher.model import (MAAGIQA, CheckpointError, FusionConfig, TeacherOutput, load_official_checkpoint,
+                           ours_to_official)
 
 SEM = 24  # tiny semantic width for these tests
 
@@ -137,9 +138,8 @@ def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkey
     resumed = LabelCache.open(tmp_path / "resumed")
     assert resumed.image_ids == full.image_ids
     a, b = full.tensors(), resumed.tensors()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert set(a) == {"score", "semantic_vectors", "quality_features", "gate_weights"}
-    assert a["semantic_vectors"].dtype == torch.float16 and a["quality_features"].shape[1] == 784
+    assert isinstance(a, TeacherOutput) and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert a.semantic_vectors.dtype == torch.float16 and a.quality_features.shape[1] == 784
 
     # A different tiny teacher has a different fingerprint and is refused on that cache.
     other = save_tiny_teacher(tmp_path / "other", seed=1)
