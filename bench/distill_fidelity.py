@@ -20,6 +20,7 @@ from pathlib import Path
 
 from distill.config import load_config
 from distill.run import run_distillation
+from student.layout import RunLayout
 
 DEFAULT_VARIANTS = ["mnv3s", "mnv4s", "lcnet"]
 
@@ -30,8 +31,9 @@ def run_variant(variant: str, work: Path, shared: Path | None, device: str | Non
     and label caches are reused (None: this run makes them)."""
     overrides = [f"out_dir={work / variant}", f"student.variant={variant}"]
     if shared is not None:
-        overrides += [f"data.root={shared / 'demo_images'}", f"data.unlabeled={shared / 'demo_unlabeled'}",
-                      f"teacher.path={shared / 'teacher'}", f"teacher.cache={shared / 'labels'}"]
+        run = RunLayout(shared)
+        overrides += [f"data.root={run.demo_images}", f"data.unlabeled={run.demo_unlabeled}",
+                      f"teacher.path={run.teacher}", f"teacher.cache={run.labels}"]
     if device:
         overrides += [f"train.device={device}", f"teacher.device={device}"]
     started = time.time()

@@ -33,7 +33,8 @@ from edge_runtime import Scorer  # noqa: E402
 from export import FidelityError, export_executorch  # noqa: E402
 from export.source import resolve_source  # noqa: E402
 from distill.demo import demo_photos, make_demo_images  # noqa: E402
-from student.model import StudentIQA, create_student  # noqa: E402
+from student.layout import RunLayout  # noqa: E402
+from student.model import WEIGHTS_NAME, StudentIQA, create_student  # noqa: E402
 
 
 def make_12mp_jpeg(path: Path) -> Path:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         images = args.images
-        if images is None and (args.student is None or not (args.student / "student").is_dir()):
+        if images is None and (args.student is None or not RunLayout(args.student).is_run()):
             images = make_demo_images(work / "photos", count=args.photos)
         if args.student is not None:
             source = args.student
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with torch.inference_mode():
             eager_ms, eager_out = timed(lambda x: float(student(x).score[0]), inputs, args.rounds)
-        rows = [("eager fp32 (torch)", eager_ms, eager_out, student_dir / "model.safetensors", None)]
+        rows = [("eager fp32 (torch)", eager_ms, eager_out, student_dir / WEIGHTS_NAME, None)]
         scorers = {}
         for mode in ("fp32", "int8"):
             scorer = scorers[mode] = Scorer.from_file(work / f"{mode}.pte", threads=args.threads)

@@ -68,13 +68,15 @@ def run(
 ) -> None:
     """Label (if needed), distil, evaluate and report. With no arguments: a complete demo
     (generated images, tiny random teacher, the default student) in a few minutes on a CPU."""
+    from student.layout import RunLayout
+
     from .config import ConfigError, load_config
     from .run import run_distillation
 
     if resume is not None:
         if config is not None:
             raise ConfigError("--resume uses the run's saved config.json; drop --config")
-        saved = resume / "config.json"
+        saved = RunLayout(resume).config
         if not saved.is_file():
             raise ConfigError(f"{saved}: missing; --resume needs a run folder written by agiqa-distill run")
         cfg = load_config(saved, [*set_, f"out_dir={resume}"])
@@ -116,13 +118,13 @@ def label(
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
     from teacher.data import dataset_spec_for, load_records
-    from teacher.labeler import Teacher, save_tiny_teacher
+    from teacher.labeler import TEACHER_CONFIG_NAME, Teacher, save_tiny_teacher
 
     if (teacher is None) == (not tiny):
         raise ValueError("pass exactly one of --teacher DIR or --tiny")
     if tiny:
         teacher = out.parent / f"{out.name}.tiny_teacher"
-        if not (teacher / "teacher.json").is_file():
+        if not (teacher / TEACHER_CONFIG_NAME).is_file():
             save_tiny_teacher(teacher)
     records = load_records(dataset_spec_for(dataset, kind))
     labeler = Teacher.from_pretrained(teacher, device=device, trust_remote_code=trust_remote_code,
@@ -151,6 +153,7 @@ def train_teacher_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
+    from student.layout import SPLITS_NAME
     from teacher.data import dataset_spec_for, load_records, save_splits, split_records
 
     from .teacher_train import TeacherTrainConfig, train_teacher
@@ -160,7 +163,7 @@ def train_teacher_cmd(
     cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
     best = train_teacher(teacher, cache, records, splits, out, cfg,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
-    save_splits(out / "splits.json", splits, split_seed)
+    save_splits(out / SPLITS_NAME, splits, split_seed)
     typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))
 
 

@@ -10,6 +10,9 @@ import numpy as np
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_text
 
+from student.layout import RunLayout
+from student.model import CONFIG_NAME
+
 from .config import RunConfig
 from .losses import DistillTargets
 
@@ -58,7 +61,7 @@ def write_plots(run_dir: Path, metrics_path: Path, test_pred: np.ndarray,
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     steps = [r for r in records if "loss/total" in r]
     evals = [r for r in records if "val/srcc" in r]
-    out_dir = run_dir / "plots"
+    out_dir = RunLayout(run_dir).plots
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted({k for r in steps for k in r if k.startswith("loss/")}):
@@ -117,6 +120,7 @@ def write_model_card(run_dir: Path, cfg: RunConfig, result: dict[str, Any], noti
     Paths are relative to ``cwd`` (default: the current folder), so the card reads the same anywhere."""
     test, images = result["test"], result["images"]
     run = display_path(run_dir, cwd)
+    names = RunLayout(Path())  # paths relative to the run folder
     direction = "Lower scores mean better quality." if result.get("lower_better") else \
         "Higher scores mean better quality."
     sizes = ", ".join(f"{images[k]} {k}" for k in ("train", "val", "test") if k in images)
@@ -129,8 +133,8 @@ def write_model_card(run_dir: Path, cfg: RunConfig, result: dict[str, Any], noti
         "## What it is",
         f"A {result['student']['params'] / 1e6:.2f}M-parameter student distilled from an MA-AGIQA teacher "
         f"(teacher fingerprint `{result['teacher_fingerprint'][:16]}`). It scores the whole "
-        "image, resized by the shared preprocessing (`student/best/config.json` -> `preprocess`). "
-        f"{direction}", "",
+        f"image, resized by the shared preprocessing (`{(names.student() / CONFIG_NAME).as_posix()}` -> "
+        f"`preprocess`). {direction}", "",
         "## Held-out SRCC (test split)", "",
         "| teacher vs MOS | student vs MOS | student vs teacher |", "|---|---|---|",
         "| " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in srcc.values()) + " |", "",
@@ -146,13 +150,13 @@ def write_model_card(run_dir: Path, cfg: RunConfig, result: dict[str, Any], noti
         "## Training", f"- {result['steps']} steps, best at step {result['best_step']}; "
         f"{result['seconds']:.0f} s wall time for the whole run",
         f"- losses: {', '.join(f'{k}={getattr(cfg.loss, k)}' for k in ('score', 'mos', 'semantic', 'quality', 'gate', 'rank'))}",
-        f"- plots: `{run}/plots/`", "",
+        f"- plots: `{run}/{names.plots.as_posix()}/`", "",
         "## Use",
         f"`agiqa-export executorch {run} --out model.pte`, then `agiqa-score IMAGES --model model.pte`.",
         "", "## Limits",
         "- Trained and evaluated on the dataset above only; scores on other kinds of images are untested.",
         "- The student imitates its teacher, including the teacher's errors.", "",
     ]
-    path = run_dir / "MODEL_CARD.md"
+    path = RunLayout(run_dir).model_card
     atomic_write_text(path, "\n".join(lines))
     return path

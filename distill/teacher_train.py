@@ -32,7 +32,9 @@ from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch
 from .config import TeacherTrainConfig
 from .metrics import iqa_metrics
 
-__all__ = ["TeacherTrainConfig", "train_teacher"]
+__all__ = ["TeacherTrainConfig", "train_teacher", "TRAINED_MARKER"]
+
+TRAINED_MARKER = "train_metrics.json"  # train_teacher writes it last: the teacher folder is complete
 
 
 def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
@@ -130,5 +132,5 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     atomic_write_json(out_dir / TEACHER_CONFIG_NAME,
                       replace(tcfg, weights=WEIGHTS_NAME, fusion=fusion, semantic=semantic_cfg).to_dict())
     best["history"] = history
-    atomic_write_json(out_dir / "train_metrics.json", best)
+    atomic_write_json(out_dir / TRAINED_MARKER, best)
     return best

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
+from student.layout import BEST, LAST, RunLayout
 from student.model import StudentIQA, StudentOutput, state_mismatch
 
 from .config import RunConfig
@@ -31,7 +32,10 @@ from .losses import DistillationLoss, DistillTargets
 from .metrics import iqa_metrics
 
 __all__ = ["ImageSet", "Split", "get_lr", "train", "predict", "TrainState", "load_checkpoint",
-           "read_checkpoint_meta", "save_checkpoint"]
+           "read_checkpoint_meta", "save_checkpoint", "CHECKPOINT_META"]
+
+CHECKPOINT_META = "state.json"  # a checkpoint folder's commit point: written last, read first
+CHECKPOINT_TENSORS = "state.safetensors"  # weights + optimizer moments, hashed in CHECKPOINT_META
 
 
 class ImageSet(Dataset):
@@ -144,9 +148,9 @@ def save_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
         for name, value in pstate.items():
             tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     payload = save(tensors)
-    atomic_write_bytes(directory / "state.safetensors", payload)
+    atomic_write_bytes(directory / CHECKPOINT_TENSORS, payload)
 
-    atomic_write_json(directory / "state.json", {
+    atomic_write_json(directory / CHECKPOINT_META, {
         "step": state.step, "best_val_srcc": state.best_val_srcc, "best_step": state.best_step,
         "history": state.history, "param_groups": opt["param_groups"],
         "sha256": hashlib.sha256(payload).hexdigest()})
@@ -154,7 +158,7 @@ def save_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
     """``state.json`` of a checkpoint folder, its fields type-checked (one-line ``ValueError``)."""
-    path = directory / "state.json"
+    path = directory / CHECKPOINT_META
     try:
         meta = json.loads(path.read_text())
         return {"step": int(meta["step"]), "sha256": str(meta["sha256"]),
@@ -168,7 +172,7 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
 def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer) -> TrainState:
     """Restore what :func:`save_checkpoint` wrote; a damaged or foreign checkpoint is a one-line
     ``ValueError`` naming the file (never an unpickle, never a traceback)."""
-    meta_path, tensor_path = directory / "state.json", directory / "state.safetensors"
+    meta_path, tensor_path = directory / CHECKPOINT_META, directory / CHECKPOINT_TENSORS
     fix = f"delete {directory} to restart training from scratch"
     meta = read_checkpoint_meta(directory)
     payload = tensor_path.read_bytes() if tensor_path.is_file() else b""
@@ -214,9 +218,9 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
-    ckpt_dir = run_dir / "checkpoint"
+    ckpt_dir = RunLayout(run_dir).checkpoint
     state = TrainState()
-    if resume and (ckpt_dir / "state.json").is_file():
+    if resume and (ckpt_dir / CHECKPOINT_META).is_file():
         state = load_checkpoint(ckpt_dir, model, optimizer)
     train_model = model
     if world > 1:
@@ -274,7 +278,7 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
                      **{f"val/{k}": v for k, v in metrics["vs_teacher"].items()}})
                 if np.isfinite(srcc) and srcc > state.best_val_srcc:
                     state.best_val_srcc, state.best_step = srcc, state.step
-                    save_student(model, "best")
+                    save_student(model, BEST)
                 bar.set_postfix(loss=f"{record['loss/total']:.3f}", val_srcc=f"{srcc:.3f}")
             if rank == 0 and (end_of_epoch or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
                 save_checkpoint(ckpt_dir, model, optimizer, state)
@@ -289,8 +293,8 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
         raise
     bar.close()
     if rank == 0:
-        save_student(model, "last")
+        save_student(model, LAST)
         if state.best_step < 0:
-            save_student(model, "best")
+            save_student(model, BEST)
         log({"step": state.step, "train_seconds": time.time() - started})
     return state

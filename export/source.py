@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.scorer import IMAGE_SUFFIXES, find_images
+from student.layout import RunLayout, read_data_index
+from student.model import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["ExportSource", "SourceError", "list_images", "resolve_source"]
 
@@ -33,7 +35,7 @@ class ExportSource:
     metadata: dict  # the student's config.json (fingerprints live here)
 
     def fingerprints(self) -> dict[str, str | None]:
-        weights = self.student_dir / "model.safetensors"
+        weights = self.student_dir / WEIGHTS_NAME
         return {"student_fingerprint": _str_or_none(self.metadata.get("student_fingerprint")),
                 "teacher_fingerprint": _str_or_none(self.metadata.get("teacher_fingerprint")),
                 "student_weights_sha256": _sha256_file(weights) if weights.is_file() else None}
@@ -59,12 +61,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return find_images(folder)
 
 
-def _read_split(index_path: Path, split: str) -> list[Path]:
-    try:
-        splits = json.loads(index_path.read_text())["splits"]
-        return [Path(p) for p in splits.get(split, [])]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"{index_path}: not a data index with 'splits' ({exc})") from None
 
 
 def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None = None,
@@ -74,29 +70,34 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
     ``verify_images``, a folder, replaces the verification images wherever they came from.
     """
     source = Path(source)
-    if (source / "student" / "best" / "config.json").is_file():
-        student_dir = source / "student" / "best"
-        index = source / "data_index.json"
+    run = RunLayout(source)
+    if run.is_run():
+        student_dir = run.student()
+        index = run.data_index
         if images is None:
             if not index.is_file():
                 raise SourceError(f"{index}: missing; pass --images DIR for calibration and "
                                   "verification images")
-            calibration = _read_split(index, "train")
-            verification = _read_split(index, "test") or _read_split(index, "val")
+            try:
+                data_index = read_data_index(index)
+            except ValueError as exc:
+                raise SourceError(str(exc)) from None
+            calibration = data_index.split("train")
+            verification = data_index.split("test") or data_index.split("val")
             if not calibration or (not verification and verify_images is None):
                 raise SourceError(f"{index}: needs non-empty 'train' and 'test' (or 'val') splits; "
                                   "or pass --images DIR")
             return _with_verification(student_dir, calibration, verification,
                                       f"{index} (calibration: train split)",
                                       f"{index} (test split, held out)", verify_images)
-    elif (source / "config.json").is_file():
+    elif (source / CONFIG_NAME).is_file():
         student_dir = source
         if images is None:
             raise SourceError(f"{source} is a bare student folder: pass --images DIR (real "
                               "photos for int8 calibration and verification)")
     else:
-        raise SourceError(f"{source}: neither a distillation run (student/best/config.json) nor "
-                          "a student folder (config.json)")
+        raise SourceError(f"{source}: neither a distillation run ({RunLayout(Path()).student() / CONFIG_NAME}) "
+                          f"nor a student folder ({CONFIG_NAME})")
     found = _folder_images(images)
     if verify_images is not None:  # the user's own verification set: calibrate on everything
         return _with_verification(student_dir, found, [], f"{images} (all {len(found)} files)",
@@ -128,6 +129,6 @@ def _with_verification(student_dir: Path, calibration: list[Path], verification:
 
 def _read_meta(student_dir: Path) -> dict:
     try:
-        return json.loads((student_dir / "config.json").read_text())
+        return json.loads((student_dir / CONFIG_NAME).read_text())
     except ValueError as exc:
-        raise SourceError(f"{student_dir / 'config.json'}: malformed JSON ({exc})") from None
+        raise SourceError(f"{student_dir / CONFIG_NAME}: malformed JSON ({exc})") from None

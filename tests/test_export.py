@@ -238,3 +238,23 @@ def test_verify_images_are_named_and_a_killed_exports_staging_is_removed(
     assert any("verifying" in line and str(other) in line for line in lines), lines
     assert not stale.exists() and sorted(p.name for p in out.parent.iterdir()) == [
         "model.golden.safetensors", "model.json", "model.pte", "model.report.json"]
+
+
+def test_run_folder_is_read_through_the_shared_layout(student_dir, images, tmp_path):
+    """A folder laid out by student.layout (as `agiqa-distill run` writes it) is an export source:
+    student/best, calibration on its train split, verification on its test split."""
+    from export.source import SourceError, resolve_source
+    from student.layout import RunLayout, write_data_index
+
+    run = RunLayout(tmp_path / "run")
+    shutil.copytree(student_dir, run.student())
+    found = sorted(images.iterdir())
+    write_data_index(run.data_index, {"train": [str(p) for p in found[:4]], "val": [],
+                                      "test": [str(p) for p in found[4:6]]}, [])
+    source = resolve_source(run.root)
+    assert source.student_dir == run.student() and run.is_run()
+    assert list(source.calibration_images) == found[:4] and list(source.verification_images) == found[4:6]
+    run.data_index.write_text('{"splits": [1, 2]}')
+    with pytest.raises(SourceError, match="data_index.json: not a data index") as info:
+        resolve_source(run.root)
+    assert "\n" not in str(info.value)
