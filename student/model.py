@@ -9,7 +9,10 @@ the teacher's semantic judgement, not only its score.
 
     image (B, 3, H, W) -> backbone -> pooled (B, F)
         -> stream heads: semantic (B, S, Ds), quality (B, Dq)
-        -> experts (B, E, W) -> gate (B, E) -> mixture (B, W) -> score (B,)
+        -> experts E x (B, W) -> gate (B, E) -> mixture (B, W) -> score (B,)
+
+The head is written once, here, with ops that ``torch.export`` and the XNNPACK delegate take
+whole; the exported program (``export.wrapper.EdgeStudent``) runs this same code.
 """
 
 from __future__ import annotations
@@ -124,16 +127,26 @@ class StudentIQA(nn.Module):
         return self.backbone(x)
 
     def forward_head(self, pooled: torch.Tensor) -> StudentOutput:
-        """``(B, F)`` pooled features -> :class:`StudentOutput`."""
+        """``(B, F)`` pooled features -> :class:`StudentOutput`.
+
+        Spelled with ops the XNNPACK delegate takes whole, so the exported program needs no
+        copy of this head: column slices (not ``select``), one ``cat`` (the memory order of
+        ``stack`` + ``flatten``), the gate mixture as explicit adds (not ``sum``), ``reshape``
+        (not ``squeeze``).
+        """
         cfg = self.config
-        semantic = self.semantic_head(pooled).reshape(-1, cfg.num_semantic, cfg.semantic_dim)
+        d = cfg.semantic_dim
+        semantic = self.semantic_head(pooled)  # (B, S * Ds), stream i = columns [i*Ds, (i+1)*Ds)
         quality = self.quality_head(pooled)
-        streams = [semantic[:, i] for i in range(cfg.num_semantic)] + [quality]
-        expert_out = torch.stack([e(s) for e, s in zip(self.experts, streams)], dim=1)  # (B, E, W)
-        gate_logits = self.gate(expert_out.flatten(1))
+        streams = [semantic[:, i * d:(i + 1) * d] for i in range(cfg.num_semantic)] + [quality]
+        expert_out = [expert(stream) for expert, stream in zip(self.experts, streams)]  # E x (B, W)
+        gate_logits = self.gate(torch.cat(expert_out, dim=1))  # (B, E)
         gate_weights = gate_logits.softmax(dim=-1)
-        mixture = (gate_weights.unsqueeze(-1) * expert_out).sum(dim=1)
-        score = self.score_head(mixture).squeeze(-1)
+        mixture = expert_out[0] * gate_weights[:, 0:1]  # (B, W)
+        for i in range(1, len(expert_out)):
+            mixture = mixture + expert_out[i] * gate_weights[:, i:i + 1]
+        score = self.score_head(mixture).reshape(-1)
+        semantic = semantic.reshape(-1, cfg.num_semantic, d)
         return StudentOutput(score, semantic, quality, gate_weights, gate_logits)
 
     def forward(self, x: torch.Tensor) -> StudentOutput:

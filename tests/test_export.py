@@ -91,6 +91,23 @@ def test_wrapper_matches_student():
     assert any(isinstance(m, torch.nn.Hardsigmoid) for m in student.modules())  # untouched
 
 
+def test_wrapper_runs_the_students_own_head_and_swaps_only_its_table():
+    torch.manual_seed(0)
+    student = create_student("tiny").eval()
+    hardsigmoids = sum(isinstance(m, torch.nn.Hardsigmoid) for m in student.modules())
+    wrapper = EdgeStudent(student)
+    assert hardsigmoids > 0 and wrapper.swapped == {torch.nn.Hardsigmoid: hardsigmoids}
+    assert not any(isinstance(m, torch.nn.Hardsigmoid) for m in wrapper.modules())
+    assert wrapper.describe_changes() == [f"{hardsigmoids} nn.Hardsigmoid -> "
+                                          "hardtanh(x + 3, 0, 6) / 6 (float constants)"]
+    # Without swaps the wrapper is the student itself: same ops, so the same bits.
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        score, gate = EdgeStudent(student, swaps={})(x)
+        eager = student(x)
+    assert torch.equal(score, eager.score) and torch.equal(gate, eager.gate_weights)
+
+
 def test_fp32_parity_and_full_delegation(fp32, images):
     v = fp32.verification
     assert fp32.passed and fp32.failures == []
