@@ -145,6 +145,25 @@ def test_scorer_matches_eager_student(fp32, student_dir, images):
         assert scorer.score(path) == pytest.approx(expected, abs=1e-4)
 
 
+def test_backbone_normalisation_reaches_the_contract_and_the_runtime(workdir, images):
+    """A backbone whose timm pretrained_cfg normalises with 0.5 / 0.5 (not ImageNet): the
+    student, its config.json, the contract and the device runtime all use those values."""
+    torch.manual_seed(0)
+    student = create_student("tiny", backbone="test_resnet").eval()
+    assert student.config.mean == (0.5, 0.5, 0.5) and student.config.std == (0.5, 0.5, 0.5)
+    report = export_executorch(student.save_pretrained(workdir / "half"), workdir / "half.pte",
+                               quantize="fp32", images=images)
+    contract = ModelContract.load(report.program)
+    assert contract.preprocess.mean == (0.5, 0.5, 0.5) and contract.preprocess.std == (0.5, 0.5, 0.5)
+    path = sorted(images.iterdir())[0]
+    rgb = contract.preprocess.decode(path)
+    resized = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR), np.float32)
+    x = torch.from_numpy(((resized / 255 - 0.5) / 0.5).transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        expected = float(student(x).score[0])
+    assert Scorer.from_file(report.program).score(path) == pytest.approx(expected, abs=1e-4)
+
+
 def test_hash_mismatch_is_refused(fp32, tmp_path):
     other = tmp_path / "model.pte"
     data = Path(fp32.program).read_bytes()
