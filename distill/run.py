@@ -291,7 +291,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         student.score_head.weight.mul_(score_std)
         student.score_head.bias.fill_(float(train_scores.mean()))
     preload = cfg.data.num_workers == 0
-    parts = {name: _split(ids, by_id, labels, index, comps, scfg.preprocess, preload)
+    parts = {name: _split(ids, by_id, labels, index, comps, student.config.preprocess, preload)
              for name, ids in {**splits, "train": student_train}.items()}
     fingerprints = {"teacher_fingerprint": fingerprint_sha256(cache.fingerprint),
                     "teacher_config": tcfg.to_dict()}

@@ -34,8 +34,6 @@ _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.B
             "area": Image.Resampling.BOX}
 # Pillow's antialiased filters, and OpenCV's INTER_CUBIC (not antialiased) for the official teacher.
 INTERPOLATIONS = (*_FILTERS, "cv2_bicubic")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
@@ -112,8 +110,10 @@ class PreprocessSpec:
     """How a model wants its input. Serialised into checkpoints and .pte metadata."""
 
     input_size: tuple[int, int] = (224, 224)  # (height, width) of the model input
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel mean on the [0, 1] scale
-    std: tuple[float, float, float] = IMAGENET_STD  # per-channel std on the [0, 1] scale
+    # Per-channel normalisation on the [0, 1] scale. No default: the model says (a student's
+    # comes from its backbone), so no input is silently normalised for another backbone.
+    mean: tuple[float, float, float] = field(kw_only=True)
+    std: tuple[float, float, float] = field(kw_only=True)
     resize: str = "squash"  # whole image to input_size, aspect ratio not kept (see module doc)
     interpolation: str = "bilinear"  # Pillow filter (antialiased when downscaling) or "cv2_bicubic"
     jpeg_draft: bool = True  # JPEG DCT downscale to >= 2x input_size before resizing
@@ -127,6 +127,8 @@ class PreprocessSpec:
         # JSON round trips give lists; keep the frozen dataclass hashable and comparable.
         for name in ("input_size", "mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (R, G, B); got {list(self.mean)}, {list(self.std)}")
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB -> ``(3, h, w) float32`` model input."""
@@ -149,4 +151,7 @@ class PreprocessSpec:
         unknown = set(data) - {f for f in cls.__dataclass_fields__ if f != "layout"}
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}")
+        missing = [name for name in ("mean", "std") if name not in data]
+        if missing:
+            raise ValueError(f"preprocessing lacks {' and '.join(missing)} (the model's input normalisation)")
         return cls(**data)

@@ -1,18 +1,14 @@
 """The module that is exported: a student reduced to ``image -> (score, gate_weights)``.
 
-:class:`EdgeStudent` computes exactly what :meth:`student.model.StudentIQA.forward` computes
-for those two outputs, but spells the head with ops the XNNPACK delegate takes whole, so no
-node of the program runs outside the delegate:
+:class:`EdgeStudent` runs the student's own ``forward`` (its head is already written with
+ops the XNNPACK delegate takes whole, see :meth:`student.model.StudentIQA.forward_head`) on a
+copy in which the modules of :data:`EXPORT_SWAPS` are replaced. That table is the one place
+that says what the exported program computes differently from the eager student:
 
-* ``semantic[:, i]`` (``select``, not lowered) becomes a column slice of the semantic head;
-* ``stack`` + ``flatten`` before the gate becomes one ``cat`` (same memory order);
-* ``(gate.unsqueeze(-1) * experts).sum(1)`` (``sum``, not lowered) becomes an explicit
-  weighted sum of sliced gate columns;
-* ``squeeze(-1)`` (not lowered) becomes ``reshape(-1)`` (a ``view_copy``, lowered);
 * ``nn.Hardsigmoid`` (decomposed into ops that carry int64 scalar constants, whose dtype
-  casts stay outside) becomes ``relu6(x + 3) / 6`` on float tensors.
+  casts stay outside the delegate) becomes ``hardtanh(x + 3, 0, 6) / 6`` on float tensors.
 
-The parity test checks the rewrite against the eager student.
+The parity test checks the copy against the eager student.
 """
 
 from __future__ import annotations
@@ -23,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EdgeStudent", "OUTPUT_NAMES", "expert_names"]
+__all__ = ["EdgeStudent", "EXPORT_SWAPS", "FloatHardsigmoid", "OUTPUT_NAMES", "expert_names",
+           "swap_modules"]
 
 OUTPUT_NAMES = ("score", "gate_weights")
 
@@ -33,29 +30,43 @@ def expert_names(num_semantic: int) -> list[str]:
     return [f"semantic_{i}" for i in range(num_semantic)] + ["quality"]
 
 
-class _Hardsigmoid(nn.Module):
+class FloatHardsigmoid(nn.Module):
     """``hardsigmoid(x) = relu6(x + 3) / 6``, written with float constants only."""
+
+    summary = "hardtanh(x + 3, 0, 6) / 6 (float constants)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.hardtanh(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
 
 
-def _swap_hardsigmoid(module: nn.Module) -> int:
-    """Replace every ``nn.Hardsigmoid`` below ``module`` in place; returns how many."""
-    swapped = 0
+# Module type -> its export-friendly replacement (a module class built without arguments,
+# with a ``summary`` for the export report). Add a row when a backbone brings a module whose
+# ops the delegate does not take whole; the eager student keeps the original.
+EXPORT_SWAPS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Hardsigmoid: FloatHardsigmoid,
+}
+
+
+def swap_modules(module: nn.Module, table: dict[type[nn.Module], type[nn.Module]]) -> dict[type, int]:
+    """Replace, in place, every submodule of ``module`` whose type is a key of ``table`` by a new
+    instance of its value; returns how many of each type were replaced (types never met: absent)."""
+    swapped: dict[type, int] = {}
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.Hardsigmoid):
-            setattr(module, name, _Hardsigmoid())
-            swapped += 1
+        replacement = table.get(type(child))
+        if replacement is not None:
+            setattr(module, name, replacement())
+            swapped[type(child)] = swapped.get(type(child), 0) + 1
         else:
-            swapped += _swap_hardsigmoid(child)
+            for kind, count in swap_modules(child, table).items():
+                swapped[kind] = swapped.get(kind, 0) + count
     return swapped
 
 
 class EdgeStudent(nn.Module):
     """``(B, 3, H, W)`` normalised image -> ``(score (B,), gate_weights (B, E))``.
 
-    Holds a deep copy of the student, so the caller's model is never modified.
+    Holds a deep copy of the student with :data:`EXPORT_SWAPS` applied, so the caller's model
+    is never modified.
     """
 
     # int8 export quantizes only the backbone (module path prefix in this wrapper). The head
@@ -63,32 +74,19 @@ class EdgeStudent(nn.Module):
     # continuous (an int8 score output has ~256 levels, so a gallery ranking gets ties).
     INT8_SCOPE = "student.backbone"
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module,
+                 swaps: dict[type[nn.Module], type[nn.Module]] = EXPORT_SWAPS) -> None:
         super().__init__()
         self.student = copy.deepcopy(student).eval()
-        self.hardsigmoid_swapped = _swap_hardsigmoid(self.student)
+        self.swaps = dict(swaps)
+        self.swapped = swap_modules(self.student, self.swaps)
         self.config = student.config
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, cfg = self.student, self.student.config
-        pooled = s.forward_features(x)
-        semantic = s.semantic_head(pooled)  # (B, S * Ds), stream i = columns [i*Ds, (i+1)*Ds)
-        d = cfg.semantic_dim
-        streams = [semantic[:, i * d:(i + 1) * d] for i in range(cfg.num_semantic)]
-        streams.append(s.quality_head(pooled))
-        experts = [expert(stream) for expert, stream in zip(s.experts, streams)]  # E x (B, W)
-        gate_weights = s.gate(torch.cat(experts, dim=1)).softmax(dim=-1)  # (B, E)
-        mixture = experts[0] * gate_weights[:, 0:1]
-        for i in range(1, len(experts)):
-            mixture = mixture + experts[i] * gate_weights[:, i:i + 1]
-        score = s.score_head(mixture).reshape(-1)
-        return score, gate_weights
+        out = self.student(x)
+        return out.score, out.gate_weights
 
     def describe_changes(self) -> list[str]:
-        """What the wrapper rewrote, for the export report."""
-        changes = ["head: select->slice, stack+flatten->cat, weighted sum->explicit adds, "
-                   "squeeze->reshape (all XNNPACK-lowerable)"]
-        if self.hardsigmoid_swapped:
-            changes.append(f"backbone: {self.hardsigmoid_swapped} nn.Hardsigmoid -> "
-                           "hardtanh(x + 3, 0, 6) / 6 (float constants)")
-        return changes
+        """What the copy swapped, for the export report."""
+        return [f"{count} nn.{kind.__name__} -> {getattr(self.swaps[kind], 'summary', self.swaps[kind].__name__)}"
+                for kind, count in self.swapped.items()]

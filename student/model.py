@@ -9,7 +9,11 @@ the teacher's semantic judgement, not only its score.
 
     image (B, 3, H, W) -> backbone -> pooled (B, F)
         -> stream heads: semantic (B, S, Ds), quality (B, Dq)
-        -> experts (B, E, W) -> gate (B, E) -> mixture (B, W) -> score (B,)
+        -> experts E x (B, W) -> gate (B, E) -> mixture (B, W) -> score (B,)
+
+The head is written once, here, with ops that ``torch.export`` and the XNNPACK delegate take
+whole; the exported program (``export.wrapper.EdgeStudent``) runs this same code.
+The input normalisation is the backbone's own (timm ``pretrained_cfg``) unless the config sets it.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 from torch import nn
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
 
 __all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",
-           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "state_mismatch"]
+           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "state_mismatch", "backbone_normalization"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -58,12 +63,20 @@ class StudentConfig:
     drop_rate: float = 0.1  # dropout inside the experts, as the teacher's semantic experts
     score_range: tuple[float, float] | None = None  # range of the teacher score, for display
     lower_better: bool = False  # score direction: higher = better quality
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # input normalisation (ImageNet,
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # as timm mobile backbones expect)
+    # Input normalisation on the [0, 1] scale. None = the backbone's own, from timm's
+    # resolve_model_data_config (its pretrained_cfg), filled in when the student is built, so
+    # a saved config.json always holds the values the weights were trained with.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
-        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) != 3:
+                    raise ValueError(f"student {name} must have 3 values (R, G, B), got {list(value)}")
+                setattr(self, name, tuple(float(v) for v in value))
         if self.score_range is not None:
             self.score_range = tuple(self.score_range)
         if self.num_semantic < 0 or min(self.semantic_dim, self.quality_dim, self.expert_width) < 1:
@@ -76,6 +89,9 @@ class StudentConfig:
     @property
     def preprocess(self) -> PreprocessSpec:
         """The input contract shared with training, export and the device runtime."""
+        if self.mean is None or self.std is None:
+            raise ValueError(f"the student's mean/std come from its backbone {self.backbone!r}: read "
+                             "preprocess from the built model (StudentIQA(config).config.preprocess)")
         return PreprocessSpec(input_size=self.input_size, mean=self.mean, std=self.std)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +102,10 @@ class StudentConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown student config fields {sorted(unknown)}")
-        return cls(**data)
+        # A saved config without mean/std predates their resolution from the backbone: the
+        # student was trained with ImageNet values then.
+        legacy = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
+        return cls(**{**legacy, **data})
 
 
 class StudentOutput(NamedTuple):
@@ -103,12 +122,12 @@ class StudentOutput(NamedTuple):
 class StudentIQA(nn.Module):
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
-        self.config = config
         kwargs: dict[str, Any] = dict(config.backbone_kwargs)
         if config.backbone_weights:
             kwargs["pretrained_cfg_overlay"] = {"file": str(config.backbone_weights)}
         self.backbone = timm.create_model(config.backbone, pretrained=bool(config.backbone_weights),
                                           num_classes=0, **kwargs)
+        self.config = config = backbone_normalization(config, self.backbone)
         width = self.backbone.num_features if not hasattr(self.backbone, "head_hidden_size") \
             else self.backbone.head_hidden_size
         self.semantic_head = nn.Linear(width, config.num_semantic * config.semantic_dim)
@@ -125,16 +144,26 @@ class StudentIQA(nn.Module):
         return self.backbone(x)
 
     def forward_head(self, pooled: torch.Tensor) -> StudentOutput:
-        """``(B, F)`` pooled features -> :class:`StudentOutput`."""
+        """``(B, F)`` pooled features -> :class:`StudentOutput`.
+
+        Spelled with ops the XNNPACK delegate takes whole, so the exported program needs no
+        copy of this head: column slices (not ``select``), one ``cat`` (the memory order of
+        ``stack`` + ``flatten``), the gate mixture as explicit adds (not ``sum``), ``reshape``
+        (not ``squeeze``).
+        """
         cfg = self.config
-        semantic = self.semantic_head(pooled).reshape(-1, cfg.num_semantic, cfg.semantic_dim)
+        d = cfg.semantic_dim
+        semantic = self.semantic_head(pooled)  # (B, S * Ds), stream i = columns [i*Ds, (i+1)*Ds)
         quality = self.quality_head(pooled)
-        streams = [semantic[:, i] for i in range(cfg.num_semantic)] + [quality]
-        expert_out = torch.stack([e(s) for e, s in zip(self.experts, streams)], dim=1)  # (B, E, W)
-        gate_logits = self.gate(expert_out.flatten(1))
+        streams = [semantic[:, i * d:(i + 1) * d] for i in range(cfg.num_semantic)] + [quality]
+        expert_out = [expert(stream) for expert, stream in zip(self.experts, streams)]  # E x (B, W)
+        gate_logits = self.gate(torch.cat(expert_out, dim=1))  # (B, E)
         gate_weights = gate_logits.softmax(dim=-1)
-        mixture = (gate_weights.unsqueeze(-1) * expert_out).sum(dim=1)
-        score = self.score_head(mixture).squeeze(-1)
+        mixture = expert_out[0] * gate_weights[:, 0:1]  # (B, W)
+        for i in range(1, len(expert_out)):
+            mixture = mixture + expert_out[i] * gate_weights[:, i:i + 1]
+        score = self.score_head(mixture).reshape(-1)
+        semantic = semantic.reshape(-1, cfg.num_semantic, d)
         return StudentOutput(score, semantic, quality, gate_weights, gate_logits)
 
     def forward(self, x: torch.Tensor) -> StudentOutput:
@@ -189,6 +218,16 @@ class StudentIQA(nn.Module):
                                    "with these weights")
         model.load_state_dict(state)
         return model.eval()
+
+
+def backbone_normalization(config: StudentConfig, backbone: nn.Module) -> StudentConfig:
+    """``config`` with the mean/std it leaves unset (None) taken from ``backbone``'s timm data
+    config (``timm.data.resolve_model_data_config``: its ``pretrained_cfg``, overlays included)."""
+    if config.mean is not None and config.std is not None:
+        return config
+    data = resolve_model_data_config(backbone)
+    return replace(config, mean=data["mean"] if config.mean is None else config.mean,
+                   std=data["std"] if config.std is None else config.std)
 
 
 def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:

@@ -31,6 +31,7 @@ from edge_runtime.scorer import RuntimeUnavailableError, rank_results
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 64)
+SPEC = PreprocessSpec(input_size=SIZE, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))  # not ImageNet
 
 
 class MicroIQA(torch.nn.Module):
@@ -51,7 +52,7 @@ def write_program(directory: Path, lower_better: bool = False) -> Path:
 
     torch.manual_seed(0)
     example = torch.zeros(1, 3, *SIZE)
-    contract = ModelContract(program_sha256="", preprocess=PreprocessSpec(input_size=SIZE),
+    contract = ModelContract(program_sha256="", preprocess=SPEC,
                              input_shape=(1, 3, *SIZE),
                              expert_names=("semantic_0", "semantic_1", "quality"),
                              lower_better=lower_better, quantization={"mode": "fp32"})
@@ -118,7 +119,7 @@ def make_corpus(folder: Path) -> dict[str, str | None]:
 def test_contract_round_trip_and_errors(program, tmp_path):
     data, contract = read_program(program)
     assert ModelContract.from_dict(json.loads(json.dumps(contract.to_dict()))) == contract
-    assert contract.preprocess == PreprocessSpec(input_size=SIZE) and contract.quantize == "fp32"
+    assert contract.preprocess == SPEC and contract.quantize == "fp32"
 
     copy = tmp_path / "copy.pte"
     shutil.copy(program, copy)
@@ -129,6 +130,11 @@ def test_contract_round_trip_and_errors(program, tmp_path):
         ModelContract.load(copy)
     contract_path(copy).write_text(json.dumps({**contract.to_dict(), "format_version": 99}))
     with pytest.raises(ContractError, match="format_version 99"):
+        ModelContract.load(copy)
+    no_mean = contract.to_dict()
+    del no_mean["preprocess"]["mean"]  # never silently ImageNet: the contract must say
+    contract_path(copy).write_text(json.dumps(no_mean))
+    with pytest.raises(ContractError, match="preprocessing lacks mean .*re-export it"):
         ModelContract.load(copy)
     shutil.copy(contract_path(program), contract_path(copy))
     copy.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
@@ -146,6 +152,9 @@ def test_score_path_and_array_agree(scorer, tmp_path):
     assert set(out) == {"score", "gate_weights"} and out["gate_weights"].shape == (1, 3)
     with pytest.raises(ValueError, match="uint8"):
         scorer.score(np.zeros((8, 8, 3), np.float32))
+    grey = np.full((*SIZE, 3), 51, np.uint8)  # 0.2 on the [0, 1] scale
+    expected = (0.2 - np.asarray(SPEC.mean)) / np.asarray(SPEC.std)  # the contract's mean/std
+    np.testing.assert_allclose(scorer.preprocess(grey)[:, 0, 0], expected, rtol=1e-5)
 
 
 def test_bad_image_corpus_through_cli(program, scorer, tmp_path):

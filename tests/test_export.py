@@ -91,6 +91,23 @@ def test_wrapper_matches_student():
     assert any(isinstance(m, torch.nn.Hardsigmoid) for m in student.modules())  # untouched
 
 
+def test_wrapper_runs_the_students_own_head_and_swaps_only_its_table():
+    torch.manual_seed(0)
+    student = create_student("tiny").eval()
+    hardsigmoids = sum(isinstance(m, torch.nn.Hardsigmoid) for m in student.modules())
+    wrapper = EdgeStudent(student)
+    assert hardsigmoids > 0 and wrapper.swapped == {torch.nn.Hardsigmoid: hardsigmoids}
+    assert not any(isinstance(m, torch.nn.Hardsigmoid) for m in wrapper.modules())
+    assert wrapper.describe_changes() == [f"{hardsigmoids} nn.Hardsigmoid -> "
+                                          "hardtanh(x + 3, 0, 6) / 6 (float constants)"]
+    # Without swaps the wrapper is the student itself: same ops, so the same bits.
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        score, gate = EdgeStudent(student, swaps={})(x)
+        eager = student(x)
+    assert torch.equal(score, eager.score) and torch.equal(gate, eager.gate_weights)
+
+
 def test_fp32_parity_and_full_delegation(fp32, images):
     v = fp32.verification
     assert fp32.passed and fp32.failures == []
@@ -126,6 +143,25 @@ def test_scorer_matches_eager_student(fp32, student_dir, images):
         with torch.no_grad():
             expected = float(student(x).score[0])
         assert scorer.score(path) == pytest.approx(expected, abs=1e-4)
+
+
+def test_backbone_normalisation_reaches_the_contract_and_the_runtime(workdir, images):
+    """A backbone whose timm pretrained_cfg normalises with 0.5 / 0.5 (not ImageNet): the
+    student, its config.json, the contract and the device runtime all use those values."""
+    torch.manual_seed(0)
+    student = create_student("tiny", backbone="test_resnet").eval()
+    assert student.config.mean == (0.5, 0.5, 0.5) and student.config.std == (0.5, 0.5, 0.5)
+    report = export_executorch(student.save_pretrained(workdir / "half"), workdir / "half.pte",
+                               quantize="fp32", images=images)
+    contract = ModelContract.load(report.program)
+    assert contract.preprocess.mean == (0.5, 0.5, 0.5) and contract.preprocess.std == (0.5, 0.5, 0.5)
+    path = sorted(images.iterdir())[0]
+    rgb = contract.preprocess.decode(path)
+    resized = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR), np.float32)
+    x = torch.from_numpy(((resized / 255 - 0.5) / 0.5).transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        expected = float(student(x).score[0])
+    assert Scorer.from_file(report.program).score(path) == pytest.approx(expected, abs=1e-4)
 
 
 def test_hash_mismatch_is_refused(fp32, tmp_path):

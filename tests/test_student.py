@@ -11,7 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save
 
-from student.model import StudentIQA, StudentLoadError, create_student
+from student.model import StudentIQA, StudentLoadError, create_student, list_students, student_config
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# A timm test backbone whose pretrained_cfg normalises with mean 0.5 / std 0.5, not ImageNet's.
+HALF_BACKBONE = "test_resnet"
 
 
 @pytest.fixture
@@ -94,3 +98,35 @@ def test_weights_that_are_not_safetensors_are_one_line(student_dir: Path) -> Non
     torch.save({"x": torch.zeros(1)}, student_dir / "model.safetensors")
     with pytest.raises(StudentLoadError, match="unreadable safetensors"):
         StudentIQA.from_pretrained(student_dir)
+
+
+@pytest.mark.parametrize("name", list_students())
+def test_every_variant_gets_its_backbones_normalisation_from_timm(name: str) -> None:
+    assert student_config(name).mean is None and student_config(name).std is None
+    config = create_student(name).config
+    assert (config.mean, config.std) == IMAGENET  # what each of these timm backbones declares
+    assert (config.preprocess.mean, config.preprocess.std) == IMAGENET
+
+
+def test_normalisation_from_the_backbone_unless_the_config_sets_it(tmp_path: Path) -> None:
+    model = create_student("tiny", backbone=HALF_BACKBONE)
+    assert (model.config.mean, model.config.std) == ((0.5,) * 3, (0.5,) * 3)
+    back = StudentIQA.from_pretrained(model.save_pretrained(tmp_path / "half"))
+    assert back.config.preprocess == model.config.preprocess
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["preprocess"]["mean"] == [0.5] * 3
+    partly = create_student("tiny", backbone=HALF_BACKBONE, mean=(0.4, 0.3, 0.2))
+    assert (partly.config.mean, partly.config.std) == ((0.4, 0.3, 0.2), (0.5,) * 3)
+    with pytest.raises(ValueError, match="come from its backbone 'mobilenetv3_small_050'"):
+        student_config("tiny").preprocess  # unresolved until the backbone is built
+
+
+def test_saved_student_without_mean_std_loads_with_imagenet_values(tmp_path: Path) -> None:
+    """A config.json from before the normalisation was resolved: trained with ImageNet values,
+    whatever the backbone's timm pretrained_cfg says."""
+    directory = create_student("tiny", backbone=HALF_BACKBONE, mean=IMAGENET[0], std=IMAGENET[1]
+                               ).save_pretrained(tmp_path / "old")
+    _strip_trained_config(directory)
+    _edit(directory, lambda meta: [meta["config"].pop(k) for k in ("mean", "std")])
+    with pytest.warns(UserWarning, match="older version"):
+        model = StudentIQA.from_pretrained(directory)
+    assert (model.config.mean, model.config.std) == IMAGENET
