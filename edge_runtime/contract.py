@@ -77,6 +77,7 @@ class ModelContract:
     score_range: tuple[float, float] | None = None  # teacher score range, None = unbounded
     lower_better: bool = False  # score direction; ranking respects it
     backend: str = "xnnpack"  # delegate the program was lowered to
+    partitioner: str | None = None  # import path of the ExecuTorch partitioner it was lowered with
     quantization: dict[str, Any] = field(default_factory=dict)  # mode + quantizer settings
     student_fingerprint: str | None = None  # from the student's config.json, if recorded
     teacher_fingerprint: str | None = None  # the teacher the student was distilled from

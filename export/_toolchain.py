@@ -7,6 +7,7 @@ changes. Imports are local so ``agiqa-export --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +16,10 @@ from edge_runtime.quiet import quiet_toolchain
 import torch
 from torch import nn
 
-__all__ = ["LoweredProgram", "SUPPORTED_BACKENDS", "export_program", "quantize_int8",
-           "int8_quantizer_settings", "lower_to_executorch", "registered_runtime_backends",
-           "quiet_toolchain"]
+from .backends import SUPPORTED_BACKENDS, ExportBackend, get_backend
 
-# Backends this library can export to *and* run here. The executorch 1.5.1 wheel ships the
-# Vulkan and CUDA (AOTInductor) exporters, but its runtime registers only XnnpackBackend,
-# QnnBackend and OpenvinoBackend: no Vulkan or CUDA runtime, so a GPU .pte could be neither
-# verified nor scored here. Only XNNPACK (ARM/x86 CPUs, phones, Jetson's CPU) is offered.
-SUPPORTED_BACKENDS = ("xnnpack",)
+__all__ = ["LoweredProgram", "SUPPORTED_BACKENDS", "export_program", "quantize_int8",
+           "lower_to_executorch", "registered_runtime_backends", "quiet_toolchain"]
 
 # The delegate's own plumbing: a node that is one of these is not "outside the delegate".
 _DELEGATE_PLUMBING = ("executorch_call_delegate", "getitem")
@@ -61,43 +57,23 @@ def _drop_provenance(graph: torch.fx.Graph) -> None:
         node.meta.pop("from_node", None)
 
 
-def _xnnpack_int8_config() -> Any:
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        get_symmetric_quantization_config,
-    )
-    # int8 symmetric per-channel weights, static (calibrated) per-tensor int8 activations.
-    return get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=False)
+def _backend(backend: ExportBackend | str) -> ExportBackend:
+    return backend if isinstance(backend, ExportBackend) else get_backend(backend)
 
 
-def _spec_to_dict(spec: Any) -> dict[str, Any] | None:
-    if spec is None:
-        return None
-    ctor = getattr(spec, "observer_or_fake_quant_ctr", None)
-    observer = getattr(ctor, "p", None)  # _PartialWrapper around the observer class
-    observer = getattr(getattr(observer, "func", None), "__name__", None) or repr(ctor)[:80]
-    return {"dtype": str(getattr(spec, "dtype", None)).replace("torch.", ""),
-            "quant_min": getattr(spec, "quant_min", None),
-            "quant_max": getattr(spec, "quant_max", None),
-            "qscheme": str(getattr(spec, "qscheme", None)).replace("torch.", ""),
-            "ch_axis": getattr(spec, "ch_axis", None),
-            "is_dynamic": bool(getattr(spec, "is_dynamic", False)),
-            "observer": observer}
+def _resolve(path: str) -> Any:
+    """The object an import path (``package.module.Name``) of :mod:`export.backends` names."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
-def int8_quantizer_settings(only_under: str | None = None) -> dict[str, Any]:
-    """The int8 quantizer's settings as plain data, for the program's metadata."""
-    config = _xnnpack_int8_config()
-    return {"flow": "torchao.quantization.pt2e prepare_pt2e -> calibrate -> convert_pt2e",
-            "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
-                      if only_under else "the whole model"),
-            "quantizer": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer.XNNPACKQuantizer",
-            "global_config": "get_symmetric_quantization_config(is_per_channel=True, "
-                             "is_dynamic=False, is_qat=False)",
-            "input_activation": _spec_to_dict(config.input_activation),
-            "output_activation": _spec_to_dict(config.output_activation),
-            "weight": _spec_to_dict(config.weight),
-            "bias": _spec_to_dict(config.bias),
-            "is_qat": bool(config.is_qat)}
+def _int8_quantizer(backend: ExportBackend) -> Any:
+    """The backend's quantizer with its global config, both built from the declared recipe."""
+    recipe = backend.int8
+    if recipe is None:
+        raise ValueError(f"backend {backend.name!r} exports only {list(backend.modes)}, not int8")
+    config = _resolve(recipe.config_factory)(**recipe.config_args)
+    return _resolve(recipe.quantizer)().set_global(config)
 
 
 def _inside(prefix: str) -> Callable[[torch.fx.Node], bool]:
@@ -112,8 +88,9 @@ def _inside(prefix: str) -> Callable[[torch.fx.Node], bool]:
 
 
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
-                  chunk: int = 16, only_under: str | None = None) -> tuple[nn.Module, int]:
-    """PT2E static int8 for XNNPACK; returns the converted module and the images seen.
+                  chunk: int = 16, only_under: str | None = None,
+                  backend: ExportBackend | str = "xnnpack") -> tuple[nn.Module, int]:
+    """PT2E static int8 with ``backend``'s recipe; returns the converted module and the images seen.
 
     ``calibration`` yields real, preprocessed images ``(1, 3, H, W)``: activation ranges are
     observed on them, so they must look like what the device will score. The graph is
@@ -122,10 +99,9 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     module with the static batch-1 example. ``only_under`` (a submodule path such as
     ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32.
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(_xnnpack_int8_config())
+    quantizer = _int8_quantizer(_backend(backend))
     if only_under:
         quantizer.set_filter_function(_inside(only_under))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -149,19 +125,17 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
         return convert_pt2e(prepared), seen
 
 
-def lower_to_executorch(program: "torch.export.ExportedProgram", backend: str = "xnnpack",
+def lower_to_executorch(program: "torch.export.ExportedProgram", backend: ExportBackend | str = "xnnpack",
                         constant_methods: dict[str, Any] | None = None) -> LoweredProgram:
-    """Partition for XNNPACK, lower, and serialise to ``.pte`` bytes.
+    """Partition with ``backend``'s partitioner, lower, and serialise to ``.pte`` bytes.
 
     ``constant_methods`` (name -> int, float, bool, str or lists of them) become extra methods
     of the program that take no input and return that value (ExecuTorch "constant methods").
     """
-    if backend not in SUPPORTED_BACKENDS:
-        raise ValueError(unsupported_backend_message(backend))
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    partitioner = _resolve(_backend(backend).partitioner)()
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+    edge = to_edge_transform_and_lower(program, partitioner=[partitioner],
                                        constant_methods=constant_methods)
     graph = edge.exported_program().graph_module.graph
     outside, delegates = [], 0
@@ -187,15 +161,3 @@ def registered_runtime_backends() -> list[str]:
     from executorch.runtime import Runtime
 
     return list(Runtime.get().backend_registry.registered_backend_names)
-
-
-def unsupported_backend_message(backend: str) -> str:
-    """Why ``backend`` is refused, naming what the installed runtime really registers."""
-    try:
-        registered = ", ".join(registered_runtime_backends())
-    except Exception as exc:  # the message must not fail; say why the list is missing
-        registered = f"unknown ({exc})"
-    return (f"backend {backend!r} is not supported; only 'xnnpack' is. The installed ExecuTorch "
-            f"runtime registers [{registered}]: no Vulkan or CUDA backend, so a GPU program "
-            "could be neither verified at export nor scored here. XNNPACK runs on ARM and x86 "
-            "CPUs (phones, Jetson, desktops)")

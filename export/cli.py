@@ -12,6 +12,8 @@ import typer
 
 from edge_runtime.version import version_callback
 
+from .backends import SUPPORTED_BACKENDS
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export a distilled student for on-device scoring.")
 
@@ -21,8 +23,8 @@ class Quantize(str, Enum):  # kept equal to export.QUANTIZE_MODES (tests/test_ex
     fp32 = "fp32"
 
 
-class Backend(str, Enum):  # kept equal to export._toolchain.SUPPORTED_BACKENDS
-    xnnpack = "xnnpack"
+# One choice per entry of export.backends.EXPORT_BACKENDS (typer lists them and refuses others).
+Backend = Enum("Backend", {name: name for name in SUPPORTED_BACKENDS}, type=str)
 
 
 @app.callback()

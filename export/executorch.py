@@ -36,6 +36,7 @@ from edge_runtime.scorer import Scorer
 from edge_runtime.version import installed_version
 
 from . import _toolchain as tc
+from .backends import ExportBackend, get_backend
 from .golden import write_golden
 from .source import ExportSource, resolve_source
 from .wrapper import OUTPUT_NAMES, EdgeStudent, expert_names
@@ -287,8 +288,12 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         raise ExportError(f"{out}: the program file must end in .pte")
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"--quantize must be one of {list(QUANTIZE_MODES)}, got {quantize!r}")
-    if backend not in tc.SUPPORTED_BACKENDS:
-        raise ExportError(tc.unsupported_backend_message(backend))
+    try:
+        target: ExportBackend = get_backend(backend)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if quantize not in target.modes:
+        raise ExportError(f"backend {backend!r} exports only {list(target.modes)}, not {quantize}")
     if calibration < 1:
         raise ExportError(f"--calibration must be >= 1, got {calibration}")
     thresholds = _thresholds(quantize, min_srcc, max_abs_diff)
@@ -311,8 +316,8 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         calibration_skipped: list[dict[str, str]] = []
         batches = (x for _, x in _tensors(spec, src.calibration_images, calibration, calibration_skipped))
         module, calibrated = tc.quantize_int8(wrapper, example, batches,
-                                              only_under=EdgeStudent.INT8_SCOPE)
-        quantization.update(tc.int8_quantizer_settings(EdgeStudent.INT8_SCOPE))
+                                              only_under=EdgeStudent.INT8_SCOPE, backend=target)
+        quantization.update(target.int8.record(EdgeStudent.INT8_SCOPE))
         quantization["calibration"] = {"images": calibrated, "requested": calibration,
                                        "source": src.images_from,
                                        "skipped": len(calibration_skipped)}
@@ -323,7 +328,8 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         program_sha256="", preprocess=spec,
         input_shape=tuple(example.shape), output_names=OUTPUT_NAMES, score_output="score",
         expert_names=tuple(expert_names(cfg.num_semantic)), score_range=cfg.score_range,
-        lower_better=cfg.lower_better, backend=backend, quantization=quantization,
+        lower_better=cfg.lower_better, backend=target.name, partitioner=target.partitioner,
+        quantization=quantization,
         versions=library_versions(), **src.fingerprints())
     say(f"torch.export and lowering to {backend}")
     lowered, contract = lower_with_contract(module, example, contract)

@@ -1,8 +1,8 @@
 """Image datasets shared by teacher labeling and student distillation.
 
 A dataset is a list of :class:`ImageRecord` sorted by ``image_id`` (the image's path relative to
-the dataset root, in posix form), read from one of four layouts described by a
-:class:`DatasetSpec`:
+the dataset root, in posix form), read from one of the layouts of ``DATASET_LAYOUTS`` (kind ->
+reader and its defaults) that a :class:`DatasetSpec` names:
 
 * ``agiqa3k``: AGIQA-3K. ``data.csv`` (columns name, prompt, adj1, adj2, style, mos_quality,
   std_quality, mos_align, std_align; 2,982 rows, MOS on a 0-5 scale) beside the image folder
@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +35,10 @@ import numpy as np
 from edge_runtime.atomic import atomic_write_json
 from edge_runtime.images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_rgb
 
-__all__ = ["DATASET_KINDS", "SPLIT_NAMES", "DatasetError", "DatasetSpec",
-           "ImageRecord", "dataset_spec_for", "iter_images", "load_records", "load_splits", "save_splits",
+__all__ = ["DATASET_KINDS", "DATASET_LAYOUTS", "SPLIT_NAMES", "DatasetError", "DatasetLayout", "DatasetSpec",
+           "ImageRecord", "dataset_layout", "dataset_spec_for", "iter_images", "load_records", "load_splits", "save_splits",
            "split_records"]
 
-DATASET_KINDS = ("agiqa3k", "aigcqa20k", "folder", "csv")
 SPLIT_NAMES = ("train", "val", "test")
 _SPLITS_FORMAT = "agiqa-edge/splits"
 _SPLITS_VERSION = 1
@@ -72,67 +71,22 @@ class DatasetSpec:
     image_column: str | None = None  # None: "name" (agiqa3k, aigcqa20k), "path" (csv)
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Per-kind defaults."""
-
-    annotations: str | None  # CSV file name under root
-    image_column: str
-    mos_column: str
-    mos_required: bool  # False where some official CSVs carry no MOS (withheld test labels)
-    image_dirs: tuple[str, ...]  # folders under root searched for the listed images, in order
-
-
-_LAYOUTS = {
-    "agiqa3k": _Layout("data.csv", "name", "mos_quality", True,
-                       ("AGIQA-3K", "AGIQA-3k", "images", "Images", "image", ".")),
-    "aigcqa20k": _Layout("info_train.csv", "name", "mos", False, ("{split}", "images", ".")),
-    "csv": _Layout(None, "path", "mos", False, ()),
-}
-# Column order of the header-less AIGCQA-30K-Image info CSVs (name, prompt[, mos]).
-_AIGCQA_COLUMNS = ("name", "prompt", "mos")
-
-
-def dataset_spec_for(path: str | Path, kind: str | None = None) -> DatasetSpec:
-    """The spec a command line means by ``path``: a ``.csv`` file (``path,mos`` rows relative to
-    it), or a dataset root whose kind is ``kind`` or guessed from its files (AGIQA-3k has
-    ``data.csv``, AIGCQA-20k ``info_*.csv``; anything else is a plain image folder)."""
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return DatasetSpec(kind="csv", root=str(path.parent), annotations=str(path))
-    if kind is None:
-        if (path / "data.csv").is_file():
-            kind = "agiqa3k"
-        elif any(path.glob("info_*.csv")) or any(path.glob("*/info_*.csv")):
-            kind = "aigcqa20k"
-        else:
-            kind = "folder"
-    return DatasetSpec(kind=kind, root=str(path))
-
-
 def load_records(spec: DatasetSpec) -> list[ImageRecord]:
-    """Read the dataset ``spec`` describes; records sorted by ``image_id``.
+    """Read the dataset ``spec`` describes with its kind's reader; records sorted by ``image_id``.
 
     Raises:
         DatasetError: unknown kind, missing root or CSV, missing column, unparsable MOS,
             duplicate ids, listed images that do not exist, or an empty dataset.
     """
-    if spec.kind not in DATASET_KINDS:
-        raise DatasetError(f"unknown dataset kind {spec.kind!r}; choose one of {', '.join(DATASET_KINDS)}")
+    layout = dataset_layout(spec.kind)
     root = Path(spec.root).expanduser().resolve()
     annotations = spec.annotations
-    if spec.kind == "csv" and annotations is None and root.suffix.lower() == ".csv":
+    if layout.root_may_be_annotations and annotations is None and root.suffix.lower() == ".csv":
         root, annotations = root.parent, root
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist or is not a folder; "
                            f"pass the folder that holds the {spec.kind} dataset")
-    if spec.kind == "folder":
-        records = _folder_records(root)
-        where = root
-    else:
-        csv_path = _annotations_path(spec.kind, root, annotations)
-        records = _csv_records(spec, root, csv_path)
-        where = csv_path
+    records, where = layout.read(spec, layout, root, annotations)
     if not records:
         raise DatasetError(f"{where}: the dataset is empty (no images found); check the path "
                            f"and the kind ({spec.kind!r})")
@@ -144,13 +98,90 @@ def load_records(spec: DatasetSpec) -> list[ImageRecord]:
     return records
 
 
-def _annotations_path(kind: str, root: Path, annotations: str | Path | None) -> Path:
+def _read_folder(spec: DatasetSpec, layout: DatasetLayout, root: Path,
+                 annotations: str | Path | None) -> tuple[list[ImageRecord], Path]:
+    """Every image file under ``root`` (recursive), no MOS."""
+    records = [ImageRecord(rel, path, rel) for path in find_images(root)
+               for rel in [path.relative_to(root).as_posix()]]
+    return records, root
+
+
+def _read_annotated(spec: DatasetSpec, layout: DatasetLayout, root: Path,
+                    annotations: str | Path | None) -> tuple[list[ImageRecord], Path]:
+    """The images a CSV lists (with their MOS and prompt), found in ``layout.image_dirs``."""
+    csv_path = _annotations_path(spec.kind, layout, root, annotations)
+    return _csv_records(spec, layout, root, csv_path), csv_path
+
+
+# Readers take (spec, layout, root, annotations) and return (records, the file errors name).
+Reader = Callable[[DatasetSpec, "DatasetLayout", Path, "str | Path | None"], tuple[list[ImageRecord], Path]]
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """How one kind of dataset is read: its reader and the defaults that reader applies."""
+
+    read: Reader
+    annotations: str | None = None  # default CSV file name under root (None: no default CSV)
+    image_column: str = "path"  # default column of image file names
+    mos_column: str = "mos"  # default MOS column
+    mos_required: bool = False  # False where some official CSVs carry no MOS (withheld test labels)
+    # Folders searched for the listed images, in order: relative to root, "{split}" = the CSV's
+    # info_<split> stem, "{csv_folder}" = the CSV's own folder.
+    image_dirs: tuple[str, ...] = ()
+    one_image_folder: bool = False  # all images sit in one of image_dirs (the one most rows name)
+    headerless_columns: tuple[str, ...] | None = None  # column names when the CSV has no header row
+    root_may_be_annotations: bool = False  # ``root`` may be the CSV file itself
+    detect: Callable[[Path], bool] | None = None  # does a folder look like this kind (dataset_spec_for)
+
+
+def _has_aigcqa_info(root: Path) -> bool:
+    return any(root.glob("info_*.csv")) or any(root.glob("*/info_*.csv"))
+
+
+# kind -> layout; DatasetSpec.kind and --kind take these names. Adding a dataset = one entry
+# here plus, where no reader fits, its reader. dataset_spec_for guesses in this order.
+DATASET_LAYOUTS: dict[str, DatasetLayout] = {
+    "agiqa3k": DatasetLayout(_read_annotated, "data.csv", "name", "mos_quality", mos_required=True,
+                             image_dirs=("AGIQA-3K", "AGIQA-3k", "images", "Images", "image", "."),
+                             one_image_folder=True, detect=lambda root: (root / "data.csv").is_file()),
+    "aigcqa20k": DatasetLayout(_read_annotated, "info_train.csv", "name", "mos",
+                               image_dirs=("{split}", "images", "."), one_image_folder=True,
+                               # Column order of the header-less AIGCQA-30K-Image info CSVs.
+                               headerless_columns=("name", "prompt", "mos"), detect=_has_aigcqa_info),
+    "folder": DatasetLayout(_read_folder),
+    "csv": DatasetLayout(_read_annotated, image_dirs=("{csv_folder}", "."), root_may_be_annotations=True),
+}
+DATASET_KINDS = tuple(DATASET_LAYOUTS)
+
+
+def dataset_layout(kind: str) -> DatasetLayout:
+    """``DATASET_LAYOUTS[kind]``, or a DatasetError listing the kinds there are."""
+    if kind not in DATASET_LAYOUTS:
+        raise DatasetError(f"unknown dataset kind {kind!r}; choose one of {', '.join(DATASET_KINDS)}")
+    return DATASET_LAYOUTS[kind]
+
+
+def dataset_spec_for(path: str | Path, kind: str | None = None) -> DatasetSpec:
+    """The spec a command line means by ``path``: a ``.csv`` file (``path,mos`` rows relative to
+    it), or a dataset root whose kind is ``kind`` or guessed from its files (the first layout
+    whose ``detect`` accepts it: AGIQA-3k has ``data.csv``, AIGCQA-20k ``info_*.csv``; anything
+    else is a plain image folder)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return DatasetSpec(kind="csv", root=str(path.parent), annotations=str(path))
+    if kind is None:
+        kind = next((name for name, layout in DATASET_LAYOUTS.items()
+                     if layout.detect is not None and layout.detect(path)), "folder")
+    return DatasetSpec(kind=kind, root=str(path))
+
+
+def _annotations_path(kind: str, layout: DatasetLayout, root: Path, annotations: str | Path | None) -> Path:
     if annotations is None:
-        default = _LAYOUTS[kind].annotations
-        if default is None:
-            raise DatasetError(f"kind 'csv' needs annotations=PATH.csv (or root pointing at the CSV); "
+        if layout.annotations is None:
+            raise DatasetError(f"kind {kind!r} needs annotations=PATH.csv (or root pointing at the CSV); "
                                f"none given for {root}")
-        annotations = root / default
+        annotations = root / layout.annotations
     path = Path(annotations).expanduser()
     if not path.is_absolute():  # relative: to the dataset root when it is there, else as given
         path = root / path if (root / path).is_file() else path.absolute()
@@ -158,11 +189,6 @@ def _annotations_path(kind: str, root: Path, annotations: str | Path | None) -> 
         raise DatasetError(f"annotation file {path} does not exist; download it with the dataset "
                            f"or pass annotations=PATH")
     return path.resolve()
-
-
-def _folder_records(root: Path) -> list[ImageRecord]:
-    return [ImageRecord(rel, path, rel) for path in find_images(root)
-            for rel in [path.relative_to(root).as_posix()]]
 
 
 def _read_csv(csv_path: Path, *, headerless_columns: Sequence[str] | None
@@ -188,12 +214,10 @@ def _read_csv(csv_path: Path, *, headerless_columns: Sequence[str] | None
     return header, [(line, dict(zip(header, (c.strip() for c in row)))) for line, row in rows]
 
 
-def _csv_records(spec: DatasetSpec, root: Path, csv_path: Path) -> list[ImageRecord]:
-    layout = _LAYOUTS[spec.kind]
+def _csv_records(spec: DatasetSpec, layout: DatasetLayout, root: Path, csv_path: Path) -> list[ImageRecord]:
     image_col = spec.image_column or layout.image_column
     mos_col = spec.mos_column or layout.mos_column
-    headerless = _AIGCQA_COLUMNS if spec.kind == "aigcqa20k" else None
-    header, rows = _read_csv(csv_path, headerless_columns=headerless)
+    header, rows = _read_csv(csv_path, headerless_columns=layout.headerless_columns)
     found = ", ".join(header)
     if image_col not in header:
         raise DatasetError(f"{csv_path}: no column {image_col!r} (columns found: {found}); "
@@ -202,8 +226,8 @@ def _csv_records(spec: DatasetSpec, root: Path, csv_path: Path) -> list[ImageRec
     if not has_mos and (layout.mos_required or spec.mos_column is not None):
         raise DatasetError(f"{csv_path}: no MOS column {mos_col!r} (columns found: {found}); "
                            f"pass mos_column=NAME")
-    dirs = _image_dirs(spec.kind, root, csv_path)
-    if spec.kind != "csv":
+    dirs = _image_dirs(layout, root, csv_path)
+    if layout.one_image_folder:
         # Benchmark archives keep all images in one folder: the one holding most of the first rows.
         probe = [row.get(image_col) or "" for _, row in rows[:20]]
         dirs = [max(dirs, key=lambda d: sum(bool(n) and (d / n).is_file() for n in probe))]
@@ -228,12 +252,11 @@ def _csv_records(spec: DatasetSpec, root: Path, csv_path: Path) -> list[ImageRec
     return records
 
 
-def _image_dirs(kind: str, root: Path, csv_path: Path) -> list[Path]:
-    if kind == "csv":
-        return [csv_path.parent, root]
+def _image_dirs(layout: DatasetLayout, root: Path, csv_path: Path) -> list[Path]:
     # info_train.csv -> train/, info_val.csv -> val/ (AIGCQA-30K-Image layout).
     split = csv_path.stem[len("info_"):] if csv_path.stem.startswith("info_") else ""
-    names = [d.format(split=split) for d in _LAYOUTS[kind].image_dirs if split or "{split}" not in d]
+    names = [d.format(split=split, csv_folder=csv_path.parent) for d in layout.image_dirs
+             if split or "{split}" not in d]
     return [Path(os.path.abspath(root / n)) for n in names if (root / n).is_dir()]
 
 

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from PIL import Image
@@ -36,9 +36,11 @@ __all__ = [
     "COHERENCE_PROMPT",
     "SEMANTIC_CONTENT_PROMPT",
     "DEFAULT_PROMPTS",
+    "MLLM_BACKENDS",
     "SemanticConfig",
     "SemanticEncoder",
     "expand_to_square",
+    "mllm_backend",
     "pool_hidden",
     "resolve_dtype",
 ]
@@ -154,12 +156,6 @@ def _read_model_config(model_path: str) -> dict:
     return raw
 
 
-def _is_native(model_type: str) -> bool:
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    return model_type in CONFIG_MAPPING_NAMES
-
-
 class _Backend(Protocol):
     """One model family: renders prompts, runs one forward, returns last-layer states + mask."""
 
@@ -191,7 +187,8 @@ class _HFBackend:
         self.hidden_size = int(model.config.get_text_config().hidden_size)
 
     @classmethod
-    def load(cls, path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool) -> _HFBackend:
+    def load(cls, path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+             ) -> _HFBackend:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
@@ -267,6 +264,39 @@ class _MplugOwl2Backend:
         return self.model(pixels.to(weight.device, weight.dtype), [self.input_ids(q) for q in prompts])
 
 
+BackendLoader = Callable[[str, torch.dtype, torch.device], _Backend]
+
+# config.json ``model_type`` -> the loader of our own port of that model. Adding an MLLM that
+# transformers does not ship = its backend class (``load``, ``prompt_text``, ``forward``; see
+# ``_Backend``) plus one entry here. Model types transformers knows need no entry (``_HFBackend``).
+MLLM_BACKENDS: dict[str, BackendLoader] = {
+    "mplug_owl2": _MplugOwl2Backend.load,  # MA-AGIQA's teacher, teacher/mplug_owl2.py
+}
+
+
+def _load_with_remote_code(path: str, dtype: torch.dtype, device: torch.device) -> _Backend:
+    warnings.warn(f"{path}: running the Python code shipped in this folder (trust_remote_code); "
+                  "do this only for folders you trust", RemoteCodeWarning, stacklevel=3)
+    return _HFBackend.load(path, dtype, device, trust_remote_code=True)
+
+
+def mllm_backend(model_type: str, model_path: str, trust_remote_code: bool = False) -> BackendLoader:
+    """The loader for a folder whose config.json says ``model_type``: our port (``MLLM_BACKENDS``),
+    else transformers' own model, else (only with ``trust_remote_code``) the folder's own code."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type in MLLM_BACKENDS:
+        return MLLM_BACKENDS[model_type]
+    if model_type in CONFIG_MAPPING_NAMES:
+        return _HFBackend.load
+    if trust_remote_code:
+        return _load_with_remote_code
+    raise ValueError(
+        f"{model_path}: model_type {model_type!r} is neither one of ours ({', '.join(sorted(MLLM_BACKENDS))}) "
+        "nor a transformers model type, so it needs the folder's own (remote) code; pass "
+        "--trust-remote-code (SemanticConfig(trust_remote_code=True)) if you trust it")
+
+
 class SemanticEncoder:
     """Frozen multimodal LLM -> (B, P, D) semantic vectors, one per (image, prompt)."""
 
@@ -276,27 +306,13 @@ class SemanticEncoder:
 
     @classmethod
     def from_pretrained(cls, config: SemanticConfig, device: str | torch.device | None = None) -> SemanticEncoder:
-        """Load `config.model_path` (local only). mPLUG-Owl2 (``model_type: mplug_owl2``) and native
-        transformers models load directly; other model types need trust_remote_code."""
+        """Load `config.model_path` (local only). A ``model_type`` in ``MLLM_BACKENDS`` (our own ports,
+        e.g. mPLUG-Owl2) and native transformers models load directly; others need trust_remote_code."""
         raw = _read_model_config(config.model_path)
         model_type = str(raw["model_type"])
-        native = model_type == "mplug_owl2" or _is_native(model_type)  # mplug_owl2: our own port
-        if not native and not config.trust_remote_code:
-            raise ValueError(
-                f"{config.model_path}: model_type {model_type!r} needs the folder's own (remote) code; "
-                "pass --trust-remote-code (SemanticConfig(trust_remote_code=True)) if you trust it"
-            )
-        if not native:
-            warnings.warn(f"{config.model_path}: running the Python code shipped in this folder "
-                          "(trust_remote_code); do this only for folders you trust", RemoteCodeWarning,
-                          stacklevel=2)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = resolve_dtype(config.dtype, device)
-        if model_type == "mplug_owl2":
-            backend: _Backend = _MplugOwl2Backend.load(config.model_path, dtype, device)
-        else:
-            backend = _HFBackend.load(config.model_path, dtype, device, trust_remote_code=not native)
-        return cls(config, backend)
+        load = mllm_backend(model_type, config.model_path, config.trust_remote_code)
+        return cls(config, load(config.model_path, resolve_dtype(config.dtype, device), device))
 
     @property
     def hidden_size(self) -> int:

@@ -254,3 +254,24 @@ def test_dataset_spec_for_guesses_the_kind(tmp_path: Path) -> None:
     assert dataset_spec_for(tmp_path / "plain", "csv").kind == "csv"
     spec = dataset_spec_for(tmp_path / "agiqa" / "data.csv")
     assert (spec.kind, spec.annotations) == ("csv", str(tmp_path / "agiqa" / "data.csv"))
+
+
+def test_dataset_layouts_are_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown kind is refused with every registered kind named; a new kind is one entry
+    (here: a layout that reads a CSV named scores.csv, with a ``file``/``score`` header, found by
+    dataset_spec_for)."""
+    from teacher import data
+
+    message = error_of(DatasetSpec("koniq", tmp_path))
+    assert "'koniq'" in message and ", ".join(data.DATASET_LAYOUTS) in message
+    assert data.DATASET_KINDS == ("agiqa3k", "aigcqa20k", "folder", "csv")
+    layout = data.DatasetLayout(data._read_annotated, "scores.csv", "file", "score", mos_required=True,
+                                image_dirs=("pics",), detect=lambda root: (root / "scores.csv").is_file())
+    monkeypatch.setitem(data.DATASET_LAYOUTS, "scores", layout)
+    write_image(tmp_path / "pics" / "b.png", 1)
+    write_image(tmp_path / "pics" / "a.png", 2)
+    write_csv(tmp_path / "scores.csv", ["file", "score"], [["b.png", 2.5], ["a.png", 4]])
+    spec = data.dataset_spec_for(tmp_path)
+    assert spec.kind == "scores"
+    records = load_records(spec)
+    assert [(r.image_id, r.mos) for r in records] == [("pics/a.png", 4.0), ("pics/b.png", 2.5)]

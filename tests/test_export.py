@@ -6,6 +6,7 @@ threshold) of the ``tiny`` student, shared by the tests of this module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from edge_runtime import ContractError, ModelContract, Scorer
 from edge_runtime.contract import contract_path, report_path
 from export import QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
 from export._toolchain import SUPPORTED_BACKENDS
+from export.backends import EXPORT_BACKENDS, get_backend
 from export.cli import Backend, Quantize
 from export.cli import app as export_app
 from student.model import StudentIQA, create_student
@@ -132,6 +134,7 @@ def test_contract_describes_program(fp32, student_dir):
     assert len(contract.student_weights_sha256) == 64
     assert contract.quantization == {"mode": "fp32"} and contract.backend == "xnnpack"
     assert {"torch", "torchao", "executorch"} <= set(contract.versions)
+    assert contract.partitioner == EXPORT_BACKENDS["xnnpack"].partitioner
     assert ModelContract.from_dict(json.loads(json.dumps(contract.to_dict()))) == contract
 
 
@@ -217,6 +220,34 @@ def test_failed_reexport_keeps_the_earlier_good_program(fp32, student_dir, image
     assert (out.read_bytes(), contract_path(out).read_text()) == before
     Scorer.from_file(out)  # still loads: its contract still matches
 
+
+
+@pytest.mark.parametrize("name", sorted(EXPORT_BACKENDS))
+def test_backend_declares_what_its_toolchain_builds(name):
+    """The contract records each backend's declared recipe; it must be what the quantizer and
+    partitioner named by import path really are (a toolchain upgrade that changes them fails here)."""
+    from export import _toolchain as tc
+
+    backend = get_backend(name)
+    assert type(tc._resolve(backend.partitioner)()).__name__ == backend.partitioner.rsplit(".", 1)[-1]
+    if backend.int8 is None:
+        assert backend.modes == ("fp32",)
+        return
+    assert backend.modes == ("int8", "fp32")
+    built = tc._int8_quantizer(backend).global_config
+    assert built.is_qat == backend.int8.is_qat
+    for role in ("input_activation", "output_activation", "weight", "bias"):
+        spec, declared = getattr(built, role), getattr(backend.int8, role)
+        if declared is None:
+            assert spec is None, role
+            continue
+        observer = spec.observer_or_fake_quant_ctr()  # an instance: its class is the observer
+        assert {"dtype": str(spec.dtype).replace("torch.", ""), "quant_min": spec.quant_min,
+                "quant_max": spec.quant_max, "qscheme": str(spec.qscheme).replace("torch.", ""),
+                "ch_axis": spec.ch_axis, "is_dynamic": spec.is_dynamic,
+                "observer": type(observer).__name__} == dataclasses.asdict(declared), role
+    with pytest.raises(ValueError, match=r"backend 'vulkan' is not supported; only 'xnnpack' "):
+        get_backend("vulkan")
 
 def test_bad_arguments_are_clear(student_dir, tmp_path):
     runner = CliRunner()

@@ -171,6 +171,19 @@ def test_remote_code_folder_refused_without_flag(tmp_path: Path) -> None:
     assert str(folder) in str(info.value) and "custom_vlm" in str(info.value)
 
 
+
+def test_mllm_backend_registry() -> None:
+    """Our ports are looked up by model_type, transformers' own types go to transformers, the
+    rest is refused with the list of ours (or loads the folder's own code when trusted)."""
+    from teacher.semantic import MLLM_BACKENDS, mllm_backend
+
+    assert mllm_backend("mplug_owl2", "m") is MLLM_BACKENDS["mplug_owl2"]
+    native = mllm_backend("llava", "m")
+    assert native not in MLLM_BACKENDS.values()
+    assert mllm_backend("custom_vlm", "m", trust_remote_code=True) not in (native, *MLLM_BACKENDS.values())
+    with pytest.raises(ValueError, match=r"m: model_type 'custom_vlm' is neither one of ours \(mplug_owl2\)"):
+        mllm_backend("custom_vlm", "m")
+
 def test_missing_folder_and_config(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
         SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(tmp_path / "nope")), device="cpu")

@@ -1,0 +1,121 @@
+"""Export backends as data: the partitioner, the int8 quantizer and its settings, looked up by name.
+
+``agiqa-export executorch --backend NAME`` lowers to ``EXPORT_BACKENDS[NAME]``. A backend names its
+toolchain classes by import path (loaded by :mod:`export._toolchain` only when an export runs, so
+this module imports no torch) and declares what its int8 recipe does to each tensor; the export
+contract (``model.json``) records these fields, not settings read back from the toolchain's
+objects. ``tests/test_export.py`` checks the declared settings against what the quantizer builds.
+
+Adding a backend = one ``ExportBackend`` entry in ``EXPORT_BACKENDS``; only a partitioner or
+quantizer that takes other arguments needs code in :mod:`export._toolchain` as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["EXPORT_BACKENDS", "SUPPORTED_BACKENDS", "XNNPACK", "ExportBackend", "Int8Recipe",
+           "TensorQuantization", "get_backend"]
+
+
+@dataclass(frozen=True)
+class TensorQuantization:
+    """How one kind of tensor is quantized (the fields of a torchao ``QuantizationSpec``)."""
+
+    dtype: str  # "int8"
+    quant_min: int
+    quant_max: int
+    qscheme: str  # torch qscheme name: "per_tensor_affine", "per_channel_symmetric", ...
+    ch_axis: int | None  # the channel axis of a per-channel scheme, else None
+    is_dynamic: bool  # False: ranges observed once on calibration images (static)
+    observer: str  # the torchao observer class that measures the ranges
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """A backend's PT2E int8 recipe: its quantizer, the global config it is given, and what that
+    config does to each kind of tensor (recorded in the contract as declared here)."""
+
+    quantizer: str  # import path of the torchao Quantizer class
+    config_factory: str  # import path of the function that builds the quantizer's global config
+    config_args: dict[str, Any]  # keyword arguments of config_factory
+    input_activation: TensorQuantization
+    output_activation: TensorQuantization
+    weight: TensorQuantization
+    bias: TensorQuantization | None = None  # None: bias stays as the backend's kernels take it
+    is_qat: bool = False
+
+    def record(self, only_under: str | None = None) -> dict[str, Any]:
+        """The contract's ``quantization`` entries (besides ``mode`` and ``calibration``)."""
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.config_args.items())
+        tensors = {name: None if spec is None else asdict(spec)
+                   for name, spec in (("input_activation", self.input_activation),
+                                      ("output_activation", self.output_activation),
+                                      ("weight", self.weight), ("bias", self.bias))}
+        return {"flow": "torchao.quantization.pt2e prepare_pt2e -> calibrate -> convert_pt2e",
+                "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
+                          if only_under else "the whole model"),
+                "quantizer": self.quantizer,
+                "global_config": f"{self.config_factory.rsplit('.', 1)[-1]}({arguments})",
+                **tensors, "is_qat": self.is_qat}
+
+
+@dataclass(frozen=True)
+class ExportBackend:
+    """One delegate a program can be lowered to, with its fp32 and (optional) int8 variants."""
+
+    name: str  # the --backend value and the contract's ``backend``
+    partitioner: str  # import path of the ExecuTorch partitioner class (built with no arguments)
+    runtime_backend: str  # the name the ExecuTorch runtime registers its kernels under
+    int8: Int8Recipe | None = None  # None: this backend exports fp32 only
+    summary: str = ""  # where its programs run, for --help and errors
+    modes: tuple[str, ...] = field(init=False)  # the --quantize values it takes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modes", ("int8", "fp32") if self.int8 else ("fp32",))
+
+
+_INT8_ACTIVATION = TensorQuantization(dtype="int8", quant_min=-128, quant_max=127,
+                                      qscheme="per_tensor_affine", ch_axis=None,
+                                      is_dynamic=False, observer="HistogramObserver")
+_XNNPACK_QUANTIZER = "executorch.backends.xnnpack.quantizer.xnnpack_quantizer"
+
+XNNPACK = ExportBackend(
+    name="xnnpack",
+    partitioner="executorch.backends.xnnpack.partition.xnnpack_partitioner.XnnpackPartitioner",
+    runtime_backend="XnnpackBackend",
+    # int8 symmetric per-channel weights, static (calibrated) per-tensor int8 activations.
+    int8=Int8Recipe(
+        quantizer=f"{_XNNPACK_QUANTIZER}.XNNPACKQuantizer",
+        config_factory=f"{_XNNPACK_QUANTIZER}.get_symmetric_quantization_config",
+        config_args={"is_per_channel": True, "is_dynamic": False, "is_qat": False},
+        input_activation=_INT8_ACTIVATION, output_activation=_INT8_ACTIVATION,
+        weight=TensorQuantization(dtype="int8", quant_min=-127, quant_max=127,
+                                  qscheme="per_channel_symmetric", ch_axis=0, is_dynamic=False,
+                                  observer="PerChannelMinMaxObserver")),
+    summary="ARM and x86 CPUs: phones, Jetson, desktops")
+
+# Backends this library can export to *and* run here. The executorch 1.5.1 wheel ships the
+# Vulkan and CUDA (AOTInductor) exporters, but its runtime registers only XnnpackBackend,
+# QnnBackend and OpenvinoBackend: no Vulkan or CUDA runtime, so a GPU .pte could be neither
+# verified nor scored here. Only XNNPACK is offered.
+EXPORT_BACKENDS: dict[str, ExportBackend] = {backend.name: backend for backend in (XNNPACK,)}
+SUPPORTED_BACKENDS: tuple[str, ...] = tuple(EXPORT_BACKENDS)
+
+
+def get_backend(name: str) -> ExportBackend:
+    """``EXPORT_BACKENDS[name]``, or a one-line ValueError listing the valid names and what the
+    installed ExecuTorch runtime registers."""
+    if name in EXPORT_BACKENDS:
+        return EXPORT_BACKENDS[name]
+    try:
+        from ._toolchain import registered_runtime_backends
+
+        registered = ", ".join(registered_runtime_backends())
+    except Exception as exc:  # the message must not fail; say why the list is missing
+        registered = f"unknown ({exc})"
+    valid = ", ".join(f"{b.name!r} ({b.summary})" for b in EXPORT_BACKENDS.values())
+    raise ValueError(f"backend {name!r} is not supported; only {valid}. The installed ExecuTorch "
+                     f"runtime registers [{registered}]: no Vulkan or CUDA backend, so a GPU "
+                     "program could be neither verified at export nor scored here")
