@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from edge_runtime.errors import exit_codes_help, one_line_errors
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
 
 
@@ -35,27 +36,13 @@ def _setup(version: bool = typer.Option(False, "--version", callback=_version, i
         pass
 
 
-def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known bad input -> one line on stderr and exit 2; Ctrl-C -> exit 130. No tracebacks."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            typer.echo("\ninterrupted: everything written so far is kept; run the same command "
-                       "(or `agiqa-distill run --resume RUN_DIR`) to continue", err=True)
-            raise typer.Exit(130)
-        except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-            if isinstance(exc, RuntimeError) and type(exc).__module__.startswith("torch"):
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
-
-    return wrapper
+# Ctrl-C leaves every file consistent (atomic writes, checkpoints), so the same command continues.
+_friendly_errors = one_line_errors(
+    interrupted="interrupted: everything written so far is kept; run the same command "
+                "(or `agiqa-distill run --resume RUN_DIR`) to continue")
 
 
-@app.command()
+@app.command(epilog=exit_codes_help())
 @_friendly_errors
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON run config "
@@ -96,7 +83,7 @@ def run(
                    f"export:     agiqa-export executorch {run_dir} --out model.pte")
 
 
-@app.command()
+@app.command(epilog=exit_codes_help())
 @_friendly_errors
 def label(
     dataset: Path = typer.Argument(..., help="Dataset root (AGIQA-3k, AIGCQA-20k, an image folder) or a CSV"),
@@ -132,7 +119,7 @@ def label(
                            "images_per_s": round(report.images_per_s, 2), "cache": str(out)}))
 
 
-@app.command("train-teacher")
+@app.command("train-teacher", epilog=exit_codes_help())
 @_friendly_errors
 def train_teacher_cmd(
     dataset: Path = typer.Argument(..., help="Dataset root with MOS (AGIQA-3k, AIGCQA-20k) or a CSV with path,mos"),
