@@ -11,6 +11,8 @@ import typer
 
 from edge_runtime.errors import exit_codes_help, one_line_errors
 
+from .config import TEACHER_SPLIT_SEED
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
 
@@ -56,18 +58,14 @@ def run(
     """Label (if needed), distil, evaluate and report. With no arguments: a complete demo
     (generated images, tiny random teacher, the default student) in a few minutes on a CPU."""
     from .config import ConfigError, load_config
-    from .run import run_distillation
+    from .run import resume_distillation, run_distillation
 
     if resume is not None:
         if config is not None:
             raise ConfigError("--resume uses the run's saved config.json; drop --config")
-        saved = resume / "config.json"
-        if not saved.is_file():
-            raise ConfigError(f"{saved}: missing; --resume needs a run folder written by agiqa-distill run")
-        cfg = load_config(saved, [*set_, f"out_dir={resume}"])
+        result = resume_distillation(resume, set_, progress=progress)
     else:
-        cfg = load_config(config, set_)
-    result = run_distillation(cfg, resume=resume is not None, progress=progress)
+        result = run_distillation(load_config(config, set_), progress=progress)
     if "test" in result:
         from .report import display_path
 
@@ -103,14 +101,12 @@ def label(
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
     from teacher.data import dataset_spec_for, load_records
-    from teacher.labeler import Teacher, save_tiny_teacher
+    from teacher.labeler import Teacher, tiny_teacher_for
 
     if (teacher is None) == (not tiny):
         raise ValueError("pass exactly one of --teacher DIR or --tiny")
     if tiny:
-        teacher = out.parent / f"{out.name}.tiny_teacher"
-        if not (teacher / "teacher.json").is_file():
-            save_tiny_teacher(teacher)
+        teacher = tiny_teacher_for(out)
     records = load_records(dataset_spec_for(dataset, kind))
     labeler = Teacher.from_pretrained(teacher, device=device, trust_remote_code=trust_remote_code,
                                       allow_pickle=allow_pickle)
@@ -133,21 +129,19 @@ def train_teacher_cmd(
     epochs: int = typer.Option(30, help="Official: 30"),
     batch_size: int = typer.Option(8, help="Official: 8"),
     lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
-    split_seed: int = typer.Option(20, help="Official split: 70/10/20 with seed 20"),
+    split_seed: int = typer.Option(TEACHER_SPLIT_SEED, help="Official split: 70/10/20 with seed 20"),
     device: Optional[str] = typer.Option(None, "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
-    from teacher.data import dataset_spec_for, load_records, save_splits, split_records
+    from teacher.data import dataset_spec_for, load_records
 
     from .teacher_train import TeacherTrainConfig, train_teacher
 
     records = load_records(dataset_spec_for(dataset, kind))
-    splits = split_records(records, val_fraction=0.1, test_fraction=0.2, seed=split_seed)
     cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
-    best = train_teacher(teacher, cache, records, splits, out, cfg,
+    best = train_teacher(teacher, cache, records, None, out, cfg, split_seed=split_seed,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
-    save_splits(out / "splits.json", splits, split_seed)
     typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))
 
 

@@ -43,14 +43,14 @@ from teacher.data import (DatasetSpec, ImageRecord, dataset_spec_for, load_recor
 from teacher.labeler import (Teacher, TeacherConfig, read_teacher_config, save_tiny_teacher,
                              teacher_fingerprint)
 
-from .config import RunConfig
+from .config import RunConfig, load_resume_config
 from .demo import MOS_FILE, make_demo_images
 from .metrics import iqa_metrics
 from .report import display_path, write_model_card, write_plots
 from .teacher_train import train_teacher
 from .train import ImageSet, Split, predict, read_checkpoint_meta, train
 
-__all__ = ["run_distillation", "RunResult"]
+__all__ = ["run_distillation", "resume_distillation", "RunResult"]
 
 DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded (blur, noise, JPEG, "
                "scrambled tiles) with a MOS derived from the degradation. Its teacher is a tiny MA-AGIQA "
@@ -134,14 +134,12 @@ def _train_demo_teacher(cfg: RunConfig, run_dir: Path, records: list[ImageRecord
     cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, init), [r for r in records if r.image_id in fit_ids],
                    init, tcfg, device, rank, world, progress)
     t = cfg.teacher.train
-    if rank == 0:
-        save_splits(trained / "splits.json", splits, cfg.data.split_seed)  # what the teacher saw: train, val
     _say(f"[2/6] teacher: training the tiny MA-AGIQA against the demo MOS on {len(splits['train'])} train "
          f"images ({t.epochs} epochs; validation on {len(splits['val'])}; test images never seen)")
     if rank == 0:
         train_config = replace(t, device=t.device or cfg.teacher.device or str(device))
-        best = train_teacher(init, cache.out_dir, records, {k: v for k, v in splits.items() if k != "test"},
-                             trained, train_config, progress=progress)
+        best = train_teacher(init, cache.out_dir, records, splits, trained, train_config,
+                             split_seed=cfg.data.split_seed, progress=progress)
         _say(f"      teacher vs MOS on validation: SRCC {best['srcc']:.3f}, PLCC {best['plcc']:.3f} "
              f"(best epoch {best['epoch']})")
     _barrier()
@@ -222,6 +220,13 @@ def _logged_step(line: str) -> float:
         return json.loads(line).get("step", 0)
     except (ValueError, AttributeError):
         return float("inf")
+
+
+def resume_distillation(run_dir: str | os.PathLike, overrides: list[str] | None = None, *,
+                        progress: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint, with its saved config
+    (``agiqa-distill run --resume RUN_DIR``); ``overrides`` are ``key=value`` strings."""
+    return run_distillation(load_resume_config(run_dir, overrides), resume=True, progress=progress)
 
 
 def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
