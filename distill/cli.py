@@ -66,18 +66,18 @@ def run(
         result = resume_distillation(resume, set_, progress=progress)
     else:
         result = run_distillation(load_config(config, set_), progress=progress)
-    if "test" in result:
+    if result.evaluated:  # rank 0 (the other ranks of a torchrun job only return run_dir)
         from .report import display_path
 
-        run_dir = display_path(result["run_dir"])
-        srcc = {"teacher vs MOS": (result.get("teacher_vs_mos") or {}).get("srcc"),
-                "student vs MOS": result["test"].get("vs_mos", {}).get("srcc"),
-                "student vs teacher": result["test"]["vs_teacher"]["srcc"]}
-        typer.echo(f"done in {result['seconds']:.0f} s -> {run_dir}\n"
-                   f"held-out SRCC (n={result['test']['vs_teacher']['n']}): "
+        run_dir = display_path(result.run_dir)
+        srcc = {"teacher vs MOS": (result.teacher_vs_mos or {}).get("srcc"),
+                "student vs MOS": result.test.get("vs_mos", {}).get("srcc"),
+                "student vs teacher": result.test["vs_teacher"]["srcc"]}
+        typer.echo(f"done in {result.seconds:.0f} s -> {run_dir}\n"
+                   f"held-out SRCC (n={result.test['vs_teacher']['n']}): "
                    + ", ".join(f"{k} {v:.3f}" for k, v in srcc.items() if v is not None))
-        typer.echo(f"model card: {display_path(result['model_card'])}\n"
-                   f"plots:      {', '.join(display_path(p) for p in result['plots'])}\n"
+        typer.echo(f"model card: {display_path(result.model_card)}\n"
+                   f"plots:      {', '.join(display_path(p) for p in result.plots or [])}\n"
                    f"export:     agiqa-export executorch {run_dir} --out model.pte")
 
 

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,38 @@ UNLABELED_PREFIX = "unlabeled/"  # image ids of data.unlabeled never collide wit
 TRAINED_MARKER = "train_metrics.json"  # train_teacher writes it last: the teacher folder is complete
 
 
-class RunResult(dict):
-    """The final metrics dict (as written to ``metrics.json``) with ``run_dir``."""
+@dataclass
+class RunResult:
+    """What :func:`run_distillation` returns. On rank 0 (and in a single process) every field
+    but ``model_card``/``plots`` is also written to ``metrics.json``; on the other ranks of a
+    ``torchrun`` job only ``run_dir`` is set and the rest stays None (see :attr:`evaluated`)."""
+
+    run_dir: str
+    # Held-out test split, best checkpoint: {"vs_teacher": iqa_metrics, "vs_mos": iqa_metrics}
+    # ("vs_mos" only when the test split has MOS); iqa_metrics = {"srcc", "krcc", "plcc", "rmse", "n"}.
+    test: dict[str, dict[str, float]] | None = None
+    teacher_vs_mos: dict[str, float] | None = None  # None when the test split has no MOS
+    best_step: int | None = None
+    best_val_srcc: float | None = None
+    steps: int | None = None
+    images: dict[str, int] | None = None  # per split, and "unlabeled"
+    skipped_images: int | None = None  # images the teacher could not read
+    seconds: float | None = None  # wall time of the whole run
+    student: dict[str, Any] | None = None  # {"variant", "backbone", "params"}
+    demo: bool | None = None
+    teacher_fingerprint: str | None = None
+    lower_better: bool | None = None
+    model_card: str | None = None
+    plots: list[str] | None = None
+
+    @property
+    def evaluated(self) -> bool:
+        """True on the process that evaluated and reported (rank 0)."""
+        return self.test is not None
+
+    def metrics(self) -> dict[str, Any]:
+        """The fields written to ``metrics.json`` (all but ``model_card`` and ``plots``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model_card", "plots")}
 
 
 def _init_distributed(device_pref: str | None) -> tuple[int, int, torch.device]:
@@ -344,7 +374,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     _barrier()
 
     # 5. held-out evaluation of the best student, 6. plots and the model card
-    result = RunResult(run_dir=str(run_dir))
+    result = RunResult(run_dir=str(run_dir))  # the other ranks return only where the run is
     if rank == 0:
         test = parts["test"]
         _say(f"[5/6] evaluation: best student (step {state.best_step}) on {len(test.ids)} held-out test images")
@@ -355,21 +385,21 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         metrics = {"vs_teacher": iqa_metrics(student_scores, teacher_scores)}
         if has_mos:
             metrics["vs_mos"] = iqa_metrics(student_scores, mos)
-        result.update({
-            "test": metrics, "teacher_vs_mos": iqa_metrics(teacher_scores, mos) if has_mos else None,
-            "best_step": state.best_step, "best_val_srcc": state.best_val_srcc, "steps": state.step,
-            "images": {**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra)},
-            "skipped_images": len(cache.skipped), "seconds": time.time() - started,
-            "student": {"variant": cfg.student.variant, "backbone": scfg.backbone,
-                        "params": sum(p.numel() for p in best.parameters())},
-            "demo": cfg.is_demo, "teacher_fingerprint": fingerprints["teacher_fingerprint"],
-            "lower_better": scfg.lower_better,
-        })
-        atomic_write_json(run_dir / "metrics.json", dict(result))
+        result = RunResult(
+            run_dir=str(run_dir), test=metrics,
+            teacher_vs_mos=iqa_metrics(teacher_scores, mos) if has_mos else None,
+            best_step=state.best_step, best_val_srcc=state.best_val_srcc, steps=state.step,
+            images={**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra)},
+            skipped_images=len(cache.skipped), seconds=time.time() - started,
+            student={"variant": cfg.student.variant, "backbone": scfg.backbone,
+                     "params": sum(p.numel() for p in best.parameters())},
+            demo=cfg.is_demo, teacher_fingerprint=fingerprints["teacher_fingerprint"],
+            lower_better=scfg.lower_better)
+        atomic_write_json(run_dir / "metrics.json", result.metrics())
         _say("[6/6] report: plots and MODEL_CARD.md")
         plots = write_plots(run_dir, metrics_path, student_scores, test.targets, best_step=state.best_step)
-        card = write_model_card(run_dir, cfg, dict(result), DEMO_NOTICE if cfg.is_demo else None)
-        result.update({"model_card": str(card), "plots": [str(p) for p in plots]})
+        card = write_model_card(run_dir, cfg, result.metrics(), DEMO_NOTICE if cfg.is_demo else None)
+        result.model_card, result.plots = str(card), [str(p) for p in plots]
     _barrier()
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,10 +1,11 @@
 """What the ``agiqa-distill`` commands decide lives in library functions, so Python and the
 command line write the same folders: the ``--tiny`` teacher's place, train-teacher's split
-and ``--resume``'s config."""
+and ``--resume``'s config; :func:`distill.run_distillation` returns a typed ``RunResult``."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from distill.cli import app
 from distill.config import ConfigError, RunConfig, load_resume_config
+from distill.run import RunResult
 
 
 def _mos_dataset(folder: Path, n: int = 30) -> Path:
@@ -87,3 +89,14 @@ def test_resume_config_is_the_saved_one_pinned_to_the_folder(tmp_path: Path) -> 
         load_resume_config(tmp_path / "empty")
     result = CliRunner().invoke(app, ["run", "--resume", str(moved), "--config", "x.yaml"])
     assert result.exit_code == 2 and "drop --config" in result.stderr
+
+
+def test_run_result_is_typed_and_says_whether_this_process_evaluated() -> None:
+    other_rank = RunResult(run_dir="runs/r1")  # what ranks other than 0 return
+    assert not other_rank.evaluated and other_rank.test is None and other_rank.plots is None
+    rank0 = RunResult(run_dir="runs/r1", test={"vs_teacher": {"srcc": 0.9, "n": 8}}, steps=4,
+                      model_card="runs/r1/MODEL_CARD.md", plots=["runs/r1/plots/loss.png"])
+    assert rank0.evaluated and not isinstance(rank0, dict)
+    metrics = rank0.metrics()  # what metrics.json holds: every field but the card and the plots
+    assert list(metrics) == [f.name for f in fields(RunResult)][:-2]
+    assert metrics["steps"] == 4 and "model_card" not in metrics and "plots" not in metrics
