@@ -38,9 +38,9 @@ def run_variant(variant: str, work: Path, shared: Path | None, device: str | Non
         overrides += [f"train.device={device}", f"teacher.device={device}"]
     started = time.time()
     result = run_distillation(load_config(None, overrides + extra), progress=False)
-    test = result["test"]
+    test = result.test
     return {"variant": variant,
-            "teacher_vs_mos": round((result["teacher_vs_mos"] or {}).get("srcc", float("nan")), 4),
+            "teacher_vs_mos": round((result.teacher_vs_mos or {}).get("srcc", float("nan")), 4),
             "student_vs_mos": round(test.get("vs_mos", {}).get("srcc", float("nan")), 4),
             "student_vs_teacher": round(test["vs_teacher"]["srcc"], 4),
             "plcc_vs_teacher": round(test["vs_teacher"]["plcc"], 4),

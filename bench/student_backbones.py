@@ -60,9 +60,9 @@ def main() -> None:
         result = run_distillation(load_config(None, overrides), progress=False)
         params, gflops = cost(variant)
         row = {"variant": variant, "params_M": round(params, 2), "GFLOPs": round(gflops, 3),
-               "srcc_vs_teacher": round(result["test"]["vs_teacher"]["srcc"], 4),
-               "plcc_vs_teacher": round(result["test"]["vs_teacher"]["plcc"], 4),
-               "train_s": round(result["seconds"], 1)}
+               "srcc_vs_teacher": round(result.test["vs_teacher"]["srcc"], 4),
+               "plcc_vs_teacher": round(result.test["vs_teacher"]["plcc"], 4),
+               "train_s": round(result.seconds, 1)}
         if not args.no_export:
             from export import export_executorch
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from edge_runtime.errors import exit_codes_help, one_line_errors
+
+from .config import TEACHER_SPLIT_SEED
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
 
 
@@ -35,27 +38,13 @@ def _setup(version: bool = typer.Option(False, "--version", callback=_version, i
         pass
 
 
-def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known bad input -> one line on stderr and exit 2; Ctrl-C -> exit 130. No tracebacks."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            typer.echo("\ninterrupted: everything written so far is kept; run the same command "
-                       "(or `agiqa-distill run --resume RUN_DIR`) to continue", err=True)
-            raise typer.Exit(130)
-        except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-            if isinstance(exc, RuntimeError) and type(exc).__module__.startswith("torch"):
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
-
-    return wrapper
+# Ctrl-C leaves every file consistent (atomic writes, checkpoints), so the same command continues.
+_friendly_errors = one_line_errors(
+    interrupted="interrupted: everything written so far is kept; run the same command "
+                "(or `agiqa-distill run --resume RUN_DIR`) to continue")
 
 
-@app.command()
+@app.command(epilog=exit_codes_help())
 @_friendly_errors
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON run config "
@@ -68,37 +57,31 @@ def run(
 ) -> None:
     """Label (if needed), distil, evaluate and report. With no arguments: a complete demo
     (generated images, tiny random teacher, the default student) in a few minutes on a CPU."""
-    from student.layout import RunLayout
-
     from .config import ConfigError, load_config
-    from .run import run_distillation
+    from .run import resume_distillation, run_distillation
 
     if resume is not None:
         if config is not None:
             raise ConfigError("--resume uses the run's saved config.json; drop --config")
-        saved = RunLayout(resume).config
-        if not saved.is_file():
-            raise ConfigError(f"{saved}: missing; --resume needs a run folder written by agiqa-distill run")
-        cfg = load_config(saved, [*set_, f"out_dir={resume}"])
+        result = resume_distillation(resume, set_, progress=progress)
     else:
-        cfg = load_config(config, set_)
-    result = run_distillation(cfg, resume=resume is not None, progress=progress)
-    if "test" in result:
+        result = run_distillation(load_config(config, set_), progress=progress)
+    if result.evaluated:  # rank 0 (the other ranks of a torchrun job only return run_dir)
         from .report import display_path
 
-        run_dir = display_path(result["run_dir"])
-        srcc = {"teacher vs MOS": (result.get("teacher_vs_mos") or {}).get("srcc"),
-                "student vs MOS": result["test"].get("vs_mos", {}).get("srcc"),
-                "student vs teacher": result["test"]["vs_teacher"]["srcc"]}
-        typer.echo(f"done in {result['seconds']:.0f} s -> {run_dir}\n"
-                   f"held-out SRCC (n={result['test']['vs_teacher']['n']}): "
+        run_dir = display_path(result.run_dir)
+        srcc = {"teacher vs MOS": (result.teacher_vs_mos or {}).get("srcc"),
+                "student vs MOS": result.test.get("vs_mos", {}).get("srcc"),
+                "student vs teacher": result.test["vs_teacher"]["srcc"]}
+        typer.echo(f"done in {result.seconds:.0f} s -> {run_dir}\n"
+                   f"held-out SRCC (n={result.test['vs_teacher']['n']}): "
                    + ", ".join(f"{k} {v:.3f}" for k, v in srcc.items() if v is not None))
-        typer.echo(f"model card: {display_path(result['model_card'])}\n"
-                   f"plots:      {', '.join(display_path(p) for p in result['plots'])}\n"
+        typer.echo(f"model card: {display_path(result.model_card)}\n"
+                   f"plots:      {', '.join(display_path(p) for p in result.plots or [])}\n"
                    f"export:     agiqa-export executorch {run_dir} --out model.pte")
 
 
-@app.command()
+@app.command(epilog=exit_codes_help())
 @_friendly_errors
 def label(
     dataset: Path = typer.Argument(..., help="Dataset root (AGIQA-3k, AIGCQA-20k, an image folder) or a CSV"),
@@ -118,14 +101,12 @@ def label(
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
     from teacher.data import dataset_spec_for, load_records
-    from teacher.labeler import TEACHER_CONFIG_NAME, Teacher, save_tiny_teacher
+    from teacher.labeler import Teacher, tiny_teacher_for
 
     if (teacher is None) == (not tiny):
         raise ValueError("pass exactly one of --teacher DIR or --tiny")
     if tiny:
-        teacher = out.parent / f"{out.name}.tiny_teacher"
-        if not (teacher / TEACHER_CONFIG_NAME).is_file():
-            save_tiny_teacher(teacher)
+        teacher = tiny_teacher_for(out)
     records = load_records(dataset_spec_for(dataset, kind))
     labeler = Teacher.from_pretrained(teacher, device=device, trust_remote_code=trust_remote_code,
                                       allow_pickle=allow_pickle)
@@ -134,7 +115,7 @@ def label(
                            "images_per_s": round(report.images_per_s, 2), "cache": str(out)}))
 
 
-@app.command("train-teacher")
+@app.command("train-teacher", epilog=exit_codes_help())
 @_friendly_errors
 def train_teacher_cmd(
     dataset: Path = typer.Argument(..., help="Dataset root with MOS (AGIQA-3k, AIGCQA-20k) or a CSV with path,mos"),
@@ -148,22 +129,19 @@ def train_teacher_cmd(
     epochs: int = typer.Option(30, help="Official: 30"),
     batch_size: int = typer.Option(8, help="Official: 8"),
     lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
-    split_seed: int = typer.Option(20, help="Official split: 70/10/20 with seed 20"),
+    split_seed: int = typer.Option(TEACHER_SPLIT_SEED, help="Official split: 70/10/20 with seed 20"),
     device: Optional[str] = typer.Option(None, "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
-    from student.layout import SPLITS_NAME
-    from teacher.data import dataset_spec_for, load_records, save_splits, split_records
+    from teacher.data import dataset_spec_for, load_records
 
     from .teacher_train import TeacherTrainConfig, train_teacher
 
     records = load_records(dataset_spec_for(dataset, kind))
-    splits = split_records(records, val_fraction=0.1, test_fraction=0.2, seed=split_seed)
     cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
-    best = train_teacher(teacher, cache, records, splits, out, cfg,
+    best = train_teacher(teacher, cache, records, None, out, cfg, split_seed=split_seed,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
-    save_splits(out / SPLITS_NAME, splits, split_seed)
     typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))
 
 

@@ -18,7 +18,8 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 import yaml
 
 __all__ = ["DataConfig", "TeacherSection", "TeacherTrainConfig", "StudentSection", "TrainConfig",
-           "LossConfig", "RunConfig", "load_config", "apply_overrides", "coerce_value", "ConfigError"]
+           "LossConfig", "RunConfig", "load_config", "load_resume_config", "apply_overrides",
+           "coerce_value", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,12 @@ class TeacherTrainConfig:
     prob_aug: float = 0.7  # probability of the rotation and of the flip
     seed: int = 20  # official setup_seed(20)
     device: str | None = None
+
+
+# The official MA-AGIQA split that ``train-teacher`` makes: 70 / 10 / 20 % train / val / test, seed 20.
+TEACHER_VAL_FRACTION = 0.1
+TEACHER_TEST_FRACTION = 0.2
+TEACHER_SPLIT_SEED = 20
 
 
 def demo_teacher_train() -> TeacherTrainConfig:
@@ -320,6 +327,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         return RunConfig.from_dict(config)
     except TypeError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
+
+
+def load_resume_config(run_dir: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+    """The saved config of the run in ``run_dir`` (``agiqa-distill run --resume``), with
+    ``overrides`` applied and ``out_dir`` pinned to ``run_dir`` (the folder may have moved)."""
+    from student.layout import RunLayout  # the run folder's names have one home
+
+    saved = RunLayout(run_dir).config
+    if not saved.is_file():
+        raise ConfigError(f"{saved}: missing; --resume needs a run folder written by agiqa-distill run")
+    return load_config(saved, [*(overrides or []), f"out_dir={run_dir}"])
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:

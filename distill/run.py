@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from edge_runtime.atomic import atomic_write_json, atomic_write_text
 from student.compression import LinearCompression, save_compressions
-from student.layout import BEST, SPLITS_NAME, RunLayout, write_data_index
+from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
 from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
 from teacher.data import (DatasetSpec, ImageRecord, dataset_spec_for, load_records, save_splits,
@@ -34,7 +34,7 @@ from teacher.labeler import (TEACHER_CONFIG_NAME, Teacher, TeacherConfig, read_t
                              teacher_fingerprint)
 from teacher.model import TeacherOutput
 
-from .config import RunConfig
+from .config import RunConfig, load_resume_config
 from .demo import MOS_FILE, make_demo_images
 from .losses import DistillTargets
 from .metrics import iqa_metrics
@@ -42,7 +42,7 @@ from .report import display_path, write_model_card, write_plots
 from .teacher_train import TRAINED_MARKER, train_teacher
 from .train import CHECKPOINT_META, ImageSet, Split, predict, read_checkpoint_meta, train
 
-__all__ = ["run_distillation", "RunResult"]
+__all__ = ["run_distillation", "resume_distillation", "RunResult"]
 
 DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded (blur, noise, JPEG, "
                "scrambled tiles) with a MOS derived from the degradation. Its teacher is a tiny MA-AGIQA "
@@ -52,8 +52,38 @@ DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded 
 UNLABELED_PREFIX = "unlabeled/"  # image ids of data.unlabeled never collide with the dataset's
 
 
-class RunResult(dict):
-    """The final metrics dict (as written to ``metrics.json``) with ``run_dir``."""
+@dataclass
+class RunResult:
+    """What :func:`run_distillation` returns. On rank 0 (and in a single process) every field
+    but ``model_card``/``plots`` is also written to ``metrics.json``; on the other ranks of a
+    ``torchrun`` job only ``run_dir`` is set and the rest stays None (see :attr:`evaluated`)."""
+
+    run_dir: str
+    # Held-out test split, best checkpoint: {"vs_teacher": iqa_metrics, "vs_mos": iqa_metrics}
+    # ("vs_mos" only when the test split has MOS); iqa_metrics = {"srcc", "krcc", "plcc", "rmse", "n"}.
+    test: dict[str, dict[str, float]] | None = None
+    teacher_vs_mos: dict[str, float] | None = None  # None when the test split has no MOS
+    best_step: int | None = None
+    best_val_srcc: float | None = None
+    steps: int | None = None
+    images: dict[str, int] | None = None  # per split, and "unlabeled"
+    skipped_images: int | None = None  # images the teacher could not read
+    seconds: float | None = None  # wall time of the whole run
+    student: dict[str, Any] | None = None  # {"variant", "backbone", "params"}
+    demo: bool | None = None
+    teacher_fingerprint: str | None = None
+    lower_better: bool | None = None
+    model_card: str | None = None
+    plots: list[str] | None = None
+
+    @property
+    def evaluated(self) -> bool:
+        """True on the process that evaluated and reported (rank 0)."""
+        return self.test is not None
+
+    def metrics(self) -> dict[str, Any]:
+        """The fields written to ``metrics.json`` (all but ``model_card`` and ``plots``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model_card", "plots")}
 
 
 def _init_distributed(device_pref: str | None) -> tuple[int, int, torch.device]:
@@ -125,14 +155,12 @@ def _train_demo_teacher(cfg: RunConfig, run_dir: Path, records: list[ImageRecord
     cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, init), [r for r in records if r.image_id in fit_ids],
                    init, tcfg, device, rank, world, progress)
     t = cfg.teacher.train
-    if rank == 0:
-        save_splits(trained / SPLITS_NAME, splits, cfg.data.split_seed)  # what the teacher saw: train, val
     _say(f"[2/6] teacher: training the tiny MA-AGIQA against the demo MOS on {len(splits['train'])} train "
          f"images ({t.epochs} epochs; validation on {len(splits['val'])}; test images never seen)")
     if rank == 0:
         train_config = replace(t, device=t.device or cfg.teacher.device or str(device))
-        best = train_teacher(init, cache.out_dir, records, {k: v for k, v in splits.items() if k != "test"},
-                             trained, train_config, progress=progress)
+        best = train_teacher(init, cache.out_dir, records, splits, trained, train_config,
+                             split_seed=cfg.data.split_seed, progress=progress)
         _say(f"      teacher vs MOS on validation: SRCC {best['srcc']:.3f}, PLCC {best['plcc']:.3f} "
              f"(best epoch {best['epoch']})")
     _barrier()
@@ -209,6 +237,13 @@ def _logged_step(line: str) -> float:
         return json.loads(line).get("step", 0)
     except (ValueError, AttributeError):
         return float("inf")
+
+
+def resume_distillation(run_dir: str | os.PathLike, overrides: list[str] | None = None, *,
+                        progress: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint, with its saved config
+    (``agiqa-distill run --resume RUN_DIR``); ``overrides`` are ``key=value`` strings."""
+    return run_distillation(load_resume_config(run_dir, overrides), resume=True, progress=progress)
 
 
 def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
@@ -325,7 +360,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     _barrier()
 
     # 5. held-out evaluation of the best student, 6. plots and the model card
-    result = RunResult(run_dir=str(run_dir))
+    result = RunResult(run_dir=str(run_dir))  # the other ranks return only where the run is
     if rank == 0:
         test = parts["test"]
         _say(f"[5/6] evaluation: best student (step {state.best_step}) on {len(test.ids)} held-out test images")
@@ -336,21 +371,21 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         metrics = {"vs_teacher": iqa_metrics(student_scores, teacher_scores)}
         if has_mos:
             metrics["vs_mos"] = iqa_metrics(student_scores, mos)
-        result.update({
-            "test": metrics, "teacher_vs_mos": iqa_metrics(teacher_scores, mos) if has_mos else None,
-            "best_step": state.best_step, "best_val_srcc": state.best_val_srcc, "steps": state.step,
-            "images": {**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra)},
-            "skipped_images": len(cache.skipped), "seconds": time.time() - started,
-            "student": {"variant": cfg.student.variant, "backbone": scfg.backbone,
-                        "params": sum(p.numel() for p in best.parameters())},
-            "demo": cfg.is_demo, "teacher_fingerprint": fingerprints["teacher_fingerprint"],
-            "lower_better": scfg.lower_better,
-        })
-        atomic_write_json(run.metrics, dict(result))
+        result = RunResult(
+            run_dir=str(run_dir), test=metrics,
+            teacher_vs_mos=iqa_metrics(teacher_scores, mos) if has_mos else None,
+            best_step=state.best_step, best_val_srcc=state.best_val_srcc, steps=state.step,
+            images={**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra)},
+            skipped_images=len(cache.skipped), seconds=time.time() - started,
+            student={"variant": cfg.student.variant, "backbone": scfg.backbone,
+                     "params": sum(p.numel() for p in best.parameters())},
+            demo=cfg.is_demo, teacher_fingerprint=fingerprints["teacher_fingerprint"],
+            lower_better=scfg.lower_better)
+        atomic_write_json(run.metrics, result.metrics())
         _say("[6/6] report: plots and MODEL_CARD.md")
         plots = write_plots(run_dir, metrics_path, student_scores, test.targets, best_step=state.best_step)
-        card = write_model_card(run_dir, cfg, dict(result), DEMO_NOTICE if cfg.is_demo else None)
-        result.update({"model_card": str(card), "plots": [str(p) for p in plots]})
+        card = write_model_card(run_dir, cfg, result.metrics(), DEMO_NOTICE if cfg.is_demo else None)
+        result.model_card, result.plots = str(card), [str(p) for p in plots]
     _barrier()
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -24,15 +24,16 @@ from safetensors.torch import save
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.images import load_rgb
 from teacher.cache import LabelCache
-from teacher.data import ImageRecord
+from student.layout import SPLITS_NAME
+from teacher.data import ImageRecord, save_splits, split_records
 from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, read_teacher_config, teacher_view
 from teacher.maniqa import read_state_dict
 from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch
 
-from .config import TeacherTrainConfig
+from .config import TEACHER_SPLIT_SEED, TEACHER_TEST_FRACTION, TEACHER_VAL_FRACTION, TeacherTrainConfig
 from .metrics import iqa_metrics
 
-__all__ = ["TeacherTrainConfig", "train_teacher", "TRAINED_MARKER"]
+__all__ = ["TeacherTrainConfig", "teacher_splits", "train_teacher", "TRAINED_MARKER"]
 
 TRAINED_MARKER = "train_metrics.json"  # train_teacher writes it last: the teacher folder is complete
 
@@ -48,19 +49,33 @@ def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def teacher_splits(records: list[ImageRecord], seed: int = TEACHER_SPLIT_SEED) -> dict[str, list[str]]:
+    """The official MA-AGIQA split of ``records``: 70 / 10 / 20 % train / val / test."""
+    return split_records(records, val_fraction=TEACHER_VAL_FRACTION, test_fraction=TEACHER_TEST_FRACTION,
+                         seed=seed)
+
+
 def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
-                  records: list[ImageRecord], splits: dict[str, list[str]], out_dir: str | os.PathLike,
-                  config: TeacherTrainConfig | None = None, *, vit_weights: str | None = None,
+                  records: list[ImageRecord], splits: dict[str, list[str]] | None,
+                  out_dir: str | os.PathLike, config: TeacherTrainConfig | None = None, *,
+                  split_seed: int = TEACHER_SPLIT_SEED, vit_weights: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
-    """Train a teacher and write a new teacher folder (``teacher.json`` + official-named weights).
+    """Train a teacher and write a new teacher folder: ``teacher.json``, official-named weights,
+    ``splits.json`` and ``train_metrics.json`` (written last: the folder is complete).
 
     ``teacher_dir`` gives the MLLM, prompts and MANIQA preset; ``cache_dir`` the semantic vectors;
-    ``records`` the images and MOS; ``splits`` the train/val ids. Returns the best val metrics.
+    ``records`` the images and MOS. ``splits`` (``{"train", "val", "test"}`` as
+    :func:`teacher.data.split_records` makes them) says which images train and which select the
+    best epoch; the test images are never used. ``None``: :func:`teacher_splits` with
+    ``split_seed``, as ``agiqa-distill train-teacher`` does; ``split_seed`` is recorded in
+    ``splits.json`` either way. Returns the best validation metrics.
     """
     from tqdm.auto import tqdm
 
     cfg = config or TeacherTrainConfig()
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
+    if splits is None:
+        splits = teacher_splits(records, split_seed)
     tcfg = read_teacher_config(teacher_dir)
     cache = LabelCache.open(cache_dir)
     vectors = cache.tensors().semantic_vectors
@@ -88,6 +103,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
         raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
                          "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
+    save_splits(out_dir / SPLITS_NAME, splits, split_seed)  # what the teacher saw (and did not)
     if not vit_weights:  # from scratch (the demo): a quality branch that trains, and the score starting
         revive_quality_branch(model)  # at the mean MOS (Adam moves a bias by ~lr per step: thousands
         with torch.no_grad():  # of steps to reach MOS 3 from 0)

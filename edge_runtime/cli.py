@@ -4,7 +4,8 @@
 
 Folders expand to the image files inside them (recursively). Images that cannot be decoded
 are skipped with their reason (stderr, and in the output); the command exits 0 when at least
-one image was scored, 1 when none was, 2 when the model cannot be loaded.
+one image was scored, 1 when none was, 2 when the model cannot be loaded (the codes of
+:mod:`edge_runtime.errors`, shared by all our commands).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import List, Optional
 
 import typer
 
-from .contract import ContractError
-from .scorer import RuntimeUnavailableError, Scorer, ScoreResult, find_images, rank_results
+from .errors import EXIT_FAILED, EXIT_OK, exit_codes_help, exit_with, one_line_errors
+from .scorer import Scorer, ScoreResult, find_images, rank_results
 from .version import version_callback
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Score photos with an exported agiqa-edge program.")
 
 class Format(str, Enum):
@@ -77,7 +78,8 @@ def render(results: list[ScoreResult], fmt: Format, scorer_info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-@app.command()
+@app.command(epilog=exit_codes_help())
+@one_line_errors(interrupted="interrupted: no scores were printed")
 def score(
     paths: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     model: Path = typer.Option(..., "--model", "-m", help="The .pte; its model.json must sit beside it."),
@@ -94,12 +96,11 @@ def score(
         f"skipped folder {folder}: {reason}", err=True))
     if not files:
         typer.echo("error: no images found in the given paths", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     try:
         scorer = Scorer.from_file(model, threads=threads)
-    except (ContractError, RuntimeUnavailableError, ValueError) as exc:
-        typer.echo(f"error: cannot load {model}: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except Exception as exc:  # ContractError, RuntimeUnavailableError, a missing file, ...
+        exit_with(exc, context=f"cannot load {model}")
     results = scorer.score_many(_with_progress(files, progress))
     if order is Order.rank:
         results = rank_results(results, scorer.lower_better)
@@ -113,7 +114,7 @@ def score(
     scored = len(results) - len(skipped)
     typer.echo(f"scored {scored} image(s), skipped {len(skipped)}"
                f" ({'lower' if contract.lower_better else 'higher'} is better)", err=True)
-    raise typer.Exit(0 if scored else 1)
+    raise typer.Exit(EXIT_OK if scored else EXIT_FAILED)
 
 
 def _with_progress(files: list[Path], enabled: bool):

@@ -10,11 +10,12 @@ from typing import Callable, Optional
 
 import typer
 
+from edge_runtime.errors import exit_codes_help, one_line_errors
 from edge_runtime.version import version_callback
 
 from .backends import SUPPORTED_BACKENDS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Export a distilled student for on-device scoring.")
 
 
@@ -43,7 +44,8 @@ def _progress() -> Callable[[str], None]:
     return say
 
 
-@app.command("executorch")
+@app.command("executorch", epilog=exit_codes_help())
+@one_line_errors(interrupted="interrupted: the export did not finish; run the same command again")
 def executorch_command(
     source: Path = typer.Argument(..., help="A distillation run folder (uses student/best) or a "
                                             "student folder (then --images is required)."),
@@ -67,20 +69,13 @@ def executorch_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Export SOURCE to an ExecuTorch program, verify it on held-out images, write its contract."""
-    from .executorch import ExportError, FidelityError, export_executorch
+    from .executorch import export_executorch
 
-    try:
-        report = export_executorch(source, out, quantize=quantize.value, calibration=calibration,
-                                   backend=backend.value, images=images,
-                                   verify_images=verify_images, min_srcc=min_srcc,
-                                   max_abs_diff=max_abs_diff, verify_limit=verify_limit,
-                                   progress=None if quiet else _progress())
-    except FidelityError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except (ExportError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    report = export_executorch(source, out, quantize=quantize.value, calibration=calibration,
+                               backend=backend.value, images=images,
+                               verify_images=verify_images, min_srcc=min_srcc,
+                               max_abs_diff=max_abs_diff, verify_limit=verify_limit,
+                               progress=None if quiet else _progress())
     v = report.verification
     srcc = "n/a" if v.srcc is None else f"{v.srcc:.4f}"
     typer.echo(f"wrote {report.program} ({report.program_bytes / 1e6:.2f} MB, {report.quantize}, "

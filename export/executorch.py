@@ -30,6 +30,7 @@ import torch
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.contract import (CONTRACT_METHOD, ModelContract, contract_path, report_path,
                                    sha256_bytes)
+from edge_runtime.errors import CheckFailedError
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
@@ -55,8 +56,9 @@ class ExportError(RuntimeError):
     """The export could not be done (bad arguments, source, images)."""
 
 
-class FidelityError(ExportError):
-    """The program was built but scores too far from the eager student (see ``report``)."""
+class FidelityError(ExportError, CheckFailedError):
+    """The program was built but scores too far from the eager student (see ``report``); the
+    command line exits 1 for it, not 2."""
 
     def __init__(self, message: str, report: "ExportReport") -> None:
         super().__init__(message)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .tiny_mllm import TinyMLLMConfig
 
 __all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "read_teacher_config", "teacher_fingerprint", "teacher_view",
-           "TEACHER_CONFIG_NAME"]
+           "TEACHER_CONFIG_NAME", "tiny_teacher_for"]
 
 TEACHER_CONFIG_NAME = "teacher.json"
 WEIGHTS_NAME = "ma_agiqa.safetensors"
@@ -226,6 +226,17 @@ class Teacher:
         crops = [self.model(views[:, :, top:top + size, left:left + size], semantic) for top, left in self._crops]
         mean = TeacherOutput(*(sum(v.float() for v in field) / len(crops) for field in zip(*crops)))
         return TeacherOutput(*(v.cpu() for v in mean._replace(semantic_vectors=semantic)))
+
+
+def tiny_teacher_for(cache_dir: str | os.PathLike) -> Path:
+    """The tiny random teacher that labels ``cache_dir`` (``agiqa-distill label --tiny``):
+    ``<cache>.tiny_teacher`` beside it (a cache folder holds only its labels), written on first
+    use and reused after, so a resumed labelling keeps the teacher's fingerprint."""
+    cache_dir = Path(cache_dir)
+    directory = cache_dir.parent / f"{cache_dir.name}.tiny_teacher"
+    if not (directory / TEACHER_CONFIG_NAME).is_file():
+        save_tiny_teacher(directory)
+    return directory
 
 
 def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0, *, maniqa: str = "tiny",

@@ -90,16 +90,18 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.chdir(tmp_path)  # the model card shows paths relative to the current folder
     full = run_distillation(load_config(None, _tiny_overrides(tmp_path / "full")), progress=False)
-    run_dir = Path(full["run_dir"])
+    run_dir = Path(full.run_dir)
     for name in ("config.json", "splits.json", "data_index.json", "metrics.jsonl", "metrics.json",
                  "MODEL_CARD.md", "plots/losses.png", "plots/student_vs_teacher.png",
                  "plots/student_vs_mos.png", "plots/teacher_vs_mos.png", "teacher/train_metrics.json",
                  "student/best/model.safetensors", "student/best/compression.safetensors",
                  "student/last/config.json", "checkpoint/state.safetensors"):
         assert (run_dir / name).is_file(), name
-    assert np.isfinite(full["test"]["vs_teacher"]["srcc"])
-    assert np.isfinite(full["teacher_vs_mos"]["srcc"]) and np.isfinite(full["test"]["vs_mos"]["srcc"])
-    assert full["images"] == {"train": 24, "val": 8, "test": 8, "unlabeled": 8}
+    assert np.isfinite(full.test["vs_teacher"]["srcc"])
+    assert np.isfinite(full.teacher_vs_mos["srcc"]) and np.isfinite(full.test["vs_mos"]["srcc"])
+    assert full.images == {"train": 24, "val": 8, "test": 8, "unlabeled": 8}
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(json.dumps(full.metrics()))
+    assert full.model_card == str(run_dir / "MODEL_CARD.md") and len(full.plots) == 4
     index = json.loads((run_dir / "data_index.json").read_text())
     assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 8
     # The teacher was trained on train + val only: it never saw a test image.
@@ -132,7 +134,7 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert state["step"] == 4
     monkeypatch.setattr(train_module, "get_lr", real_get_lr)
     resumed = run_distillation(cfg, resume=True, progress=False)
-    assert resumed["test"] == full["test"]
+    assert resumed.test == full.test
     a = StudentIQA.from_pretrained(run_dir / "student" / "last").state_dict()
     b = StudentIQA.from_pretrained(tmp_path / "resumed" / "student" / "last").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
