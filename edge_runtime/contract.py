@@ -78,7 +78,6 @@ class ModelContract:
     lower_better: bool = False  # score direction; ranking respects it
     backend: str = "xnnpack"  # delegate the program was lowered to
     quantization: dict[str, Any] = field(default_factory=dict)  # mode + quantizer settings
-    student_fingerprint: str | None = None  # from the student's config.json, if recorded
     teacher_fingerprint: str | None = None  # the teacher the student was distilled from
     student_weights_sha256: str | None = None  # sha256 of the student's model.safetensors
     program_bytes: int = 0  # size of the .pte

@@ -34,8 +34,7 @@ class ExportSource:
 
     def fingerprints(self) -> dict[str, str | None]:
         weights = self.student_dir / "model.safetensors"
-        return {"student_fingerprint": _str_or_none(self.metadata.get("student_fingerprint")),
-                "teacher_fingerprint": _str_or_none(self.metadata.get("teacher_fingerprint")),
+        return {"teacher_fingerprint": _str_or_none(self.metadata.get("teacher_fingerprint")),
                 "student_weights_sha256": _sha256_file(weights) if weights.is_file() else None}
 
 

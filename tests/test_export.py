@@ -111,7 +111,7 @@ def test_contract_describes_program(fp32, student_dir):
     assert contract.input_shape == (1, 3, 64, 64)
     assert contract.output_names == ("score", "gate_weights")
     assert contract.expert_names == ("semantic_0", "semantic_1", "quality")
-    assert contract.teacher_fingerprint == "t" * 64 and contract.student_fingerprint is None
+    assert contract.teacher_fingerprint == "t" * 64
     assert len(contract.student_weights_sha256) == 64
     assert contract.quantization == {"mode": "fp32"} and contract.backend == "xnnpack"
     assert {"torch", "torchao", "executorch"} <= set(contract.versions)
