@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_runtime.scorer import IMAGE_SUFFIXES, find_images
 
-__all__ = ["ExportSource", "SourceError", "list_images", "resolve_source"]
+__all__ = ["ExportSource", "SourceError", "resolve_source"]
 
 
 class SourceError(ValueError):
@@ -48,14 +48,6 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix, hidden files ignored), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SourceError(f"{folder}: not a folder of images")
-    return find_images(folder)
 
 
 def _read_split(index_path: Path, split: str) -> list[Path]:
@@ -107,7 +99,10 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
 
 
 def _folder_images(folder: str | os.PathLike) -> list[Path]:
-    found = list_images(folder)
+    """Image files under ``folder`` (recursive, by suffix, hidden files ignored), sorted; never none."""
+    if not Path(folder).is_dir():
+        raise SourceError(f"{folder}: not a folder of images")
+    found = find_images(Path(folder))
     if not found:
         raise SourceError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return found
