@@ -90,7 +90,7 @@ def test_default_config_matches_ma_agiqa() -> None:
 
 
 def test_prompt_template_puts_image_after_question(encoder: SemanticEncoder) -> None:
-    assert encoder.prompt_texts[0] == f"USER: {COHERENCE_PROMPT}\n<image> ASSISTANT:"
+    assert encoder.backend.prompt_text(COHERENCE_PROMPT) == f"USER: {COHERENCE_PROMPT}\n<image> ASSISTANT:"
 
 
 def _assert_padding_invariant(enc: SemanticEncoder, n_images: int = 4) -> torch.Tensor:
@@ -115,7 +115,7 @@ def test_tiny_qwen2_vl_single_equals_batched(tmp_path: Path) -> None:
     folder = save_tiny_mllm(tmp_path / "tiny_qwen", family="qwen2_vl")
     cfg = SemanticConfig(model_path=str(folder), prompts=(SHORT_PROMPT, COHERENCE_PROMPT))
     enc = SemanticEncoder.from_pretrained(cfg, device="cpu")
-    assert enc.prompt_texts[0].startswith(f"<|im_start|>user\n{SHORT_PROMPT}<|vision_start|>")
+    assert enc.backend.prompt_text(SHORT_PROMPT).startswith(f"<|im_start|>user\n{SHORT_PROMPT}<|vision_start|>")
     _assert_padding_invariant(enc, n_images=3)
 
 
