@@ -1,6 +1,7 @@
 """teacher/maniqa.py against an independent, compact reference MANIQA written in the official code's style
 (IIGROUP/MANIQA models/maniqa.py + models/swin.py: forward hooks on every ViT Block, official parameter names)."""
 
+import argparse
 import math
 
 import numpy as np
@@ -292,16 +293,25 @@ def test_derived_buffers_may_be_absent(ref, tmp_path):
     check_same_weights(model, ref)
 
 
-def test_pickled_whole_model_needs_allow_pickle(ref, tmp_path):
-    path = tmp_path / "official_whole_model.pt"
-    torch.save(ref, path)  # like the official PIPAL22 release: torch.save(net)
-    with pytest.raises(ValueError, match=r"official_whole_model\.pt.*allow-pickle") as err:
+def test_pickled_checkpoint_needs_allow_pickle(ref, tmp_path):
+    path = tmp_path / "with_options.pt"
+    # Training options beside the weights: weights_only=True refuses the Namespace.
+    torch.save({"params": ref.state_dict(), "opt": argparse.Namespace(lr=1e-4)}, path)
+    with pytest.raises(ValueError, match=r"with_options\.pt.*allow-pickle") as err:
         read_state_dict(path)
     assert "\n" not in str(err.value)
     model = create_maniqa("tiny")
     with pytest.warns(UserWarning, match="arbitrary code"):
         load_maniqa_weights(model, path, allow_pickle=True)
     check_same_weights(model, ref)
+
+
+def test_pickled_whole_model_is_refused(ref, tmp_path):
+    path = tmp_path / "whole_model.pt"
+    torch.save(ref, path)  # torch.save(net): the weights come only with the code that pickled them
+    with pytest.warns(UserWarning, match="arbitrary code"), \
+            pytest.raises(ValueError, match=r"whole_model\.pt: holds a RefMANIQA, not a state dict; save"):
+        read_state_dict(path, allow_pickle=True)
 
 
 def test_mismatched_keys_are_reported(ref, tmp_path):
