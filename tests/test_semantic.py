@@ -178,16 +178,20 @@ def test_missing_folder_and_config(tmp_path: Path) -> None:
         SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(tmp_path)), device="cpu")
 
 
-@pytest.mark.parametrize(
-    "changes", [{"pooling": "max"}, {"prompts": ()}, {"prompts": ("",)}, {"batch_size": 0}, {"dtype": "int8"}]
-)
-def test_config_validation(changes: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("changes, message", [
+    ({"pooling": "max"}, "pooling must be one of"),
+    ({"prompts": ()}, "prompts must be a non-empty list of non-empty strings"),
+    ({"prompts": ("",)}, "prompts must be a non-empty list of non-empty strings"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"dtype": "int8"}, "dtype must be 'auto' or one of .*, got 'int8'"),
+])
+def test_config_validation(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         SemanticConfig(model_path="x", **changes)
 
 
 def test_encode_rejects_bad_input(encoder: SemanticEncoder) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one image"):
         encoder.encode([])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="a list of PIL images, not a single image"):
         encoder.encode(_images(1)[0])
