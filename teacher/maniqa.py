@@ -8,7 +8,7 @@ MA-AGIQA's MANIQA "quality feature" is the per-patch ``score * weight`` (B, 784)
 never affecting an output: ViT blocks after the last tap, ``vit.norm``, ``vit.head`` and
 ``swintransformer{1,2}.downsample`` (built, never called, as official). Input: RGB [0, 1] normalised with mean 0.5 /
 std 0.5, exactly 224 x 224; higher score = better. MA-AGIQA resizes the whole image to 224 x 224 (cv2 INTER_CUBIC)
-and scores it once; official MANIQA averages 224 crops (`predict_crops`).
+and scores it once; official MANIQA averages 224 crops (`crop_boxes`; the teacher averages them in `Teacher.label`).
 """
 
 from __future__ import annotations
@@ -384,21 +384,3 @@ def crop_boxes(height: int, width: int, num_crops: int = 20, mode: Literal["rand
     rows, cols = min(pairs, key=lambda p: (abs(p[0] / p[1] - height / width), p[0]))
     spots = lambda n, span: [span // 2] if n == 1 else [round(i * span / (n - 1)) for i in range(n)]  # noqa: E731
     return [(t, l) for t in spots(rows, height - crop_size) for l in spots(cols, width - crop_size)]
-
-
-@torch.no_grad()
-def predict_crops(model: Maniqa, images: Tensor, *, num_crops: int = 20, mode: Literal["random", "grid"] = "random",
-                  seed: int = 20) -> Tensor:
-    """Official test-time protocol: mean of ``model`` over 224 crops. (B, 3, H, W) normalised -> (B,).
-
-    Every image of the batch uses the crops `crop_boxes` returns for the same arguments (call it to record
-    them). This is the official mean of per-crop scores (pyiqa instead pools score * weight over all patches
-    of all crops). ``model`` must be in eval mode.
-    """
-    if model.training:
-        raise ValueError("predict_crops needs model.eval() (dropout is active in training mode)")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
-    s = model.config.img_size
-    boxes = crop_boxes(images.shape[2], images.shape[3], num_crops, mode, seed, crop_size=s)
-    return torch.stack([model(images[:, :, t : t + s, l : l + s]) for t, l in boxes]).mean(dim=0)

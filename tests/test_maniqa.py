@@ -2,7 +2,6 @@
 (IIGROUP/MANIQA models/maniqa.py + models/swin.py: forward hooks on every ViT Block, official parameter names)."""
 
 import argparse
-import math
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from torch import nn
 
 from teacher.maniqa import (
     ManiqaConfig, Maniqa, create_maniqa, crop_boxes, load_maniqa_weights, normalize,
-    predict_crops, read_state_dict,
+    read_state_dict,
 )
 
 ATOL = 1e-5  # float32 parity tolerance between the reference and teacher/maniqa.py
@@ -376,18 +375,3 @@ def test_random_crops_follow_official_seeding():
     assert crop_boxes(300, 400, 20, "random") == expected  # the official seed is the default
     assert crop_boxes(300, 400, 20, "random", seed=0) != expected
     assert crop_boxes(224, 224, 3, "random") == [(0, 0)] * 3
-
-
-def test_predict_crops(images):
-    model = create_maniqa("tiny").eval()
-    one = images[:1]
-    with torch.no_grad():
-        torch.testing.assert_close(predict_crops(model, one, num_crops=1, mode="grid"), model(one), atol=ATOL, rtol=0)
-        big = normalize(torch.rand(1, 3, 240, 256))
-        out = predict_crops(model, big, num_crops=2, mode="random", seed=3)
-        boxes = crop_boxes(240, 256, 2, "random", seed=3)
-        manual = torch.stack([model(big[:, :, t:t + 224, l:l + 224]) for t, l in boxes]).mean(0)
-    assert out.shape == (1,) and math.isfinite(float(out))
-    torch.testing.assert_close(out, manual, atol=ATOL, rtol=0)
-    with pytest.raises(ValueError, match="eval"):
-        predict_crops(model.train(), images)
