@@ -145,9 +145,5 @@ def train_teacher_cmd(
     typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))
 
 
-def main() -> None:  # pragma: no cover - console script
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -79,7 +79,6 @@ class ModelContract:
     backend: str = "xnnpack"  # delegate the program was lowered to
     partitioner: str | None = None  # import path of the ExecuTorch partitioner it was lowered with
     quantization: dict[str, Any] = field(default_factory=dict)  # mode + quantizer settings
-    student_fingerprint: str | None = None  # from the student's config.json, if recorded
     teacher_fingerprint: str | None = None  # the teacher the student was distilled from
     student_weights_sha256: str | None = None  # sha256 of the student's model.safetensors
     program_bytes: int = 0  # size of the .pte

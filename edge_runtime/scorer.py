@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,12 +204,9 @@ class Scorer:
         return {name: np.asarray(out.detach().numpy() if hasattr(out, "detach") else out)
                 for name, out in zip(self.contract.output_names, outputs)}
 
-    def timed_score(self, tensor: np.ndarray) -> tuple[float, float]:
-        """``(score, seconds)`` for one preprocessed ``(3, H, W)`` image (model only)."""
-        start = time.perf_counter()
-        out = self.run(tensor[None])
-        seconds = time.perf_counter() - start
-        return float(out[self.contract.score_output].reshape(-1)[0]), seconds
+    def _score_tensor(self, tensor: np.ndarray) -> float:
+        """The score of one preprocessed ``(3, H, W)`` image."""
+        return float(self.run(tensor[None])[self.contract.score_output].reshape(-1)[0])
 
     # -- images ------------------------------------------------------------------------------
     def preprocess(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
@@ -225,7 +221,7 @@ class Scorer:
 
     def score(self, image: str | os.PathLike | np.ndarray) -> float:
         """Score one image. Raises ``ImageLoadError`` when a file cannot be decoded."""
-        return self.timed_score(self.preprocess(image))[0]
+        return self._score_tensor(self.preprocess(image))
 
     def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
         """Score every path in order; an unreadable image is skipped with its reason."""
@@ -239,7 +235,7 @@ class Scorer:
             except Exception as exc:  # a decoder bug must not abort a batch of 10,000 photos
                 results.append(ScoreResult(str(path), skipped=f"unexpected decode error ({exc!r})"))
                 continue
-            results.append(ScoreResult(str(path), score=self.timed_score(tensor)[0]))
+            results.append(ScoreResult(str(path), score=self._score_tensor(tensor)))
         return results
 
     def rank(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:

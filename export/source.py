@@ -18,7 +18,7 @@ from edge_runtime.scorer import IMAGE_SUFFIXES, find_images
 from student.layout import RunLayout, read_data_index
 from student.model import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["ExportSource", "SourceError", "list_images", "resolve_source"]
+__all__ = ["ExportSource", "SourceError", "resolve_source"]
 
 
 class SourceError(ValueError):
@@ -36,8 +36,7 @@ class ExportSource:
 
     def fingerprints(self) -> dict[str, str | None]:
         weights = self.student_dir / WEIGHTS_NAME
-        return {"student_fingerprint": _str_or_none(self.metadata.get("student_fingerprint")),
-                "teacher_fingerprint": _str_or_none(self.metadata.get("teacher_fingerprint")),
+        return {"teacher_fingerprint": _str_or_none(self.metadata.get("teacher_fingerprint")),
                 "student_weights_sha256": _sha256_file(weights) if weights.is_file() else None}
 
 
@@ -51,14 +50,6 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix, hidden files ignored), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SourceError(f"{folder}: not a folder of images")
-    return find_images(folder)
 
 
 
@@ -109,7 +100,10 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
 
 
 def _folder_images(folder: str | os.PathLike) -> list[Path]:
-    found = list_images(folder)
+    """Image files under ``folder`` (recursive, by suffix, hidden files ignored), sorted; never none."""
+    if not Path(folder).is_dir():
+        raise SourceError(f"{folder}: not a folder of images")
+    found = find_images(Path(folder))
     if not found:
         raise SourceError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return found

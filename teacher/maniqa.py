@@ -8,14 +8,13 @@ MA-AGIQA's MANIQA "quality feature" is the per-patch ``score * weight`` (B, 784)
 never affecting an output: ViT blocks after the last tap, ``vit.norm``, ``vit.head`` and
 ``swintransformer{1,2}.downsample`` (built, never called, as official). Input: RGB [0, 1] normalised with mean 0.5 /
 std 0.5, exactly 224 x 224; higher score = better. MA-AGIQA resizes the whole image to 224 x 224 (cv2 INTER_CUBIC)
-and scores it once; official MANIQA averages 224 crops (`predict_crops`).
+and scores it once; official MANIQA averages 224 crops (`crop_boxes`; the teacher averages them in `Teacher.label`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
-import types
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -286,40 +285,6 @@ def create_maniqa(name_or_config: str | ManiqaConfig = "base") -> Maniqa:
 _WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model")  # pyiqa/BasicSR save {'params': state_dict}
 _PYIQA_EXTRAS = ("dummy_param",)  # pyiqa InferenceModel's device marker, not part of the network
 _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")  # rebuilt from the config, may be absent from a file
-_REAL_BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "slice", "object", "bytearray", "complex"}
-
-
-class _Stub:  # stands in for any non-torch class of a pickled model (official MANIQA, old timm)
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-class _StubUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        real = module.split(".")[0] in ("torch", "collections", "copyreg", "copy_reg", "_codecs", "numpy")
-        if real or (module in ("builtins", "__builtin__") and name in _REAL_BUILTINS):
-            return super().find_class(module, name)
-        return _Stub
-
-
-_stub_pickle = types.ModuleType("maniqa_stub_pickle")
-_stub_pickle.Unpickler, _stub_pickle.load = _StubUnpickler, pickle.load  # type: ignore[attr-defined]
-
-
-def _module_state(obj: Any, prefix: str, out: dict[str, Tensor]) -> None:
-    """Collect persistent parameters and buffers from a (possibly stubbed) unpickled nn.Module tree."""
-    d = vars(obj)
-    skip = d.get("_non_persistent_buffers_set") or set()
-    for k, v in [*(d.get("_parameters") or {}).items(), *(d.get("_buffers") or {}).items()]:
-        if v is not None and k not in skip:
-            out[prefix + k] = v.detach()
-    for k, m in (d.get("_modules") or {}).items():
-        if m is not None:
-            _module_state(m, f"{prefix}{k}.", out)
 
 
 def _is_safetensors(path: Path) -> bool:  # 8-byte little-endian header length, then a JSON header
@@ -334,9 +299,9 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     Accepts safetensors; ``torch.save`` state dicts (read with ``weights_only=True``), bare or wrapped in
     ``params`` (pyiqa/BasicSR), ``params_ema``, ``state_dict`` or ``model``; a pyiqa metric's own
     ``create_metric(...).state_dict()`` (``net.`` prefix stripped, its ``dummy_param`` dropped); and, only with
-    ``allow_pickle=True``, a pickled whole model (official MANIQA PIPAL22 release, ``torch.save(net)``), unpickled with non-torch classes
-    replaced by attribute holders so the official repo and its old timm need not be importable. Unpickling can
-    still run arbitrary code: use it for trusted files only.
+    ``allow_pickle=True``, a state dict pickled beside non-tensor objects (e.g. training options) that
+    ``weights_only`` refuses. Unpickling can run arbitrary code: use it for trusted files only. A whole pickled
+    model (``torch.save(net)``) is refused: save its ``state_dict()`` where its code is importable.
     """
     path = Path(path)
     if not path.is_file():
@@ -348,19 +313,20 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             if not allow_pickle:
-                raise ValueError(f"{path}: needs full unpickling (e.g. a whole model saved with torch.save(net)), "
+                raise ValueError(f"{path}: needs full unpickling (it holds more than tensors), "
                                  "which can run arbitrary code; if you trust this file pass allow_pickle=True "
                                  "(CLI: --allow-pickle)") from err
             warnings.warn(f"unpickling {path} with allow_pickle=True: this can execute arbitrary code", stacklevel=2)
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_stub_pickle)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc:  # e.g. a whole model whose classes are not importable here
+                raise ValueError(f"{path}: cannot be unpickled ({type(exc).__name__}: {exc}); save the "
+                                 "model's state_dict() where its code is importable") from None
     if isinstance(obj, dict):
-        obj = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), (dict, nn.Module, _Stub))), obj)
-    if not isinstance(obj, dict):  # a whole (possibly stubbed) module
-        if not isinstance(getattr(obj, "_modules", None), dict):
-            raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict or a model")
-        state: dict[str, Tensor] = {}
-        _module_state(obj, "", state)
-        obj = state
+        obj = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), obj)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict; save the model's "
+                         "state_dict() instead")
     bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
     if bad:
         raise ValueError(f"{path}: not a state dict, non-tensor entries {bad[:5]}")
@@ -418,21 +384,3 @@ def crop_boxes(height: int, width: int, num_crops: int = 20, mode: Literal["rand
     rows, cols = min(pairs, key=lambda p: (abs(p[0] / p[1] - height / width), p[0]))
     spots = lambda n, span: [span // 2] if n == 1 else [round(i * span / (n - 1)) for i in range(n)]  # noqa: E731
     return [(t, l) for t in spots(rows, height - crop_size) for l in spots(cols, width - crop_size)]
-
-
-@torch.no_grad()
-def predict_crops(model: Maniqa, images: Tensor, *, num_crops: int = 20, mode: Literal["random", "grid"] = "random",
-                  seed: int = 20) -> Tensor:
-    """Official test-time protocol: mean of ``model`` over 224 crops. (B, 3, H, W) normalised -> (B,).
-
-    Every image of the batch uses the crops `crop_boxes` returns for the same arguments (call it to record
-    them). This is the official mean of per-crop scores (pyiqa instead pools score * weight over all patches
-    of all crops). ``model`` must be in eval mode.
-    """
-    if model.training:
-        raise ValueError("predict_crops needs model.eval() (dropout is active in training mode)")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
-    s = model.config.img_size
-    boxes = crop_boxes(images.shape[2], images.shape[3], num_crops, mode, seed, crop_size=s)
-    return torch.stack([model(images[:, :, t : t + s, l : l + s]) for t, l in boxes]).mean(dim=0)

@@ -319,11 +319,6 @@ class SemanticEncoder:
         """D: the width of the language model's last hidden layer (4096 for mPLUG-Owl2 llama2-7b)."""
         return self.backend.hidden_size
 
-    @property
-    def prompt_texts(self) -> list[str]:
-        """The full model inputs (chat template applied) for each prompt, image placeholder included."""
-        return [self.backend.prompt_text(q) for q in self.config.prompts]
-
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """images: B PIL images -> (B, P, D) float32 on CPU; [:, p] answers config.prompts[p].
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_data import make_image_folder
 
 from teacher.cache import (FIELDS, CacheCorruptError, CacheCorruptWarning, CacheMismatchError, CacheMissingError,
                            LabelCache, build_label_cache, fingerprint_sha256, merge_manifests, resolve_rank)
@@ -54,7 +53,7 @@ class FakeLabeler:
 
 
 @pytest.fixture
-def records(tmp_path: Path) -> list[ImageRecord]:
+def records(tmp_path: Path, make_image_folder) -> list[ImageRecord]:
     make_image_folder(tmp_path / "data", n_good=10)
     return load_records(DatasetSpec("folder", tmp_path / "data"))
 
@@ -170,7 +169,7 @@ def test_different_teacher_is_refused(records: list[ImageRecord], tmp_path: Path
     out = tmp_path / "cache"
     build(records, out)
     other = FakeLabeler(version="v2")
-    with pytest.raises(CacheMismatchError) as info:
+    with pytest.raises(CacheMismatchError, match="built by a different teacher") as info:
         build(records, out, other)
     message = str(info.value)
     ours, theirs = fingerprint_sha256(FakeLabeler().fingerprint()), fingerprint_sha256(other.fingerprint())

@@ -24,9 +24,6 @@ from PIL import Image
 from edge_runtime import Scorer
 from edge_runtime.contract import contract_digest
 from edge_runtime.golden import golden_path, read_golden
-from export import export_executorch
-from student.model import create_student
-from test_export import realistic_images
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "edge_runtime" / "cpp"))
@@ -63,18 +60,9 @@ def aarch64_binary(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory) -> dict[str, Path]:
-    """The tiny student exported int8 and fp32, each with its golden file."""
-    work = tmp_path_factory.mktemp("cpp-programs")
-    torch.manual_seed(0)
-    student = create_student("tiny").eval().save_pretrained(work / "student")
-    images = realistic_images(work / "images")
-    out = {}
-    for mode in ("int8", "fp32"):
-        report = export_executorch(student, work / mode / "model.pte", quantize=mode, images=images,
-                                   min_srcc=-1.0 if mode == "int8" else None, verify_limit=8)
-        out[mode] = Path(report.program)
-    return out
+def programs(tiny_exports) -> dict[str, Path]:
+    """The tiny student's int8 and fp32 programs (conftest.py), each with its golden file."""
+    return {mode: Path(report.program) for mode, report in tiny_exports.items()}
 
 
 def _run(binary: Path, *args: str, cpu: str | None = None) -> subprocess.CompletedProcess:
@@ -119,7 +107,7 @@ def test_cpp_reproduces_golden_pairs(host_binary, programs, mode):
         assert pair["score_abs_diff"] <= report["score_tolerance"]
 
 
-def _decoding_cases(folder: Path) -> list[Path]:
+def _decoding_cases(folder: Path, realistic_images) -> list[Path]:
     """Real-photo crops plus the decoder's special cases: EXIF rotation, JPEG draft scaling,
     grayscale, alpha over white, palette transparency, 16-bit grayscale."""
     paths = sorted(realistic_images(folder / "photos", count=8).iterdir())
@@ -142,9 +130,9 @@ def _decoding_cases(folder: Path) -> list[Path]:
     return paths + sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def test_cpp_decoding_and_preprocessing_match_numpy(host_binary, programs, tmp_path):
+def test_cpp_decoding_and_preprocessing_match_numpy(host_binary, programs, realistic_images, tmp_path):
     """Model inputs from the C++ decoders + resize vs edge_runtime's (Pillow + numpy)."""
-    images = _decoding_cases(tmp_path / "images")
+    images = _decoding_cases(tmp_path / "images", realistic_images)
     dump = tmp_path / "inputs"
     dump.mkdir()
     program = programs["fp32"]
@@ -164,7 +152,7 @@ def test_cpp_decoding_and_preprocessing_match_numpy(host_binary, programs, tmp_p
         assert abs(score - scorer.score(path)) <= 1e-5, path.name
 
 
-def test_cpp_cli_skips_bad_files_with_a_reason(host_binary, programs, tmp_path):
+def test_cpp_cli_skips_bad_files_with_a_reason(host_binary, programs, realistic_images, tmp_path):
     good = sorted(realistic_images(tmp_path / "ok", count=2).iterdir())[0]
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
@@ -188,7 +176,7 @@ def test_cpp_cli_skips_bad_files_with_a_reason(host_binary, programs, tmp_path):
     assert only_bad.returncode == 1
 
 
-def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, programs, tmp_path):
+def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, programs, realistic_images, tmp_path):
     """The load-time guard: outputs that disagree with the golden pairs (what an SME-enabled CPU
     produced, docs/edge.md) make the runtime refuse, in one line, instead of scoring."""
     from safetensors.numpy import load_file, save_file
@@ -228,7 +216,7 @@ def _refusal(host_binary, program: Path, photo: Path) -> str:
     return done.stderr
 
 
-def test_cpp_refuses_an_edited_contract(host_binary, programs, tmp_path):
+def test_cpp_refuses_an_edited_contract(host_binary, programs, realistic_images, tmp_path):
     """model.json's digest of its own fields: a flipped lower_better is refused, as in Python."""
     program, data = _contract_copy(programs, tmp_path)
     photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
@@ -242,7 +230,7 @@ def test_cpp_refuses_an_edited_contract(host_binary, programs, tmp_path):
     assert "has no contract_sha256" in _refusal(host_binary, program, photo)
 
 
-def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, tmp_path):
+def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, realistic_images, tmp_path):
     """An edit whose contract_sha256 was recomputed passes the file's own check but not the
     digest inside the program. The added fields also prove the C++ canonical JSON is Python's:
     were it not, the refusal would be "edited after export" instead."""
@@ -261,7 +249,7 @@ def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, tmp_
     assert "model.json is not the contract this program was exported with" in error, error
 
 
-def test_cpp_refuses_a_program_without_its_contract_digest(host_binary, programs, tmp_path):
+def test_cpp_refuses_a_program_without_its_contract_digest(host_binary, programs, realistic_images, tmp_path):
     """A program lowered without the agiqa_contract_sha256 method (an older export) is refused."""
     from export import _toolchain as tc
     from edge_runtime.contract import sha256_bytes

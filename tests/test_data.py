@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from teacher.data import (DatasetError, DatasetSpec, ImageRecord, iter_images, load_records,
                           load_splits, save_splits, split_records)
 
 AGIQA_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality", "mos_align",
                 "std_align"]
-
-
-def write_image(path: Path, seed: int, size: tuple[int, int] = (24, 32)) -> Path:
-    """A small random RGB image; the format follows the suffix (PNG, JPEG, ...)."""
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def write_bad_images(folder: Path, names: tuple[str, str, str]) -> None:
-    """Zero-byte file, a text file named like an image, and a truncated JPEG."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / names[0]).write_bytes(b"")
-    (folder / names[1]).write_text("this is not an image\n")
-    buffer = io.BytesIO()
-    rng = np.random.default_rng(99)
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=95)
-    (folder / names[2]).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-
-
-def make_image_folder(root: Path, n_good: int = 10) -> list[str]:
-    """``n_good`` PNG/JPEG images of several sizes plus three bad files, interleaved by name.
-    Returns the names of the good images."""
-    good = []
-    for i in range(n_good):
-        name = f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
-        write_image(root / name, seed=i, size=(16 + 4 * (i % 3), 20 + 2 * i))
-        good.append(name)
-    write_bad_images(root, ("img03b.png", "img06b.jpg", "img08b.jpg"))
-    return good
 
 
 def write_csv(path: Path, header: list[str] | None, rows: list[list[object]]) -> Path:
@@ -60,7 +27,7 @@ def write_csv(path: Path, header: list[str] | None, rows: list[list[object]]) ->
     return path
 
 
-def make_agiqa3k(root: Path, image_dir: str = "AGIQA-3K") -> None:
+def make_agiqa3k(write_image, root: Path, image_dir: str = "AGIQA-3K") -> None:
     rows = []
     for i, name in enumerate(["sd1.5_normal_000.jpg", "AttnGAN_normal_001.jpg", "xl2.2_lowstep_002.jpg"]):
         write_image(root / image_dir / name, seed=i)
@@ -70,8 +37,8 @@ def make_agiqa3k(root: Path, image_dir: str = "AGIQA-3K") -> None:
 
 # --- AGIQA-3K ---------------------------------------------------------------------------------
 
-def test_agiqa3k_reads_data_csv_and_image_folder(tmp_path: Path) -> None:
-    make_agiqa3k(tmp_path)
+def test_agiqa3k_reads_data_csv_and_image_folder(tmp_path: Path, write_image) -> None:
+    make_agiqa3k(write_image, tmp_path)
     records = load_records(DatasetSpec("agiqa3k", tmp_path))
     assert [r.image_id for r in records] == ["AGIQA-3K/AttnGAN_normal_001.jpg", "AGIQA-3K/sd1.5_normal_000.jpg",
                                              "AGIQA-3K/xl2.2_lowstep_002.jpg"]
@@ -83,15 +50,15 @@ def test_agiqa3k_reads_data_csv_and_image_folder(tmp_path: Path) -> None:
     assert aligned[0].mos == pytest.approx(3.0)
 
 
-def test_agiqa3k_images_beside_the_csv(tmp_path: Path) -> None:
-    make_agiqa3k(tmp_path, image_dir=".")
+def test_agiqa3k_images_beside_the_csv(tmp_path: Path, write_image) -> None:
+    make_agiqa3k(write_image, tmp_path, image_dir=".")
     assert load_records(DatasetSpec("agiqa3k", tmp_path))[0].image_id == "AttnGAN_normal_001.jpg"
 
 
 # --- AIGCQA-20K (AIGCQA-30K-Image) ------------------------------------------------------------
 
 @pytest.mark.parametrize("header", [True, False])
-def test_aigcqa20k_train_csv_with_or_without_header(tmp_path: Path, header: bool) -> None:
+def test_aigcqa20k_train_csv_with_or_without_header(tmp_path: Path, header: bool, write_image) -> None:
     names = ["DALLE2_0000.png", "SDXL_0003.png", "MJ_0010.png"]
     for i, name in enumerate(names):
         write_image(tmp_path / "train" / name, seed=i)
@@ -103,7 +70,7 @@ def test_aigcqa20k_train_csv_with_or_without_header(tmp_path: Path, header: bool
     assert records[0].prompt == "a prompt, with comma 0"
 
 
-def test_aigcqa20k_val_csv_has_no_mos(tmp_path: Path) -> None:
+def test_aigcqa20k_val_csv_has_no_mos(tmp_path: Path, write_image) -> None:
     write_image(tmp_path / "val" / "DALLE2_0025.png", seed=0)
     write_csv(tmp_path / "info_val.csv", None, [["DALLE2_0025.png", "oil painting"]])
     records = load_records(DatasetSpec("aigcqa20k", tmp_path, annotations="info_val.csv"))  # relative to root
@@ -113,7 +80,7 @@ def test_aigcqa20k_val_csv_has_no_mos(tmp_path: Path) -> None:
 
 # --- folder and csv ---------------------------------------------------------------------------
 
-def test_folder_is_recursive_and_ignores_other_files(tmp_path: Path) -> None:
+def test_folder_is_recursive_and_ignores_other_files(tmp_path: Path, write_image) -> None:
     write_image(tmp_path / "b" / "x.PNG", seed=0)
     write_image(tmp_path / "a.jpeg", seed=1)
     write_image(tmp_path / "c" / "d" / "y.webp", seed=2)
@@ -124,7 +91,7 @@ def test_folder_is_recursive_and_ignores_other_files(tmp_path: Path) -> None:
     assert all(r.mos is None and r.prompt is None for r in records)
 
 
-def test_csv_paths_relative_to_csv_folder_or_root(tmp_path: Path) -> None:
+def test_csv_paths_relative_to_csv_folder_or_root(tmp_path: Path, write_image) -> None:
     write_image(tmp_path / "imgs" / "one.png", seed=0)
     write_image(tmp_path / "labels" / "two.png", seed=1)
     csv_path = write_csv(tmp_path / "labels" / "list.csv", ["path", "mos"], [["imgs/one.png", 2], ["two.png", 3.5]])
@@ -136,8 +103,9 @@ def test_csv_paths_relative_to_csv_folder_or_root(tmp_path: Path) -> None:
 
 # --- errors -----------------------------------------------------------------------------------
 
-def error_of(spec: DatasetSpec) -> str:
-    with pytest.raises(DatasetError) as info:
+def error_of(spec: DatasetSpec, match: str) -> str:
+    """The one-line DatasetError that loading ``spec`` raises; it must match ``match``."""
+    with pytest.raises(DatasetError, match=match) as info:
         load_records(spec)
     message = str(info.value)
     assert "\n" not in message
@@ -145,45 +113,45 @@ def error_of(spec: DatasetSpec) -> str:
 
 
 def test_missing_root_and_csv(tmp_path: Path) -> None:
-    assert "does not exist" in error_of(DatasetSpec("folder", tmp_path / "nope"))
-    message = error_of(DatasetSpec("agiqa3k", tmp_path))
+    error_of(DatasetSpec("folder", tmp_path / "nope"), "does not exist")
+    message = error_of(DatasetSpec("agiqa3k", tmp_path), "does not exist")
     assert "data.csv" in message and "does not exist" in message
-    assert "annotations" in error_of(DatasetSpec("csv", tmp_path))
-    assert "unknown dataset kind" in error_of(DatasetSpec("koniq", tmp_path))
+    error_of(DatasetSpec("csv", tmp_path), "annotations")
+    error_of(DatasetSpec("koniq", tmp_path), "unknown dataset kind")
 
 
 def test_missing_column_lists_the_columns_found(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", ["name", "prompt", "score"], [["a.jpg", "p", 1]])
-    message = error_of(DatasetSpec("agiqa3k", tmp_path))
+    message = error_of(DatasetSpec("agiqa3k", tmp_path), "'mos_quality'")
     assert "'mos_quality'" in message and "name, prompt, score" in message and "data.csv" in message
 
 
-def test_unparsable_mos_names_the_line(tmp_path: Path) -> None:
-    make_agiqa3k(tmp_path)
+def test_unparsable_mos_names_the_line(tmp_path: Path, write_image) -> None:
+    make_agiqa3k(write_image, tmp_path)
     rows = list(csv.reader(open(tmp_path / "data.csv", encoding="utf-8")))
     rows[2][5] = "n/a"
     write_csv(tmp_path / "data.csv", rows[0], rows[1:])
-    message = error_of(DatasetSpec("agiqa3k", tmp_path))
+    message = error_of(DatasetSpec("agiqa3k", tmp_path), "line 3")
     assert "line 3" in message and "'n/a'" in message
 
 
-def test_duplicate_ids(tmp_path: Path) -> None:
+def test_duplicate_ids(tmp_path: Path, write_image) -> None:
     write_image(tmp_path / "a.png", seed=0)
     csv_path = write_csv(tmp_path / "l.csv", ["path"], [["a.png"], ["a.png"]])
-    assert "more than once" in error_of(DatasetSpec("csv", tmp_path, annotations=csv_path))
+    error_of(DatasetSpec("csv", tmp_path, annotations=csv_path), "more than once")
 
 
 def test_empty_dataset(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no images")
-    assert "empty" in error_of(DatasetSpec("folder", tmp_path))
+    error_of(DatasetSpec("folder", tmp_path), "empty")
 
 
-def test_missing_images_are_counted_not_first_only(tmp_path: Path) -> None:
-    make_agiqa3k(tmp_path)
+def test_missing_images_are_counted_not_first_only(tmp_path: Path, write_image) -> None:
+    make_agiqa3k(write_image, tmp_path)
     rows = list(csv.reader(open(tmp_path / "data.csv", encoding="utf-8")))
     extra = [[f"gone_{i}.jpg", "p", "", "", "", 1, 1, 1, 1] for i in range(7)]
     write_csv(tmp_path / "data.csv", rows[0], rows[1:] + extra)
-    message = error_of(DatasetSpec("agiqa3k", tmp_path))
+    message = error_of(DatasetSpec("agiqa3k", tmp_path), "7 of 10 listed images do not exist")
     assert "7 of 10 listed images do not exist" in message
     assert "gone_0.jpg" in message and "gone_6.jpg" not in message  # the first few only
 
@@ -211,7 +179,7 @@ def test_splits_are_deterministic_and_order_independent(tmp_path: Path) -> None:
 
 
 def test_split_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"val_fraction \+ test_fraction = 1\.1 leaves no training images"):
         split_records(fake_records(10), val_fraction=0.6, test_fraction=0.5)
     with pytest.raises(DatasetError, match="too few"):
         split_records(fake_records(2))
@@ -226,7 +194,7 @@ def test_split_errors(tmp_path: Path) -> None:
 
 # --- decoding ---------------------------------------------------------------------------------
 
-def test_iter_images_reports_bad_files(tmp_path: Path) -> None:
+def test_iter_images_reports_bad_files(tmp_path: Path, make_image_folder) -> None:
     good = make_image_folder(tmp_path, n_good=3)
     records = load_records(DatasetSpec("folder", tmp_path))
     results = {r.image_id: (image, reason) for r, image, reason in iter_images(records)}

@@ -83,11 +83,20 @@ def _tiny_overrides(out: Path) -> list[str]:
             "teacher.train.batch_size=8"]
 
 
-def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
     from distill import run as run_module
     from distill import train as train_module
     from distill.run import run_distillation
 
+    labelled: list[Path] = []  # every label cache the teacher writes
+    real_build = run_module.build_label_cache
+
+    def counting_build(records, teacher, out, **kwargs):  # type: ignore[no-untyped-def]
+        labelled.append(Path(out))
+        return real_build(records, teacher, out, **kwargs)
+
+    monkeypatch.setattr(run_module, "build_label_cache", counting_build)
     monkeypatch.chdir(tmp_path)  # the model card shows paths relative to the current folder
     full = run_distillation(load_config(None, _tiny_overrides(tmp_path / "full")), progress=False)
     run_dir = Path(full.run_dir)
@@ -109,6 +118,11 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert test_ids and not test_ids & set(json.loads((run_dir / "teacher" / "splits.json").read_text())["splits"]["train"])
     card = (run_dir / "MODEL_CARD.md").read_text()
     assert "Higher scores mean better quality" in card and str(tmp_path) not in card
+    assert "> " + run_module.DEMO_NOTICE in card  # the demo says it is a demo, in its card ...
+    assert run_module.DEMO_NOTICE in capsys.readouterr().out  # ... and when it starts
+    # The untrained teacher labels train + val (to train on), the trained one all images and the
+    # unlabeled views: three caches, each written once.
+    assert [p.parent.name for p in labelled] == ["labels"] * 3 and len(set(labelled)) == 3
     assert "agiqa-export executorch full --out model.pte" in card
     assert "| teacher vs MOS | student vs MOS | student vs teacher |" in card and "{'train'" not in card
 
@@ -117,18 +131,21 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
 
     def interrupting_get_lr(step: int, total: int, cfg):  # type: ignore[no-untyped-def]
         if step == 4:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("interrupted by the test at step 4")
         return real_get_lr(step, total, cfg)
 
     # A re-run finds the trained teacher and reuses it (no records needed: nothing is trained).
     assert run_module._train_demo_teacher(load_config(None, _tiny_overrides(run_dir)), run_dir, [],
                                           torch.device("cpu"), 0, 1, False) == run_dir / "teacher"
 
-    # The resumed run takes the first run's teacher through teacher.path (as a real run would).
+    # The resumed run takes the first run's teacher, images and labels through teacher.path,
+    # data.root, data.unlabeled and teacher.cache (as a real run would): nothing is labelled again.
     cfg = load_config(None, _tiny_overrides(tmp_path / "resumed")
-                      + ["train.checkpoint_every=2", f"teacher.path={run_dir / 'teacher'}"])
+                      + ["train.checkpoint_every=2", f"teacher.path={run_dir / 'teacher'}",
+                         f"teacher.cache={run_dir / 'labels'}", f"data.root={run_dir / 'demo_images'}",
+                         f"data.unlabeled={run_dir / 'demo_unlabeled'}", "data.unlabeled_kind=folder"])
     monkeypatch.setattr(train_module, "get_lr", interrupting_get_lr)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="interrupted by the test at step 4"):
         run_distillation(cfg, progress=False)
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 4
@@ -141,7 +158,7 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
              if "loss/total" in line]
     assert steps == sorted(set(steps))  # no step logged twice after the resume
-    assert run_module.DEMO_NOTICE  # the demo says it is a demo
+    assert len(labelled) == 3  # the resumed run labelled nothing
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def test_default_config_matches_ma_agiqa() -> None:
 
 
 def test_prompt_template_puts_image_after_question(encoder: SemanticEncoder) -> None:
-    assert encoder.prompt_texts[0] == f"USER: {COHERENCE_PROMPT}\n<image> ASSISTANT:"
+    assert encoder.backend.prompt_text(COHERENCE_PROMPT) == f"USER: {COHERENCE_PROMPT}\n<image> ASSISTANT:"
 
 
 def _assert_padding_invariant(enc: SemanticEncoder, n_images: int = 4) -> torch.Tensor:
@@ -115,7 +115,7 @@ def test_tiny_qwen2_vl_single_equals_batched(tmp_path: Path) -> None:
     folder = save_tiny_mllm(tmp_path / "tiny_qwen", family="qwen2_vl")
     cfg = SemanticConfig(model_path=str(folder), prompts=(SHORT_PROMPT, COHERENCE_PROMPT))
     enc = SemanticEncoder.from_pretrained(cfg, device="cpu")
-    assert enc.prompt_texts[0].startswith(f"<|im_start|>user\n{SHORT_PROMPT}<|vision_start|>")
+    assert enc.backend.prompt_text(SHORT_PROMPT).startswith(f"<|im_start|>user\n{SHORT_PROMPT}<|vision_start|>")
     _assert_padding_invariant(enc, n_images=3)
 
 
@@ -191,16 +191,20 @@ def test_missing_folder_and_config(tmp_path: Path) -> None:
         SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(tmp_path)), device="cpu")
 
 
-@pytest.mark.parametrize(
-    "changes", [{"pooling": "max"}, {"prompts": ()}, {"prompts": ("",)}, {"batch_size": 0}, {"dtype": "int8"}]
-)
-def test_config_validation(changes: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("changes, message", [
+    ({"pooling": "max"}, "pooling must be one of"),
+    ({"prompts": ()}, "prompts must be a non-empty list of non-empty strings"),
+    ({"prompts": ("",)}, "prompts must be a non-empty list of non-empty strings"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"dtype": "int8"}, "dtype must be 'auto' or one of .*, got 'int8'"),
+])
+def test_config_validation(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         SemanticConfig(model_path="x", **changes)
 
 
 def test_encode_rejects_bad_input(encoder: SemanticEncoder) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one image"):
         encoder.encode([])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="a list of PIL images, not a single image"):
         encoder.encode(_images(1)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ def _images(folder: Path, n: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        arr = (rng.random((48 + 8 * i, 64, 3)) * 255).astype(np.uint8)
+        arr = (rng.random((16 + 4 * i, 24, 3)) * 255).astype(np.uint8)  # any size: resized to 224
         Image.fromarray(arr).save(folder / f"img{i:02d}.png")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     return folder
@@ -108,17 +109,17 @@ def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkey
     from teacher.cache import LabelCache
     from teacher.labeler import Teacher, save_tiny_teacher
 
-    folder = _images(tmp_path / "imgs", 10)
+    folder = _images(tmp_path / "imgs", 6)
     runner = CliRunner()
     result = runner.invoke(app, ["label", str(folder), "--tiny", "--out", str(tmp_path / "full"),
                                  "--batch-size", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
-    assert summary["labelled"] == 10 and summary["skipped"] == 1
+    assert summary["labelled"] == 6 and summary["skipped"] == 1
     full = LabelCache.open(tmp_path / "full")
     assert "broken.jpg" in dict(full.skipped)
 
-    # Same teacher, killed after 5 images, then resumed with the same command.
+    # Same teacher, killed after 4 images (the batch that would pass 5), then resumed.
     teacher_dir = tmp_path / "full.tiny_teacher"
     real_label = Teacher.label
     calls = {"n": 0}
@@ -150,19 +151,19 @@ def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkey
     assert "gating.weight" in weights and "fc784_784.weight" in weights  # official names on disk
 
 
-def test_train_teacher_official_recipe_writes_a_loadable_teacher(tmp_path: Path) -> None:
+def test_train_teacher_official_recipe_writes_a_loadable_teacher(tmp_path: Path, tiny_teacher_dir: Path) -> None:
     from distill.cli import app
-    from teacher.labeler import Teacher, save_tiny_teacher
+    from teacher.labeler import Teacher
 
     folder = tmp_path / "data"
     folder.mkdir()
     rows = ["path,mos"]
-    for i in range(30):
-        value = 20 + 7 * i
-        Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(folder / f"g{i:02d}.png")
+    for i in range(21):  # 13 train, 3 val (train-teacher's minimum), 5 test
+        value = 20 + 10 * i
+        Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(folder / f"g{i:02d}.png")
         rows.append(f"g{i:02d}.png,{value / 60:.3f}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
-    teacher_dir = save_tiny_teacher(tmp_path / "teacher")
+    teacher_dir = tiny_teacher_dir
     runner = CliRunner()
     assert runner.invoke(app, ["label", str(folder / "labels.csv"), "--teacher", str(teacher_dir),
                                "--out", str(tmp_path / "cache"), "--no-progress"]).exit_code == 0
@@ -220,8 +221,9 @@ def test_a_teacher_folder_cannot_grant_itself_remote_code(tmp_path: Path) -> Non
     assert result.exit_code == 2 and "pass --trust-remote-code" in result.output
     # The caller's flag does enable it, with a warning (loading then fails: there is no code).
     with pytest.warns(RemoteCodeWarning, match="running the Python code shipped in"):
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match=re.escape(str(teacher_dir / "mllm"))) as info:
             Teacher.from_pretrained(teacher_dir, device="cpu", trust_remote_code=True)
+    assert "--trust-remote-code" not in str(info.value)  # past the gate: transformers found no code
     # Trust does not change labels, so it is no part of the cache fingerprint.
     config = read_teacher_config(teacher_dir)
     from dataclasses import replace
@@ -230,14 +232,14 @@ def test_a_teacher_folder_cannot_grant_itself_remote_code(tmp_path: Path) -> Non
     assert teacher_fingerprint(config, teacher_dir) == teacher_fingerprint(untrusted, teacher_dir)
 
 
-def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path) -> None:
+def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path, tiny_teacher_dir: Path) -> None:
     import shutil
 
     from teacher.cache import LabelCache, build_label_cache
     from teacher.data import DatasetSpec, load_records
     from teacher.labeler import Teacher, read_teacher_config, save_tiny_teacher, teacher_fingerprint
 
-    first = save_tiny_teacher(tmp_path / "teacher_a")
+    first = tiny_teacher_dir
     moved = tmp_path / "elsewhere" / "renamed_teacher"
     shutil.copytree(first, moved)
     (moved / "mllm").rename(moved / "llava_tiny")
