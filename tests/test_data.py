@@ -224,7 +224,7 @@ def test_dataset_spec_for_guesses_the_kind(tmp_path: Path) -> None:
     assert (spec.kind, spec.annotations) == ("csv", str(tmp_path / "agiqa" / "data.csv"))
 
 
-def test_dataset_layouts_are_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dataset_layouts_are_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_image) -> None:
     """An unknown kind is refused with every registered kind named; a new kind is one entry
     (here: a layout that reads a CSV named scores.csv, with a ``file``/``score`` header, found by
     dataset_spec_for)."""

@@ -11,8 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
