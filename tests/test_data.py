@@ -230,7 +230,7 @@ def test_dataset_layouts_are_a_registry(tmp_path: Path, monkeypatch: pytest.Monk
     dataset_spec_for)."""
     from teacher import data
 
-    message = error_of(DatasetSpec("koniq", tmp_path))
+    message = error_of(DatasetSpec("koniq", tmp_path), match="unknown dataset kind")
     assert "'koniq'" in message and ", ".join(data.DATASET_LAYOUTS) in message
     assert data.DATASET_KINDS == ("agiqa3k", "aigcqa20k", "folder", "csv")
     layout = data.DatasetLayout(data._read_annotated, "scores.csv", "file", "score", mos_required=True,
