@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from edge_runtime.errors import exit_codes_help, one_line_errors
+from _agiqa.errors import exit_codes_help, one_line_errors
 
 from .config import TEACHER_SPLIT_SEED
 
@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_
 
 
 def _version(value: bool) -> None:
-    from edge_runtime.version import version_callback
+    from _agiqa.version import version_callback
 
     version_callback(value)
 
@@ -27,7 +27,7 @@ def _version(value: bool) -> None:
 def _setup(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                         help="Print the version and exit.")) -> None:
     """Keep third-party import noise out of the user's output (our own progress bars stay)."""
-    from edge_runtime.quiet import quiet_toolchain
+    from _agiqa.quiet import quiet_toolchain
 
     quiet_toolchain()
     try:

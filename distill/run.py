@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from edge_runtime.atomic import atomic_write_json, atomic_write_text
+from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.compression import LinearCompression, save_compressions
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.images import load_rgb
 from teacher.cache import LabelCache
 from student.layout import SPLITS_NAME

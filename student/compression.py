@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from edge_runtime.atomic import atomic_write_bytes
+from _agiqa.atomic import atomic_write_bytes
 
 __all__ = ["LinearCompression", "COMPRESSION_NAME"]
 

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.atomic import atomic_write_json
+from _agiqa.atomic import atomic_write_json
 
 from .model import CONFIG_NAME
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_write_json
+from _agiqa.atomic import atomic_write_json
 from edge_runtime.images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_rgb
 
 __all__ = ["DATASET_KINDS", "DATASET_LAYOUTS", "SPLIT_NAMES", "DatasetError", "DatasetLayout", "DatasetSpec",
