@@ -100,8 +100,9 @@ def label(
 ) -> None:
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
-    from teacher.data import dataset_spec_for, load_records
     from teacher.labeler import Teacher, tiny_teacher_for
+
+    from .data import dataset_spec_for, load_records
 
     if (teacher is None) == (not tiny):
         raise ValueError("pass exactly one of --teacher DIR or --tiny")
@@ -134,8 +135,7 @@ def train_teacher_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
-    from teacher.data import dataset_spec_for, load_records
-
+    from .data import dataset_spec_for, load_records
     from .teacher_train import TeacherTrainConfig, train_teacher
 
     records = load_records(dataset_spec_for(dataset, kind))

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 
-from .data import ImageRecord, iter_images
+from .records import ImageRecord, iter_images
 from .model import TeacherOutput
 
 __all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",
