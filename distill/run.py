@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 
 from _agiqa.atomic import atomic_write_json, atomic_write_text
-from student.compression import LinearCompression, save_compressions
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
 from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
@@ -33,6 +32,7 @@ from teacher.labeler import (TEACHER_CONFIG_NAME, Teacher, TeacherConfig, read_t
 from teacher.model import TeacherOutput
 from teacher.records import ImageRecord
 
+from .compression import LinearCompression, save_compressions
 from .config import RunConfig, load_resume_config
 from .data import DatasetSpec, dataset_spec_for, load_records, save_splits, split_records
 from .demo import MOS_FILE, make_demo_images

@@ -15,8 +15,9 @@ writes it, and ``export`` (which may import only ``student`` and ``edge_runtime`
     plots/*.png          loss curves, student vs teacher, student vs MOS
     MODEL_CARD.md
 
-A student folder's own files are ``student.model.CONFIG_NAME`` / ``WEIGHTS_NAME`` and
-``student.compression.COMPRESSION_NAME``. ``RunLayout(Path())`` gives the names relative to a run.
+A student folder's own files are ``student.model.CONFIG_NAME`` / ``WEIGHTS_NAME``, and the
+distiller's ``distill.compression.COMPRESSION_NAME`` (analysis only: export does not read it).
+``RunLayout(Path())`` gives the names relative to a run.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from distill.cli import app
+from distill.compression import LinearCompression, load_compressions, save_compressions
 from distill.config import ConfigError, LossConfig, load_config
 from distill.losses import DistillationLoss, DistillTargets, pairwise_rank_loss
 from distill.metrics import iqa_metrics
-from student.compression import LinearCompression, load_compressions, save_compressions
 from student.model import StudentIQA, create_student
 from teacher.model import TeacherOutput
 
