@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
+from distill.data import DatasetSpec, load_records
 from distill.demo import make_demo_images
 from teacher.cache import build_label_cache
-from teacher.data import DatasetSpec, load_records
 from teacher.labeler import Teacher, save_tiny_teacher
 from teacher.tiny_mllm import TinyMLLMConfig
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from edge_runtime.errors import exit_codes_help, one_line_errors
+from _agiqa.errors import exit_codes_help, one_line_errors
 
 from .config import TEACHER_SPLIT_SEED
 
@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_
 
 
 def _version(value: bool) -> None:
-    from edge_runtime.version import version_callback
+    from _agiqa.version import version_callback
 
     version_callback(value)
 
@@ -27,7 +27,7 @@ def _version(value: bool) -> None:
 def _setup(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                         help="Print the version and exit.")) -> None:
     """Keep third-party import noise out of the user's output (our own progress bars stay)."""
-    from edge_runtime.quiet import quiet_toolchain
+    from _agiqa.quiet import quiet_toolchain
 
     quiet_toolchain()
     try:
@@ -100,8 +100,9 @@ def label(
 ) -> None:
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
-    from teacher.data import dataset_spec_for, load_records
     from teacher.labeler import Teacher, tiny_teacher_for
+
+    from .data import dataset_spec_for, load_records
 
     if (teacher is None) == (not tiny):
         raise ValueError("pass exactly one of --teacher DIR or --tiny")
@@ -134,8 +135,7 @@ def train_teacher_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
-    from teacher.data import dataset_spec_for, load_records
-
+    from .data import dataset_spec_for, load_records
     from .teacher_train import TeacherTrainConfig, train_teacher
 
     records = load_records(dataset_spec_for(dataset, kind))

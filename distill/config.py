@@ -263,7 +263,8 @@ def _check(cfg: "RunConfig") -> None:
         if value is not None and not ok(value):
             raise ConfigError(f"{key}={value!r}: expected {rule}")
     from student.model import StudentConfig, list_students
-    from teacher.data import DATASET_KINDS
+
+    from .data import DATASET_KINDS
 
     kinds = ("demo", *DATASET_KINDS)
     if cfg.data.kind not in kinds:

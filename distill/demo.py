@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["demo_photos", "demo_mos", "make_demo_images", "DEGRADATIONS", "MOS_RANGE",
            "MOS_FILE", "MANIFEST_FILE"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_text
+from _agiqa.atomic import atomic_write_bytes, atomic_write_text
 
 from student.layout import RunLayout
 from student.model import CONFIG_NAME

@@ -23,18 +23,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from edge_runtime.atomic import atomic_write_json, atomic_write_text
-from student.compression import LinearCompression, save_compressions
+from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
 from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
-from teacher.data import (DatasetSpec, ImageRecord, dataset_spec_for, load_records, save_splits,
-                          split_records)
 from teacher.labeler import (TEACHER_CONFIG_NAME, Teacher, TeacherConfig, read_teacher_config, save_tiny_teacher,
                              teacher_fingerprint)
 from teacher.model import TeacherOutput
+from teacher.records import ImageRecord
 
+from .compression import LinearCompression, save_compressions
 from .config import RunConfig, load_resume_config
+from .data import DatasetSpec, dataset_spec_for, load_records, save_splits, split_records
 from .demo import MOS_FILE, make_demo_images
 from .losses import DistillTargets
 from .metrics import iqa_metrics

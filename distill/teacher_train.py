@@ -21,16 +21,17 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.images import load_rgb
 from teacher.cache import LabelCache
 from student.layout import SPLITS_NAME
-from teacher.data import ImageRecord, save_splits, split_records
 from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, read_teacher_config, teacher_view
 from teacher.maniqa import read_state_dict
 from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch
+from teacher.records import ImageRecord
 
 from .config import TEACHER_SPLIT_SEED, TEACHER_TEST_FRACTION, TEACHER_VAL_FRACTION, TeacherTrainConfig
+from .data import save_splits, split_records
 from .metrics import iqa_metrics
 
 __all__ = ["TeacherTrainConfig", "teacher_splits", "train_teacher", "TRAINED_MARKER"]
@@ -65,7 +66,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
 
     ``teacher_dir`` gives the MLLM, prompts and MANIQA preset; ``cache_dir`` the semantic vectors;
     ``records`` the images and MOS. ``splits`` (``{"train", "val", "test"}`` as
-    :func:`teacher.data.split_records` makes them) says which images train and which select the
+    :func:`distill.data.split_records` makes them) says which images train and which select the
     best epoch; the test images are never used. ``None``: :func:`teacher_splits` with
     ``split_seed``, as ``agiqa-distill train-teacher`` does; ``split_seed`` is recorded in
     ``splits.json`` either way. Returns the best validation metrics.

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from safetensors.torch import load, save
 from torch.utils.data import DataLoader, Dataset
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
 from student.layout import BEST, LAST, RunLayout
 from student.model import StudentIQA, StudentOutput, state_mismatch

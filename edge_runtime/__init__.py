@@ -5,12 +5,10 @@ in torch) is imported when a :class:`Scorer` is first created, never by the prep
 and nothing here imports training code, timm or transformers.
 """
 
-from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .contract import ContractError, ModelContract
 from .images import ImageLoadError, load_rgb
 from .preprocess import PreprocessSpec
 from .scorer import RuntimeUnavailableError, Scorer, ScoreResult
 
 __all__ = ["ContractError", "ImageLoadError", "ModelContract", "PreprocessSpec",
-           "RuntimeUnavailableError", "ScoreResult", "Scorer", "atomic_write_bytes",
-           "atomic_write_json", "atomic_write_text", "load_rgb"]
+           "RuntimeUnavailableError", "ScoreResult", "Scorer", "load_rgb"]

@@ -5,7 +5,7 @@
 Folders expand to the image files inside them (recursively). Images that cannot be decoded
 are skipped with their reason (stderr, and in the output); the command exits 0 when at least
 one image was scored, 1 when none was, 2 when the model cannot be loaded (the codes of
-:mod:`edge_runtime.errors`, shared by all our commands).
+:mod:`_agiqa.errors`, shared by all our commands).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import List, Optional
 
 import typer
 
-from .errors import EXIT_FAILED, EXIT_OK, exit_codes_help, exit_with, one_line_errors
+from _agiqa.errors import EXIT_FAILED, EXIT_OK, exit_codes_help, exit_with, one_line_errors
+from _agiqa.version import version_callback
+
 from .scorer import Scorer, ScoreResult, find_images, rank_results
-from .version import version_callback
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Score photos with an exported agiqa-edge program.")

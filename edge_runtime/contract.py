@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_json
+from _agiqa.atomic import atomic_write_json
+
 from .preprocess import PreprocessSpec
 
 __all__ = ["CONTRACT_FORMAT", "CONTRACT_METHOD", "FORMAT_VERSION", "ContractError", "ModelContract",

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .quiet import quiet_toolchain
+from _agiqa.quiet import quiet_toolchain
+
 from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
 from .images import IMAGE_SUFFIXES, ImageLoadError, find_images
 

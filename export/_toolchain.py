@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_runtime.quiet import quiet_toolchain
 import torch
 from torch import nn
+
+from _agiqa.quiet import quiet_toolchain
 
 from .backends import SUPPORTED_BACKENDS, ExportBackend, get_backend
 

@@ -10,8 +10,8 @@ from typing import Callable, Optional
 
 import typer
 
-from edge_runtime.errors import exit_codes_help, one_line_errors
-from edge_runtime.version import version_callback
+from _agiqa.errors import exit_codes_help, one_line_errors
+from _agiqa.version import version_callback
 
 from .backends import SUPPORTED_BACKENDS
 

@@ -27,14 +27,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.errors import CheckFailedError
+from _agiqa.version import installed_version
 from edge_runtime.contract import (CONTRACT_METHOD, ModelContract, contract_path, report_path,
                                    sha256_bytes)
-from edge_runtime.errors import CheckFailedError
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
-from edge_runtime.version import installed_version
 
 from . import _toolchain as tc
 from .backends import ExportBackend, get_backend

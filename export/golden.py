@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_write_bytes
+from _agiqa.atomic import atomic_write_bytes
 from edge_runtime.golden import GOLDEN_FORMAT, GOLDEN_VERSION, golden_path
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import resize_rgb

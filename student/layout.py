@@ -15,8 +15,9 @@ writes it, and ``export`` (which may import only ``student`` and ``edge_runtime`
     plots/*.png          loss curves, student vs teacher, student vs MOS
     MODEL_CARD.md
 
-A student folder's own files are ``student.model.CONFIG_NAME`` / ``WEIGHTS_NAME`` and
-``student.compression.COMPRESSION_NAME``. ``RunLayout(Path())`` gives the names relative to a run.
+A student folder's own files are ``student.model.CONFIG_NAME`` / ``WEIGHTS_NAME``, and the
+distiller's ``distill.compression.COMPRESSION_NAME`` (analysis only: export does not read it).
+``RunLayout(Path())`` gives the names relative to a run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.atomic import atomic_write_json
+from _agiqa.atomic import atomic_write_json
 
 from .model import CONFIG_NAME
 

@@ -32,7 +32,7 @@ from safetensors.torch import save
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 from torch import nn
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import PreprocessSpec
 
 __all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",

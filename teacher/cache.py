@@ -39,9 +39,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 
-from .data import ImageRecord, iter_images
+from .records import ImageRecord, iter_images
 from .model import TeacherOutput
 
 __all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",

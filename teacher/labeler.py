@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
 
 from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from distill.data import DatasetSpec, load_records
 from teacher.cache import (FIELDS, CacheCorruptError, CacheCorruptWarning, CacheMismatchError, CacheMissingError,
                            LabelCache, build_label_cache, fingerprint_sha256, merge_manifests, resolve_rank)
-from teacher.data import DatasetSpec, ImageRecord, iter_images, load_records
 from teacher.model import TeacherOutput
+from teacher.records import ImageRecord, iter_images
 
 P, D, Q, E = 2, 6, 5, 3
 

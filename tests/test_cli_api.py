@@ -33,8 +33,8 @@ def _mos_dataset(folder: Path, n: int = 30) -> Path:
 
 
 def test_train_teacher_from_python_writes_the_folder_the_cli_writes(tmp_path: Path) -> None:
+    from distill.data import dataset_spec_for, load_records, load_splits
     from distill.teacher_train import TeacherTrainConfig, teacher_splits, train_teacher
-    from teacher.data import dataset_spec_for, load_records, load_splits
     from teacher.labeler import tiny_teacher_for
 
     csv = _mos_dataset(tmp_path / "data")

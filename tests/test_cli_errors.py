@@ -1,4 +1,4 @@
-"""One error -> exit code mapping (edge_runtime/errors.py) for agiqa-distill, agiqa-export and
+"""One error -> exit code mapping (_agiqa/errors.py) for agiqa-distill, agiqa-export and
 agiqa-score: the same kind of failure ends each of them with the same code and one line."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edge_runtime.errors import (EXIT_BAD_INPUT, EXIT_CODE_MEANINGS, EXIT_FAILED, EXIT_INTERRUPTED,
-                                 CheckFailedError, exit_code_for)
+from _agiqa.errors import (EXIT_BAD_INPUT, EXIT_CODE_MEANINGS, EXIT_FAILED, EXIT_INTERRUPTED,
+                           CheckFailedError, exit_code_for)
 
 REPO = Path(__file__).resolve().parents[1]
 

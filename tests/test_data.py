@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from teacher.data import (DatasetError, DatasetSpec, ImageRecord, iter_images, load_records,
-                          load_splits, save_splits, split_records)
+from distill.data import (DatasetError, DatasetSpec, load_records, load_splits, save_splits,
+                          split_records)
+from teacher.records import ImageRecord, iter_images
 
 AGIQA_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality", "mos_align",
                 "std_align"]
@@ -209,7 +210,7 @@ def test_iter_images_reports_bad_files(tmp_path: Path, make_image_folder) -> Non
 
 
 def test_dataset_spec_for_guesses_the_kind(tmp_path: Path) -> None:
-    from teacher.data import dataset_spec_for
+    from distill.data import dataset_spec_for
 
     (tmp_path / "agiqa").mkdir()
     (tmp_path / "agiqa" / "data.csv").write_text("name,mos_quality\n")
@@ -228,9 +229,9 @@ def test_dataset_layouts_are_a_registry(tmp_path: Path, monkeypatch: pytest.Monk
     """An unknown kind is refused with every registered kind named; a new kind is one entry
     (here: a layout that reads a CSV named scores.csv, with a ``file``/``score`` header, found by
     dataset_spec_for)."""
-    from teacher import data
+    from distill import data
 
-    message = error_of(DatasetSpec("koniq", tmp_path), match="unknown dataset kind")
+    message = error_of(DatasetSpec("koniq", tmp_path), "unknown dataset kind")
     assert "'koniq'" in message and ", ".join(data.DATASET_LAYOUTS) in message
     assert data.DATASET_KINDS == ("agiqa3k", "aigcqa20k", "folder", "csv")
     layout = data.DatasetLayout(data._read_annotated, "scores.csv", "file", "score", mos_required=True,

@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from distill.cli import app
+from distill.compression import LinearCompression, load_compressions, save_compressions
 from distill.config import ConfigError, LossConfig, load_config
 from distill.losses import DistillationLoss, DistillTargets, pairwise_rank_loss
 from distill.metrics import iqa_metrics
-from student.compression import LinearCompression, load_compressions, save_compressions
 from student.model import StudentIQA, create_student
 from teacher.model import TeacherOutput
 
@@ -188,7 +188,7 @@ def test_demo_mos_falls_with_strength_and_scramble_is_as_bad_as_heavy_blur() -> 
 
 def test_demo_images_carry_their_mos_as_a_csv_dataset(tmp_path: Path) -> None:
     from distill.demo import MOS_FILE, demo_mos, make_demo_images
-    from teacher.data import DatasetSpec, load_records
+    from distill.data import DatasetSpec, load_records
 
     folder = make_demo_images(tmp_path / "demo", count=10, seed=3, size=(64, 80))
     entries = json.loads((folder / "demo.json").read_text())["images"]

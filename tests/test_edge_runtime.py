@@ -330,7 +330,7 @@ def test_folder_scan_avif_and_symlink_loop(tmp_path):
 
 
 def test_written_files_respect_the_umask(tmp_path):
-    from edge_runtime.atomic import atomic_write_text
+    from _agiqa.atomic import atomic_write_text
 
     old = os.umask(0o022)
     try:

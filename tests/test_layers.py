@@ -10,24 +10,31 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"teacher", "student", "distill", "export", "edge_runtime"}
+BASE = "_agiqa"  # file writing, exit codes, --version, quiet toolchain: under every package
+PACKAGES = {BASE, "teacher", "student", "distill", "export", "edge_runtime"}
 ALLOWED = {  # package -> our packages it may import
-    "edge_runtime": set(),
-    "student": {"edge_runtime"},
-    "teacher": {"edge_runtime"},
-    "distill": {"teacher", "student", "edge_runtime"},
-    "export": {"student", "edge_runtime"},
+    BASE: set(),
+    "edge_runtime": {BASE},
+    "student": {BASE, "edge_runtime"},
+    "teacher": {BASE, "edge_runtime"},
+    "distill": {BASE, "teacher", "student", "edge_runtime"},
+    "export": {BASE, "student", "edge_runtime"},
 }
 
 
-def _imports(path: Path) -> set[str]:
+def _top_level_imports(path: Path) -> set[str]:
+    """The top-level names of every absolute import in ``path`` (module level or local)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
-    return found & PACKAGES
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    return _top_level_imports(path) & PACKAGES
 
 
 def test_packages_import_only_lower_layers() -> None:
@@ -40,6 +47,13 @@ def test_packages_import_only_lower_layers() -> None:
     assert not violations, "\n".join(violations)
 
 
+def test_base_imports_only_the_standard_library() -> None:
+    """Every package stands on the base, so it may import nothing beyond the standard library."""
+    outside = [f"{path.relative_to(ROOT)} imports {m}" for path in sorted((ROOT / BASE).rglob("*.py"))
+               for m in sorted(_top_level_imports(path)) if m not in sys.stdlib_module_names and m != BASE]
+    assert not outside, "\n".join(outside)
+
+
 def test_edge_runtime_import_is_lean() -> None:
     code = ("import sys, edge_runtime, edge_runtime.preprocess, edge_runtime.images\n"
             "heavy = {'torch', 'timm', 'transformers', 'torchao', 'teacher', 'student', 'distill', 'export'}\n"
@@ -50,22 +64,18 @@ def test_edge_runtime_import_is_lean() -> None:
 
 def test_scoring_needs_only_the_core_dependencies() -> None:
     """`pip install agiqa-edge` (no extras) must be enough for edge_runtime: every third-party
-    module it imports is a core dependency, and the training stack is not one."""
+    module it (or the base under it) imports is a core dependency, and the training stack is not
+    one."""
     import re
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {re.split(r"[<>=!~;\[ ]", dep)[0].lower() for dep in project["dependencies"]}
     distribution = {"PIL": "pillow"}  # import name -> distribution name, where they differ
-    imported = set()
-    for path in (ROOT / "edge_runtime").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
+    imported = {m for package in ("edge_runtime", BASE) for path in (ROOT / package).rglob("*.py")
+                for m in _top_level_imports(path)}
     third_party = {distribution.get(m, m).lower() for m in imported
-                   if m not in sys.stdlib_module_names and m != "edge_runtime"}
+                   if m not in sys.stdlib_module_names and m not in {"edge_runtime", BASE}}
     assert third_party <= core, f"edge_runtime imports {sorted(third_party - core)} beyond the core"
     assert not core & {"timm", "transformers", "torchvision", "matplotlib", "scipy"}, core
     assert {"timm", "torchvision", "torchao"} <= {

@@ -236,7 +236,7 @@ def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path, tiny_te
     import shutil
 
     from teacher.cache import LabelCache, build_label_cache
-    from teacher.data import DatasetSpec, load_records
+    from distill.data import DatasetSpec, load_records
     from teacher.labeler import Teacher, read_teacher_config, save_tiny_teacher, teacher_fingerprint
 
     first = tiny_teacher_dir

@@ -3,7 +3,8 @@
 The student predicts each teacher stream in a small space: PCA fitted once on the training
 split's teacher vectors, scaled so the kept coordinates have unit average variance. The basis is
 stored beside the student (``compression.safetensors``) so a prediction can be mapped back to
-the teacher's space (``decode``) for analysis.
+the teacher's space (``decode``) for analysis. Only the distiller fits and reads it; the exported
+program and the runtime never need it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from edge_runtime.atomic import atomic_write_bytes
+from _agiqa.atomic import atomic_write_bytes
 
 __all__ = ["LinearCompression", "COMPRESSION_NAME"]
 

@@ -1,6 +1,6 @@
-"""Image datasets shared by teacher labeling and student distillation.
+"""Image datasets and their splits, read by the distiller and handed to the teacher to label.
 
-A dataset is a list of :class:`ImageRecord` sorted by ``image_id`` (the image's path relative to
+A dataset is a list of :class:`teacher.records.ImageRecord` sorted by ``image_id`` (the image's path relative to
 the dataset root, in posix form), read from one of the layouts of ``DATASET_LAYOUTS`` (kind ->
 reader and its defaults) that a :class:`DatasetSpec` names:
 
@@ -16,7 +16,8 @@ reader and its defaults) that a :class:`DatasetSpec` names:
   optional ``mos`` and ``prompt`` columns.
 
 Every problem raises one :class:`DatasetError` whose one-line message names the file and the fix.
-Images are decoded by :func:`iter_images` through :func:`edge_runtime.images.load_rgb`.
+Reading a dataset decodes no image: that comes later (for labelling,
+:func:`teacher.records.iter_images`), always through :func:`edge_runtime.images.load_rgb`.
 """
 
 from __future__ import annotations
@@ -26,18 +27,16 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from edge_runtime.atomic import atomic_write_json
-from edge_runtime.images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_rgb
+from _agiqa.atomic import atomic_write_json
+from edge_runtime.images import IMAGE_SUFFIXES, find_images
+from teacher.records import ImageRecord
 
 __all__ = ["DATASET_KINDS", "DATASET_LAYOUTS", "SPLIT_NAMES", "DatasetError", "DatasetLayout", "DatasetSpec",
-           "ImageRecord", "dataset_layout", "dataset_spec_for", "iter_images", "load_records", "load_splits", "save_splits",
-           "split_records"]
+           "dataset_layout", "dataset_spec_for", "load_records", "load_splits", "save_splits", "split_records"]
 
 SPLIT_NAMES = ("train", "val", "test")
 _SPLITS_FORMAT = "agiqa-edge/splits"
@@ -47,17 +46,6 @@ _SHOW_MISSING = 5  # how many missing images an error message names
 
 class DatasetError(ValueError):
     """A dataset could not be read. The message is one line: the file, the problem, the fix."""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image of a dataset."""
-
-    image_id: str  # stable unique id: the path relative to the dataset root, posix form
-    path: Path  # absolute path of the image file
-    relpath: str  # dataset-relative posix path (equal to image_id)
-    mos: float | None = None  # mean opinion score, None when the dataset has no labels
-    prompt: str | None = None  # text prompt of a generated image, None when unknown
 
 
 @dataclass
@@ -340,17 +328,3 @@ def _check_splits(splits: object, path: Path) -> None:
             raise DatasetError(f"{path}: split {name!r} repeats image ids (e.g. {sorted(overlap or ids)[0]}); "
                                f"recreate the splits with split_records")
         seen.update(ids)
-
-
-def iter_images(records: Iterable[ImageRecord], *, min_size: tuple[int, int] | None = None
-                ) -> Iterator[tuple[ImageRecord, np.ndarray | None, str | None]]:
-    """Decode each record with :func:`load_rgb`: yields ``(record, (H, W, 3) uint8, None)``,
-    or ``(record, None, reason)`` for a file that cannot be decoded, so the caller skips it and
-    counts it. ``min_size`` is passed to :func:`load_rgb` (JPEG DCT-scaled decoding)."""
-    for record in records:
-        try:
-            image = load_rgb(record.path, min_size=min_size)
-        except ImageLoadError as exc:
-            yield record, None, exc.reason
-        else:
-            yield record, image, None

@@ -25,9 +25,8 @@ def version_text() -> str:
 
 
 def version_callback(value: bool) -> None:
-    """A typer ``--version`` option callback: print and exit."""
+    """A typer ``--version`` option callback: print and exit 0 (``SystemExit`` ends click's
+    processing as its own ``Exit`` would, and keeps this module standard-library only)."""
     if value:
-        import typer
-
-        typer.echo(version_text())
-        raise typer.Exit()
+        print(version_text(), flush=True)
+        raise SystemExit(0)

@@ -16,7 +16,7 @@ code meaning
 ==== =============================================================================================
 
 Errors of any other kind, and errors raised by torch itself (bugs, out of memory), keep their
-traceback. Standard library only, so the device runtime can use it.
+traceback. Standard library only, like the rest of :mod:`_agiqa`.
 """
 
 from __future__ import annotations
