@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_CODES",
-           "EXIT_CODE_MEANINGS",            "CheckFailedError", "exit_code_for", "error_line", "exit_with", "one_line_errors",
+           "EXIT_CODE_MEANINGS",
+           "CheckFailedError", "exit_code_for", "error_line", "exit_with", "one_line_errors",
            "exit_codes_help"]
 
 EXIT_OK = 0

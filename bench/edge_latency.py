@@ -29,10 +29,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from distill.demo import demo_photos, make_demo_images  # noqa: E402
 from edge_runtime import Scorer  # noqa: E402
 from export import FidelityError, export_executorch  # noqa: E402
 from export.source import resolve_source  # noqa: E402
-from distill.demo import demo_photos, make_demo_images  # noqa: E402
 from student.layout import RunLayout  # noqa: E402
 from student.model import WEIGHTS_NAME, StudentIQA, create_student  # noqa: E402
 

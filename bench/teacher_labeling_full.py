@@ -10,8 +10,9 @@ import argparse
 import contextlib
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

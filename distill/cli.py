@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -47,11 +46,11 @@ _friendly_errors = one_line_errors(
 @app.command(epilog=exit_codes_help())
 @_friendly_errors
 def run(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON run config "
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML/JSON run config "
                                           "(configs/agiqa3k.yaml); default: the built-in demo"),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.epochs=5 "
                                    "(repeatable; values are YAML)"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder "
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this folder "
                                           "from its last checkpoint, with its saved config"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
 ) -> None:
@@ -86,12 +85,12 @@ def run(
 def label(
     dataset: Path = typer.Argument(..., help="Dataset root (AGIQA-3k, AIGCQA-20k, an image folder) or a CSV"),
     out: Path = typer.Option(..., "--out", "-o", help="Label cache folder (created; resumable)"),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher folder with teacher.json"),
+    teacher: Path | None = typer.Option(None, "--teacher", help="Teacher folder with teacher.json"),
     tiny: bool = typer.Option(False, "--tiny", help="Use the tiny random teacher (pipeline tests)"),
-    kind: Optional[str] = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | folder | csv "
+    kind: str | None = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | folder | csv "
                                        "(default: guessed from the files)"),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (default: cuda if available)"),
+    device: str | None = typer.Option(None, "--device", help="cuda | cpu (default: cuda if available)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                            help="Run the MLLM folder's own Python code (mPLUG-Owl2)"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
@@ -124,14 +123,14 @@ def train_teacher_cmd(
     cache: Path = typer.Option(..., "--cache", help="Label cache of this dataset made with that MLLM and prompts "
                                "(agiqa-distill label); its semantic vectors are reused"),
     out: Path = typer.Option(..., "--out", "-o", help="New teacher folder to write"),
-    kind: Optional[str] = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | csv (default: guessed)"),
-    vit_weights: Optional[Path] = typer.Option(None, "--vit-weights", help="Local ImageNet "
+    kind: str | None = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | csv (default: guessed)"),
+    vit_weights: Path | None = typer.Option(None, "--vit-weights", help="Local ImageNet "
                                                "vit_base_patch8_224 weights (safetensors) to start from, as the paper"),
     epochs: int = typer.Option(30, help="Official: 30"),
     batch_size: int = typer.Option(8, help="Official: 8"),
     lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
     split_seed: int = typer.Option(TEACHER_SPLIT_SEED, help="Official split: 70/10/20 with seed 20"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: str | None = typer.Option(None, "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""

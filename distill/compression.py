@@ -30,7 +30,7 @@ class LinearCompression:
     scale: torch.Tensor  # () divides the projected coordinates
 
     @classmethod
-    def fit(cls, vectors: torch.Tensor, k: int) -> "LinearCompression":
+    def fit(cls, vectors: torch.Tensor, k: int) -> LinearCompression:
         """PCA of ``vectors (N, D)`` to ``min(k, N - 1, D)`` dims (exact SVD, deterministic)."""
         x = vectors.double()
         mean = x.mean(dim=0)

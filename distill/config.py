@@ -11,9 +11,10 @@ import json
 import math
 import os
 import types
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -109,6 +110,9 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (default: torch's choice)
 
 
+LOSS_NAMES = ("score", "mos", "semantic", "quality", "gate", "rank")  # the weighted terms of LossConfig
+
+
 @dataclass
 class LossConfig:
     score: float = 1.0  # MSE to the teacher score (standardised)
@@ -135,7 +139,7 @@ class RunConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build and validate (types, ranges, choices); raises :class:`ConfigError`."""
         cfg = _build(cls, data, "")
         _check(cfg)
@@ -250,12 +254,12 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "train.weight_decay": _NON_NEGATIVE, "train.warmup_fraction": _FRACTION, "train.min_lr": _NON_NEGATIVE,
     "train.grad_clip": _POSITIVE, "train.seed": _NON_NEGATIVE, "train.checkpoint_every": _NON_NEGATIVE,
     "train.threads": _COUNT,
-    **{f"loss.{name}": _NON_NEGATIVE for name in ("score", "mos", "semantic", "quality", "gate", "rank")},
+    **{f"loss.{name}": _NON_NEGATIVE for name in LOSS_NAMES},
     "loss.gate_temperature": _POSITIVE, "loss.semantic_components": _COUNT, "loss.quality_components": _COUNT,
 }
 
 
-def _check(cfg: "RunConfig") -> None:
+def _check(cfg: RunConfig) -> None:
     """Ranges, choices and the rules that tie two keys together; one ConfigError per problem."""
     for key, (rule, ok) in _RANGES.items():
         section, name = key.split(".")

@@ -11,7 +11,7 @@ from torch import nn
 from student.model import StudentOutput
 from teacher.model import TeacherOutput
 
-from .config import LossConfig
+from .config import LOSS_NAMES, LossConfig
 
 __all__ = ["DistillationLoss", "DistillTargets"]
 
@@ -80,6 +80,5 @@ class DistillationLoss(nn.Module):
         student_log_gate = F.log_softmax(out.gate_logits / t, dim=-1)
         losses["gate"] = F.kl_div(student_log_gate, teacher_gate, reduction="batchmean") * t * t
         losses["rank"] = pairwise_rank_loss(out.score, teacher.score, scale=inv)
-        losses["total"] = sum(getattr(cfg, name) * losses[name]
-                              for name in ("score", "mos", "semantic", "quality", "gate", "rank"))
+        losses["total"] = sum(getattr(cfg, name) * losses[name] for name in LOSS_NAMES)
         return losses

@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_text
-
 from student.layout import RunLayout
 from student.model import CONFIG_NAME
 
-from .config import RunConfig
+from .config import LOSS_NAMES, RunConfig
 from .losses import DistillTargets
 
 __all__ = ["write_plots", "write_model_card", "display_path"]
@@ -106,8 +105,9 @@ def _fmt(metrics: dict[str, float] | None) -> str:
 
 
 def display_path(path: str | Path, start: Path | None = None) -> str:
-    """``path`` relative to ``start`` (default: the current folder) when below it (the card of ``runs/demo`` says ``runs/demo``,
-    not the absolute path of the machine that trained it); otherwise as it is."""
+    """``path`` relative to ``start`` (default: the current folder) when below it (the card of
+    ``runs/demo`` says ``runs/demo``, not the absolute path of the machine that trained it);
+    otherwise as it is."""
     try:
         return Path(path).resolve().relative_to((start or Path.cwd()).resolve()).as_posix()
     except ValueError:
@@ -149,7 +149,7 @@ def write_model_card(run_dir: Path, cfg: RunConfig, result: dict[str, Any], noti
         f"- teacher vs MOS: {_fmt(result.get('teacher_vs_mos'))}", "",
         "## Training", f"- {result['steps']} steps, best at step {result['best_step']}; "
         f"{result['seconds']:.0f} s wall time for the whole run",
-        f"- losses: {', '.join(f'{k}={getattr(cfg.loss, k)}' for k in ('score', 'mos', 'semantic', 'quality', 'gate', 'rank'))}",
+        "- losses: " + ", ".join(f"{k}={getattr(cfg.loss, k)}" for k in LOSS_NAMES),
         f"- plots: `{run}/{names.plots.as_posix()}/`", "",
         "## Use",
         f"`agiqa-export executorch {run} --out model.pte`, then `agiqa-score IMAGES --model model.pte`.",

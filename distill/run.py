@@ -27,8 +27,14 @@ from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
 from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
-from teacher.labeler import (TEACHER_CONFIG_NAME, Teacher, TeacherConfig, read_teacher_config, save_tiny_teacher,
-                             teacher_fingerprint)
+from teacher.labeler import (
+    TEACHER_CONFIG_NAME,
+    Teacher,
+    TeacherConfig,
+    read_teacher_config,
+    save_tiny_teacher,
+    teacher_fingerprint,
+)
 from teacher.model import TeacherOutput
 from teacher.records import ImageRecord
 

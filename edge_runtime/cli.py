@@ -15,7 +15,6 @@ import io
 import json
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -38,7 +37,7 @@ class Order(str, Enum):
     input = "input"
 
 
-def expand_paths(paths: List[Path], on_skip=None) -> list[Path]:
+def expand_paths(paths: list[Path], on_skip=None) -> list[Path]:
     """Files as given (any suffix); folders -> their image files, sorted, hidden ones ignored.
 
     ``on_skip(folder, reason)`` hears about folders skipped in a scan (symlink loops)."""
@@ -82,11 +81,11 @@ def render(results: list[ScoreResult], fmt: Format, scorer_info: dict) -> str:
 @app.command(epilog=exit_codes_help())
 @one_line_errors(interrupted="interrupted: no scores were printed")
 def score(
-    paths: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     model: Path = typer.Option(..., "--model", "-m", help="The .pte; its model.json must sit beside it."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
     order: Order = typer.Option(Order.rank, help="rank: best first (skipped last); input: as given."),
-    threads: Optional[int] = typer.Option(None, help="Runtime threads (default: the runtime's choice)."),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: the runtime's choice)."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="A progress bar on stderr (only when it is a terminal)."),
     version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,

@@ -115,7 +115,7 @@ class ModelContract:
         return json.loads(json.dumps(data))  # tuples -> lists
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelContract":
+    def from_dict(cls, data: dict[str, Any]) -> ModelContract:
         if not isinstance(data, dict):
             raise ContractError(f"expected a JSON object, got {type(data).__name__}")
         if data.get("format") != CONTRACT_FORMAT:
@@ -146,7 +146,7 @@ class ModelContract:
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "ModelContract":
+    def read(cls, path: str | os.PathLike) -> ModelContract:
         """Read a ``model.json`` and check its own digest (the program's: :func:`read_program`)."""
         path = Path(path)
         if not path.is_file():
@@ -169,7 +169,7 @@ class ModelContract:
         return contract
 
     @classmethod
-    def load(cls, program: str | os.PathLike) -> "ModelContract":
+    def load(cls, program: str | os.PathLike) -> ModelContract:
         """The contract of ``program`` (``x.pte`` -> ``x.json``), hash-checked against it."""
         return read_program(program)[1]
 

@@ -146,7 +146,7 @@ class PreprocessSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
         data = {k: v for k, v in data.items() if k != "layout"}
         unknown = set(data) - {f for f in cls.__dataclass_fields__ if f != "layout"}
         if unknown:

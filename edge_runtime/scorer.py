@@ -18,9 +18,10 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -127,7 +128,7 @@ class Scorer:
         self._torch = torch
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> "Scorer":
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> Scorer:
         """Load ``path`` (a .pte) and its ``model.json``; ``threads`` sets the runtime pool.
 
         Raises:

@@ -7,8 +7,16 @@ Writes ``model.pte``, ``model.json`` (the contract read by :mod:`edge_runtime`) 
 ``model.report.json`` (fidelity against the eager student, latency, size, delegate coverage).
 """
 
-from .executorch import (DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_SRCC, QUANTIZE_MODES, ExportError,
-                         ExportReport, FidelityError, Verification, export_executorch)
+from .executorch import (
+                         DEFAULT_MAX_ABS_DIFF,
+                         DEFAULT_MIN_SRCC,
+                         QUANTIZE_MODES,
+                         ExportError,
+                         ExportReport,
+                         FidelityError,
+                         Verification,
+                         export_executorch,
+)
 from .wrapper import EdgeStudent
 
 __all__ = ["DEFAULT_MAX_ABS_DIFF", "DEFAULT_MIN_SRCC", "EdgeStudent", "ExportError", "ExportReport",

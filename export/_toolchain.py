@@ -35,7 +35,7 @@ class LoweredProgram:
     num_delegates: int  # executorch_call_delegate nodes (1 = the whole graph in one blob)
 
 
-def export_program(module: nn.Module, example: torch.Tensor) -> "torch.export.ExportedProgram":
+def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
     """``torch.export`` with static shapes (the program takes exactly ``example.shape``)."""
     if not isinstance(module, torch.fx.GraphModule):  # a PT2E-converted module refuses .eval()
         module.eval()
@@ -126,7 +126,7 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
         return convert_pt2e(prepared), seen
 
 
-def lower_to_executorch(program: "torch.export.ExportedProgram", backend: ExportBackend | str = "xnnpack",
+def lower_to_executorch(program: torch.export.ExportedProgram, backend: ExportBackend | str = "xnnpack",
                         constant_methods: dict[str, Any] | None = None) -> LoweredProgram:
     """Partition with ``backend``'s partitioner, lower, and serialise to ``.pte`` bytes.
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -56,14 +56,14 @@ def executorch_command(
     calibration: int = typer.Option(64, help="Real images used to calibrate int8 activations."),
     backend: Backend = typer.Option(Backend.xnnpack, help="Delegate; only xnnpack runs with "
                                                           "this ExecuTorch wheel."),
-    images: Optional[Path] = typer.Option(None, help="Folder of real images for calibration and "
+    images: Path | None = typer.Option(None, help="Folder of real images for calibration and "
                                                      "verification (overrides a run's splits)."),
-    verify_images: Optional[Path] = typer.Option(None, help="Folder of images to verify on "
+    verify_images: Path | None = typer.Option(None, help="Folder of images to verify on "
                                                  "instead (e.g. photos unlike the calibration "
                                                  "set); the report names it."),
-    min_srcc: Optional[float] = typer.Option(None, help="Fail below this SRCC vs the eager "
+    min_srcc: float | None = typer.Option(None, help="Fail below this SRCC vs the eager "
                                                         "fp32 student (int8 default 0.99)."),
-    max_abs_diff: Optional[float] = typer.Option(None, help="Fail above this max abs score "
+    max_abs_diff: float | None = typer.Option(None, help="Fail above this max abs score "
                                                             "diff (fp32 default 1e-4)."),
     verify_limit: int = typer.Option(200, help="At most this many held-out images to verify on."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),

@@ -20,9 +20,10 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,7 @@ import torch
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from _agiqa.errors import CheckFailedError
 from _agiqa.version import installed_version
-from edge_runtime.contract import (CONTRACT_METHOD, ModelContract, contract_path, report_path,
-                                   sha256_bytes)
+from edge_runtime.contract import CONTRACT_METHOD, ModelContract, contract_path, report_path, sha256_bytes
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import PreprocessSpec
 from edge_runtime.scorer import Scorer
@@ -60,7 +60,7 @@ class FidelityError(ExportError, CheckFailedError):
     """The program was built but scores too far from the eager student (see ``report``); the
     command line exits 1 for it, not 2."""
 
-    def __init__(self, message: str, report: "ExportReport") -> None:
+    def __init__(self, message: str, report: ExportReport) -> None:
         super().__init__(message)
         self.report = report
 

@@ -10,8 +10,8 @@ usable alone on any program with its contract::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

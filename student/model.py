@@ -98,7 +98,7 @@ class StudentConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StudentConfig":
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown student config fields {sorted(unknown)}")
@@ -185,7 +185,7 @@ class StudentIQA(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "StudentIQA":
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> StudentIQA:
         """Rebuild a student from a folder written by :meth:`save_pretrained` (no pickle).
 
         Raises :class:`StudentLoadError` (one line) when ``config.json`` was changed after

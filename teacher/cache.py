@@ -26,8 +26,8 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,8 +41,8 @@ from tqdm import tqdm
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 
-from .records import ImageRecord, iter_images
 from .model import TeacherOutput
+from .records import ImageRecord, iter_images
 
 __all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",
            "CacheMissingError", "CacheReport", "LabelCache", "Labeler", "build_label_cache",

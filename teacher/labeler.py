@@ -33,15 +33,21 @@ from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
 
 from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes
-from .model import (MAAGIQA, FusionConfig, TeacherOutput, load_official_checkpoint, ours_to_official,
-                    revive_quality_branch)
+from .model import (
+    MAAGIQA,
+    FusionConfig,
+    TeacherOutput,
+    load_official_checkpoint,
+    ours_to_official,
+    revive_quality_branch,
+)
 from .semantic import SemanticConfig, SemanticEncoder
 
 if TYPE_CHECKING:
     from .tiny_mllm import TinyMLLMConfig
 
-__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "read_teacher_config", "teacher_fingerprint", "teacher_view",
-           "TEACHER_CONFIG_NAME", "tiny_teacher_for"]
+__all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "read_teacher_config", "teacher_fingerprint",
+           "teacher_view", "TEACHER_CONFIG_NAME", "tiny_teacher_for"]
 
 TEACHER_CONFIG_NAME = "teacher.json"
 WEIGHTS_NAME = "ma_agiqa.safetensors"
@@ -70,7 +76,7 @@ class TeacherConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TeacherConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TeacherConfig:
         data = dict(data)
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -176,7 +182,7 @@ class Teacher:
 
     @classmethod
     def from_config(cls, config: TeacherConfig, *, root: str | os.PathLike | None = None,
-                    device: str | torch.device | None = None, allow_pickle: bool = False) -> "Teacher":
+                    device: str | torch.device | None = None, allow_pickle: bool = False) -> Teacher:
         """Build from a config; relative paths resolve against ``root`` (a teacher folder).
 
         ``allow_pickle`` permits a pickled MA-AGIQA checkpoint (arbitrary code execution risk).
@@ -197,7 +203,7 @@ class Teacher:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
-                        trust_remote_code: bool = False, allow_pickle: bool = False) -> "Teacher":
+                        trust_remote_code: bool = False, allow_pickle: bool = False) -> Teacher:
         """Load a teacher folder (``teacher.json`` + weights + ``mllm/``).
 
         Remote code runs only with ``trust_remote_code`` from the caller (``--trust-remote-code``,
@@ -240,7 +246,7 @@ def tiny_teacher_for(cache_dir: str | os.PathLike) -> Path:
 
 
 def save_tiny_teacher(directory: str | os.PathLike, seed: int = 0, *, maniqa: str = "tiny",
-                      mllm: "TinyMLLMConfig | None" = None) -> Path:
+                      mllm: TinyMLLMConfig | None = None) -> Path:
     """Write a random-weight teacher folder (small LLaVA-style MLLM + MA-AGIQA), loadable by
     :meth:`Teacher.from_pretrained` through the same code path as real weights. For tests, the
     pipeline demo and benchmarks (``maniqa="base"`` and a bigger ``mllm`` give a mid-size

@@ -383,4 +383,4 @@ def crop_boxes(height: int, width: int, num_crops: int = 20, mode: Literal["rand
     pairs = [(r, num_crops // r) for r in range(1, num_crops + 1) if num_crops % r == 0]
     rows, cols = min(pairs, key=lambda p: (abs(p[0] / p[1] - height / width), p[0]))
     spots = lambda n, span: [span // 2] if n == 1 else [round(i * span / (n - 1)) for i in range(n)]  # noqa: E731
-    return [(t, l) for t in spots(rows, height - crop_size) for l in spots(cols, width - crop_size)]
+    return [(top, left) for top in spots(rows, height - crop_size) for left in spots(cols, width - crop_size)]

@@ -31,7 +31,12 @@ from transformers import LlamaConfig
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import (
-    LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward)
+    LlamaMLP,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+    apply_rotary_pos_emb,
+    eager_attention_forward,
+)
 
 from .mplug_owl2_config import MplugOwl2Config
 from .mplug_owl2_vision import VisionModel, VisualAbstractor
@@ -315,7 +320,8 @@ class LlamaSentencePieceTokenizer:
     """
 
     def __init__(self, model_file: str | Path, *, add_bos_token: bool = True, add_eos_token: bool = False,
-                 legacy: bool = True, bos_token: str = "<s>", eos_token: str = "</s>", unk_token: str = "<unk>") -> None:
+                 legacy: bool = True, bos_token: str = "<s>", eos_token: str = "</s>",
+                 unk_token: str = "<unk>") -> None:
         import sentencepiece as spm
 
         self.processor = spm.SentencePieceProcessor(model_file=str(model_file))
@@ -348,7 +354,8 @@ class LlamaSentencePieceTokenizer:
             raise ValueError(f"{config_file}: not valid JSON ({err})") from None
         legacy = config.get("legacy")
         return cls(folder / "tokenizer.model", add_bos_token=bool(config.get("add_bos_token", True)),
-                   add_eos_token=bool(config.get("add_eos_token", False)), legacy=True if legacy is None else bool(legacy),
+                   add_eos_token=bool(config.get("add_eos_token", False)),
+                   legacy=True if legacy is None else bool(legacy),
                    bos_token=_token_text(config.get("bos_token"), "<s>"),
                    eos_token=_token_text(config.get("eos_token"), "</s>"),
                    unk_token=_token_text(config.get("unk_token"), "<unk>"))
@@ -364,7 +371,8 @@ class LlamaSentencePieceTokenizer:
             ids = self.processor.encode(self.unk_token + text)[self._unk_length:]
         else:
             ids = []
-        return ([self.bos_token_id] if self.add_bos_token else []) + ids + ([self.eos_token_id] if self.add_eos_token else [])
+        bos = [self.bos_token_id] if self.add_bos_token else []
+        return bos + ids + ([self.eos_token_id] if self.add_eos_token else [])
 
     def image_prompt_ids(self, prompt: str) -> list[int]:
         """``tokenizer_image_token``: tokenise around ``<|image|>``, keep one BOS, put -200 between chunks."""

@@ -12,8 +12,18 @@ import torch
 from safetensors.torch import load_file
 
 from distill.data import DatasetSpec, load_records
-from teacher.cache import (FIELDS, CacheCorruptError, CacheCorruptWarning, CacheMismatchError, CacheMissingError,
-                           LabelCache, build_label_cache, fingerprint_sha256, merge_manifests, resolve_rank)
+from teacher.cache import (
+    FIELDS,
+    CacheCorruptError,
+    CacheCorruptWarning,
+    CacheMismatchError,
+    CacheMissingError,
+    LabelCache,
+    build_label_cache,
+    fingerprint_sha256,
+    merge_manifests,
+    resolve_rank,
+)
 from teacher.model import TeacherOutput
 from teacher.records import ImageRecord, iter_images
 

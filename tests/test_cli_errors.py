@@ -13,8 +13,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _agiqa.errors import (EXIT_BAD_INPUT, EXIT_CODE_MEANINGS, EXIT_FAILED, EXIT_INTERRUPTED,
-                           CheckFailedError, exit_code_for)
+from _agiqa.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CODE_MEANINGS,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    CheckFailedError,
+    exit_code_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

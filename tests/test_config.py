@@ -115,7 +115,7 @@ def test_killed_run_resumes_through_the_cli_to_the_uninterrupted_result(tmp_path
 
 
 def test_resume_of_a_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
-    from distill.train import load_checkpoint, save_checkpoint, TrainState
+    from distill.train import TrainState, load_checkpoint, save_checkpoint
     from student.model import create_student
 
     model = create_student("tiny")

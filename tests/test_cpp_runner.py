@@ -179,8 +179,8 @@ def test_cpp_cli_skips_bad_files_with_a_reason(host_binary, programs, realistic_
 def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, programs, realistic_images, tmp_path):
     """The load-time guard: outputs that disagree with the golden pairs (what an SME-enabled CPU
     produced, docs/edge.md) make the runtime refuse, in one line, instead of scoring."""
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
 
     for name in ("model.pte", "model.json"):
         shutil.copy(programs["int8"].with_name(name), tmp_path / name)
@@ -251,8 +251,8 @@ def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, real
 
 def test_cpp_refuses_a_program_without_its_contract_digest(host_binary, programs, realistic_images, tmp_path):
     """A program lowered without the agiqa_contract_sha256 method (an older export) is refused."""
-    from export import _toolchain as tc
     from edge_runtime.contract import sha256_bytes
+    from export import _toolchain as tc
 
     program, data = _contract_copy(programs, tmp_path)
     photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import (DatasetError, DatasetSpec, load_records, load_splits, save_splits,
-                          split_records)
+from distill.data import DatasetError, DatasetSpec, load_records, load_splits, save_splits, split_records
 from teacher.records import ImageRecord, iter_images
 
 AGIQA_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality", "mos_align",

@@ -115,7 +115,8 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 8
     # The teacher was trained on train + val only: it never saw a test image.
     test_ids = set(json.loads((run_dir / "splits.json").read_text())["splits"]["test"])
-    assert test_ids and not test_ids & set(json.loads((run_dir / "teacher" / "splits.json").read_text())["splits"]["train"])
+    teacher_splits = json.loads((run_dir / "teacher" / "splits.json").read_text())["splits"]
+    assert test_ids and not test_ids & set(teacher_splits["train"])
     card = (run_dir / "MODEL_CARD.md").read_text()
     assert "Higher scores mean better quality" in card and str(tmp_path) not in card
     assert "> " + run_module.DEMO_NOTICE in card  # the demo says it is a demo, in its card ...
@@ -187,8 +188,8 @@ def test_demo_mos_falls_with_strength_and_scramble_is_as_bad_as_heavy_blur() -> 
 
 
 def test_demo_images_carry_their_mos_as_a_csv_dataset(tmp_path: Path) -> None:
-    from distill.demo import MOS_FILE, demo_mos, make_demo_images
     from distill.data import DatasetSpec, load_records
+    from distill.demo import MOS_FILE, demo_mos, make_demo_images
 
     folder = make_demo_images(tmp_path / "demo", count=10, seed=3, size=(64, 80))
     entries = json.loads((folder / "demo.json").read_text())["images"]

@@ -13,7 +13,12 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from teacher.maniqa import (
-    ManiqaConfig, Maniqa, create_maniqa, crop_boxes, load_maniqa_weights, normalize,
+    Maniqa,
+    ManiqaConfig,
+    create_maniqa,
+    crop_boxes,
+    load_maniqa_weights,
+    normalize,
     read_state_dict,
 )
 
@@ -360,7 +365,7 @@ def test_grid_crops_deterministic_and_cover_corners():
     assert boxes == crop_boxes(300, 400, 20, "grid", seed=5)
     assert len(boxes) == 20 and len(set(boxes)) == 20
     assert {(0, 0), (0, 176), (76, 0), (76, 176)} <= set(boxes)
-    assert all(0 <= t <= 76 and 0 <= l <= 176 for t, l in boxes)
+    assert all(0 <= top <= 76 and 0 <= left <= 176 for top, left in boxes)
     assert crop_boxes(300, 300, 1, "grid") == [(38, 38)]
     with pytest.raises(ValueError, match="smaller"):
         crop_boxes(200, 400, 4, "grid")

@@ -3,8 +3,9 @@
 The fixture ``tests/fixtures/mplug_owl2_tiny/`` is a tiny random mPLUG-Owl2 written by the
 original X-PLUG code under transformers 4.32, with the real checkpoint's key names (its
 ``save_pretrained`` layout; the conversion-script layout of the released 7B is rebuilt from it in
-``test_conversion_script_layout_loads_without_position_tables``), with what that code computed from it (hidden states, pooled vectors, token ids, pixel values); regenerate it
-with ``tests/fixtures/make_mplug_owl2_reference.py``.
+``test_conversion_script_layout_loads_without_position_tables``), with what that code computed
+from it (hidden states, pooled vectors, token ids, pixel values); regenerate it with
+``tests/fixtures/make_mplug_owl2_reference.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from teacher.mplug_owl2 import (
-    IMAGE_TOKEN_INDEX, LlamaSentencePieceTokenizer, MplugOwl2Config, load_mplug_owl2, prompt_text)
+    IMAGE_TOKEN_INDEX,
+    LlamaSentencePieceTokenizer,
+    MplugOwl2Config,
+    load_mplug_owl2,
+    prompt_text,
+)
 from teacher.semantic import DEFAULT_PROMPTS, SemanticConfig, SemanticEncoder, expand_to_square, pool_hidden
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +156,8 @@ def test_image_preprocessing_matches_original(reference) -> None:
 def test_semantic_encoder_matches_original_end_to_end(reference) -> None:
     """Image -> square pad -> CLIP -> tokens -> model -> mean: the original's vectors, both prompts."""
     encoder = SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(FIXTURE), dtype="float32"), device="cpu")
-    assert encoder.hidden_size == 64 and [encoder.backend.prompt_text(q) for q in DEFAULT_PROMPTS] == reference["json"]["prompt_texts"]
+    assert encoder.hidden_size == 64
+    assert [encoder.backend.prompt_text(q) for q in DEFAULT_PROMPTS] == reference["json"]["prompt_texts"]
     image = Image.fromarray(reference["tensors"]["image"].numpy())
     other = Image.fromarray(np.full((30, 20, 3), 200, np.uint8))
     vectors = encoder.encode([other, image, other])  # batched with other images
@@ -178,7 +185,8 @@ def test_bin_shards_ignore_only_rebuilt_tables(tmp_path: Path, model, reference)
     rotary = {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": torch.ones(8) for i in range(2)}
     _write_bin_shards(folder, rotary)
     loaded, ignored = load_mplug_owl2(folder)
-    assert ignored == sorted([*rotary, *(k for k in load_file(str(FIXTURE / "model.safetensors")) if "_pos_embed" in k)])
+    pos_tables = [k for k in load_file(str(FIXTURE / "model.safetensors")) if "_pos_embed" in k]
+    assert ignored == sorted([*rotary, *pos_tables])
     ids = reference["json"]["token_ids"]["legacy"]
     with torch.inference_mode():
         torch.testing.assert_close(loaded(reference["tensors"]["pixel_values"], ids)[0],

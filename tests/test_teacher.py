@@ -13,8 +13,14 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from teacher.model import (MAAGIQA, CheckpointError, FusionConfig, TeacherOutput, load_official_checkpoint,
-                           ours_to_official)
+from teacher.model import (
+    MAAGIQA,
+    CheckpointError,
+    FusionConfig,
+    TeacherOutput,
+    load_official_checkpoint,
+    ours_to_official,
+)
 
 SEM = 24  # tiny semantic width for these tests
 
@@ -235,8 +241,8 @@ def test_a_teacher_folder_cannot_grant_itself_remote_code(tmp_path: Path) -> Non
 def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path, tiny_teacher_dir: Path) -> None:
     import shutil
 
-    from teacher.cache import LabelCache, build_label_cache
     from distill.data import DatasetSpec, load_records
+    from teacher.cache import LabelCache, build_label_cache
     from teacher.labeler import Teacher, read_teacher_config, save_tiny_teacher, teacher_fingerprint
 
     first = tiny_teacher_dir
