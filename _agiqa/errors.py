@@ -60,14 +60,16 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); what was written so far is kept",
 }
 
-# Packages whose errors keep their own handling: click/typer's exits and usage errors, and
-# torch's errors (bugs or resource limits, whose traceback is the useful part).
-_OWN_HANDLING = frozenset({"click", "typer", "torch"})
+# Packages whose errors keep their own handling: click/typer's exits and usage errors, and the
+# torch family's errors (torch, torchao, torchvision: bugs or resource limits, whose traceback
+# is the useful part).
+_OWN_HANDLING = frozenset({"click", "typer"})
 
 
 def exit_code_for(exc: BaseException) -> int | None:
     """The exit code for ``exc``, or None when its traceback should be shown instead."""
-    if type(exc).__module__.partition(".")[0] in _OWN_HANDLING:
+    package = type(exc).__module__.partition(".")[0]
+    if package in _OWN_HANDLING or package.startswith("torch"):
         return None
     return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), None)
 

@@ -11,6 +11,7 @@ import typer
 from _agiqa.errors import exit_codes_help, one_line_errors
 
 from .config import TEACHER_SPLIT_SEED
+from .data import DATASET_KINDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
@@ -87,12 +88,13 @@ def label(
     out: Path = typer.Option(..., "--out", "-o", help="Label cache folder (created; resumable)"),
     teacher: Path | None = typer.Option(None, "--teacher", help="Teacher folder with teacher.json"),
     tiny: bool = typer.Option(False, "--tiny", help="Use the tiny random teacher (pipeline tests)"),
-    kind: str | None = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | folder | csv "
-                                       "(default: guessed from the files)"),
+    kind: str | None = typer.Option(None, "--kind", help=" | ".join(DATASET_KINDS)
+                                       + " (default: guessed from the files)"),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     device: str | None = typer.Option(None, "--device", help="cuda | cpu (default: cuda if available)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
-                                           help="Run the MLLM folder's own Python code (mPLUG-Owl2)"),
+                                           help="Run the MLLM folder's own Python code (only for model "
+                                                "types neither ported here, as mPLUG-Owl2 is, nor in transformers)"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
                                       help="Allow a pickled MA-AGIQA checkpoint (runs arbitrary code)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -123,7 +125,8 @@ def train_teacher_cmd(
     cache: Path = typer.Option(..., "--cache", help="Label cache of this dataset made with that MLLM and prompts "
                                "(agiqa-distill label); its semantic vectors are reused"),
     out: Path = typer.Option(..., "--out", "-o", help="New teacher folder to write"),
-    kind: str | None = typer.Option(None, "--kind", help="agiqa3k | aigcqa20k | csv (default: guessed)"),
+    kind: str | None = typer.Option(None, "--kind", help=" | ".join(DATASET_KINDS)
+                                   + " with MOS (default: guessed)"),
     vit_weights: Path | None = typer.Option(None, "--vit-weights", help="Local ImageNet "
                                                "vit_base_patch8_224 weights (safetensors) to start from, as the paper"),
     epochs: int = typer.Option(30, help="Official: 30"),

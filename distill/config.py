@@ -80,7 +80,8 @@ class TeacherSection:
     cache: str | None = None  # label cache folder; default RUN_DIR/labels
     batch_size: int = 8  # images per teacher forward
     device: str | None = None  # cuda | cpu; default cuda when available
-    trust_remote_code: bool = False  # needed for mPLUG-Owl2 (runs the model folder's Python code)
+    trust_remote_code: bool = False  # run the MLLM folder's own code: only for model types neither ported
+    #                                  here (mPLUG-Owl2 is) nor shipped by transformers
     allow_pickle: bool = False  # allow a pickled MA-AGIQA checkpoint (arbitrary code execution)
     train: TeacherTrainConfig = field(default_factory=demo_teacher_train)  # demo only: training of
     #                               the tiny teacher against the demo MOS when teacher.path is unset

@@ -68,9 +68,9 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     ``teacher_dir`` gives the MLLM, prompts and MANIQA preset; ``cache_dir`` the semantic vectors;
     ``records`` the images and MOS. ``splits`` (``{"train", "val", "test"}`` as
     :func:`distill.data.split_records` makes them) says which images train and which select the
-    best epoch; the test images are never used. ``None``: :func:`teacher_splits` with
-    ``split_seed``, as ``agiqa-distill train-teacher`` does; ``split_seed`` is recorded in
-    ``splits.json`` either way. Returns the best validation metrics.
+    best epoch; the test images are never used (without ``"test"``: every other record).
+    ``None``: :func:`teacher_splits` with ``split_seed``, as ``agiqa-distill train-teacher`` does;
+    ``split_seed`` is recorded in ``splits.json`` either way. Returns the best validation metrics.
     """
     from tqdm.auto import tqdm
 
@@ -78,6 +78,9 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     if splits is None:
         splits = teacher_splits(records, split_seed)
+    elif "test" not in splits:  # train/val only: the teacher never sees the rest, record it as test
+        seen = set(splits.get("train", ())) | set(splits.get("val", ()))
+        splits = {**splits, "test": [r.image_id for r in records if r.image_id not in seen]}
     tcfg = read_teacher_config(teacher_dir)
     cache = LabelCache.open(cache_dir)
     vectors = cache.tensors().semantic_vectors

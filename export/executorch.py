@@ -4,7 +4,8 @@ One straight sequence (:func:`export_executorch`):
 
     student -> EdgeStudent (score, gate_weights) -> torch.export
       [int8: PT2E prepare -> calibrate on real images -> convert -> torch.export]
-      -> to_edge_transform_and_lower(XnnpackPartitioner) -> to_executorch -> model.pte
+      -> to_edge_transform_and_lower(the backend's partitioner, export.backends) -> to_executorch
+      -> model.pte
       -> model.json (the contract) -> load with the ExecuTorch runtime, score held-out images,
          compare with the eager fp32 student -> model.report.json -> pass or FidelityError
 
@@ -296,6 +297,11 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         raise ExportError(str(exc)) from None
     if quantize not in target.modes:
         raise ExportError(f"backend {backend!r} exports only {list(target.modes)}, not {quantize}")
+    registered = tc.registered_runtime_backends()
+    if target.runtime_backend not in registered:  # the program could not be verified here
+        raise ExportError(f"the installed ExecuTorch runtime cannot run {backend} programs: it registers "
+                          f"{registered}, not {target.runtime_backend}; install the executorch wheel "
+                          "pinned in pyproject.toml")
     if calibration < 1:
         raise ExportError(f"--calibration must be >= 1, got {calibration}")
     thresholds = _thresholds(quantize, min_srcc, max_abs_diff)

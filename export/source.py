@@ -52,8 +52,6 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-
-
 def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None = None,
                    verify_images: str | os.PathLike | None = None) -> ExportSource:
     """A run folder (-> ``student/best``, train/test splits) or a student folder + ``images``.

@@ -72,9 +72,14 @@ def test_train_teacher_from_python_writes_the_folder_the_cli_writes(tmp_path: Pa
             == json.loads((by_python / "train_metrics.json").read_text()))
     # Splits that cannot be saved are refused before any training, and nothing is written.
     with pytest.raises(ValueError, match="splits must have exactly the keys train, val, test"):
-        train_teacher(teacher_dir, cache, records, {"train": splits["train"], "val": splits["val"]},
+        train_teacher(teacher_dir, cache, records, {"train": splits["train"], "validation": splits["val"]},
                       tmp_path / "refused", TeacherTrainConfig(epochs=1, batch_size=4), progress=False)
     assert not (tmp_path / "refused").exists()
+    # train/val only (the Python API before splits.json held a test split): the rest is the test split.
+    train_teacher(teacher_dir, cache, records, {"train": splits["train"], "val": splits["val"]},
+                  tmp_path / "two", TeacherTrainConfig(epochs=1, batch_size=4), progress=False)
+    saved = json.loads((tmp_path / "two" / "splits.json").read_text())["splits"]
+    assert sorted(saved["test"]) == sorted(splits["test"])
 
 
 def test_resume_config_is_the_saved_one_pinned_to_the_folder(tmp_path: Path) -> None:

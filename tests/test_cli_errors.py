@@ -82,7 +82,12 @@ def test_the_three_commands_exit_alike_for_the_same_error(monkeypatch, tmp_path,
         assert "cannot load" in results["agiqa-score"].stderr
 
 
-@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory"), KeyError("bug")],
+class TorchaoError(RuntimeError):  # stands in for an error class defined in torchao
+    __module__ = "torchao.quantization.pt2e"
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory"), TorchaoError("observer"),
+                                 KeyError("bug")],
                          ids=lambda e: type(e).__name__)
 def test_torch_errors_and_bugs_keep_their_traceback_in_all_three(monkeypatch, tmp_path, exc):
     assert exit_code_for(exc) is None
