@@ -31,7 +31,7 @@ from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch
 from teacher.records import ImageRecord
 
 from .config import TEACHER_SPLIT_SEED, TEACHER_TEST_FRACTION, TEACHER_VAL_FRACTION, TeacherTrainConfig
-from .data import save_splits, split_records
+from .data import SPLIT_NAMES, save_splits, split_records
 from .metrics import iqa_metrics
 
 __all__ = ["TeacherTrainConfig", "teacher_splits", "train_teacher", "TRAINED_MARKER"]
@@ -81,6 +81,8 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     elif "test" not in splits:  # train/val only: the teacher never sees the rest, record it as test
         seen = set(splits.get("train", ())) | set(splits.get("val", ()))
         splits = {**splits, "test": [r.image_id for r in records if r.image_id not in seen]}
+    if set(splits) != set(SPLIT_NAMES):  # before any work: nothing is written
+        raise ValueError(f"splits must have exactly the keys {', '.join(SPLIT_NAMES)} (got {sorted(splits)})")
     tcfg = read_teacher_config(teacher_dir)
     cache = LabelCache.open(cache_dir)
     vectors = cache.tensors().semantic_vectors
