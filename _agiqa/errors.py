@@ -15,8 +15,8 @@ code meaning
 130  interrupted (Ctrl-C); whatever was written so far is kept
 ==== =============================================================================================
 
-Errors of any other kind, and errors raised by torch itself (bugs, out of memory), keep their
-traceback. Standard library only, like the rest of :mod:`_agiqa`.
+Errors of any other kind, and errors raised by the torch family itself (torch, torchao,
+torchvision: bugs, out of memory), keep their traceback. Standard library only, like the rest of :mod:`_agiqa`.
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def _train_demo_teacher(cfg: RunConfig, run_dir: Path, records: list[ImageRecord
                         rank: int, world: int, progress: bool) -> Path:
     """The demo's teacher folder: the tiny MA-AGIQA trained on the train split against the demo
     MOS by ``train_teacher``, once; a re-run finds ``teacher/train_metrics.json`` and reuses it."""
-    trained, init = RunLayout(run_dir).teacher, RunLayout(run_dir).teacher_init
+    run = RunLayout(run_dir)
+    trained, init = run.teacher, run.teacher_init
     if (trained / TRAINED_MARKER).is_file():
         _say(f"[2/6] teacher: reusing the trained demo teacher in {display_path(trained)}")
         return trained

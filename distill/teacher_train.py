@@ -96,7 +96,15 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         model.maniqa.vit.load_state_dict(read_state_dict(vit_weights))
     model.to(device)
 
+    train_ids = [i for i in splits["train"] if i in row and by_id[i].mos is not None]
+    val_ids = [i for i in splits["val"] if i in row and by_id[i].mos is not None]
+    if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
+        raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
+                         "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
+    save_splits(out_dir / SPLITS_NAME, splits, split_seed)  # what the teacher saw (and did not)
+
     kept: dict[str, torch.Tensor] = {}  # image id -> view, for sets small enough to hold in memory
+    keep_views = len(train_ids) + len(val_ids) <= KEEP_VIEWS_UP_TO
 
     def view(image_id: str) -> torch.Tensor:
         # The labeler's own view of an image (official resize + normalisation). Decoding and the
@@ -104,7 +112,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         x = kept.get(image_id)
         if x is None:
             x = torch.from_numpy(teacher_view(load_rgb(by_id[image_id].path), tcfg))
-            if len(train_ids) + len(val_ids) <= KEEP_VIEWS_UP_TO:
+            if keep_views:
                 kept[image_id] = x
         return x
 
@@ -116,12 +124,6 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         mos = torch.tensor([by_id[i].mos for i in ids], dtype=torch.float32)
         return torch.stack(images).to(device), semantic.to(device), mos.to(device)
 
-    train_ids = [i for i in splits["train"] if i in row and by_id[i].mos is not None]
-    val_ids = [i for i in splits["val"] if i in row and by_id[i].mos is not None]
-    if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
-        raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
-                         "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
-    save_splits(out_dir / SPLITS_NAME, splits, split_seed)  # what the teacher saw (and did not)
     if not vit_weights:  # from scratch (the demo): a quality branch that trains, and the score starting
         revive_quality_branch(model)  # at the mean MOS (Adam moves a bias by ~lr per step: thousands
         with torch.no_grad():  # of steps to reach MOS 3 from 0)
