@@ -56,7 +56,8 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
 ) -> None:
     """Label (if needed), distil, evaluate and report. With no arguments: a complete demo
-    (generated images, tiny random teacher, the default student) in a few minutes on a CPU."""
+    (generated images with a MOS, a tiny MA-AGIQA teacher trained on them, the default student) in
+    about five minutes on a CPU."""
     from .config import ConfigError, load_config
     from .run import resume_distillation, run_distillation
 
@@ -132,16 +133,25 @@ def train_teacher_cmd(
     epochs: int = typer.Option(30, help="Official: 30"),
     batch_size: int = typer.Option(8, help="Official: 8"),
     lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
+    maniqa_epochs: int = typer.Option(0, help="Train the MANIQA branch alone on MOS for this many epochs first "
+                                      "(for a start from random weights, as the demo; official: 0)"),
+    freeze_maniqa: bool = typer.Option(False, "--freeze-maniqa/--no-freeze-maniqa",
+                                       help="Then train only the fusion, on the fixed quality features"),
     split_seed: int = typer.Option(TEACHER_SPLIT_SEED, help="Official split: 70/10/20 with seed 20"),
     device: str | None = typer.Option(None, "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train MA-AGIQA end to end with the official recipe (writes a teacher folder)."""
+    """Train MA-AGIQA end to end with the official recipe (writes a teacher folder).
+
+    Without ImageNet weights (no --vit-weights), add --maniqa-epochs 8 --freeze-maniqa: the
+    demo's two-stage recipe, which lets a MANIQA from random weights learn quality.
+    """
     from .data import dataset_spec_for, load_records
     from .teacher_train import TeacherTrainConfig, train_teacher
 
     records = load_records(dataset_spec_for(dataset, kind))
-    cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+    cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                             maniqa_epochs=maniqa_epochs, freeze_maniqa=freeze_maniqa)
     best = train_teacher(teacher, cache, records, None, out, cfg, split_seed=split_seed,
                          vit_weights=str(vit_weights) if vit_weights else None, progress=progress)
     typer.echo(json.dumps({"teacher": str(out), **{k: v for k, v in best.items() if k not in ("score", "history")}}))

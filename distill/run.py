@@ -52,7 +52,7 @@ __all__ = ["run_distillation", "resume_distillation", "RunResult"]
 
 DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded (blur, noise, JPEG, "
                "scrambled tiles) with a MOS derived from the degradation. Its teacher is a tiny MA-AGIQA "
-               "trained here for a minute on the train split, not the paper's model. For real use, fill in "
+               "trained here for two minutes on the train split, not the paper's model. For real use, fill in "
                "configs/agiqa3k.yaml (MA-AGIQA checkpoint, mPLUG-Owl2 folder, dataset root) and run: "
                "agiqa-distill run --config configs/agiqa3k.yaml")
 UNLABELED_PREFIX = "unlabeled/"  # image ids of data.unlabeled never collide with the dataset's
@@ -162,8 +162,10 @@ def _train_demo_teacher(cfg: RunConfig, run_dir: Path, records: list[ImageRecord
     cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, init), [r for r in records if r.image_id in fit_ids],
                    init, tcfg, device, rank, world, progress)
     t = cfg.teacher.train
+    stages = (f"{t.maniqa_epochs} epochs of its MANIQA branch, then {t.epochs} of the fusion" if t.maniqa_epochs
+              else f"{t.epochs} epochs")
     _say(f"[2/6] teacher: training the tiny MA-AGIQA against the demo MOS on {len(splits['train'])} train "
-         f"images ({t.epochs} epochs; validation on {len(splits['val'])}; test images never seen)")
+         f"images ({stages}; validation on {len(splits['val'])}; test images never seen)")
     if rank == 0:
         train_config = replace(t, device=t.device or cfg.teacher.device or str(device))
         best = train_teacher(init, cache.out_dir, records, splits, trained, train_config,

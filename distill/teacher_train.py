@@ -51,6 +51,58 @@ def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def _train_quality_branch(maniqa: torch.nn.Module, cfg: TeacherTrainConfig, train_ids: list[str],
+                          val_ids: list[str], batch: Any, train_mos: float, *, from_scratch: bool,
+                          progress: bool) -> list[dict[str, float]]:
+    """Stage 1: MANIQA alone against MOS through its own pooled score (sum(score * weight) /
+    sum(weight)), AdamW at ``cfg.maniqa_lr`` with a 5 % linear warmup then a cosine, the official
+    augmentation; keeps the epoch with the best validation SRCC + PLCC. Returns the history."""
+    from tqdm.auto import tqdm
+
+    if from_scratch:  # patch scores start at the mean MOS (their ReLU alive), so the pooled score does too
+        with torch.no_grad():
+            maniqa.fc_score[3].bias.fill_(train_mos)
+    decay = [p for p in maniqa.parameters() if p.ndim >= 2]  # no decay on norms and biases
+    rest = [p for p in maniqa.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+                                  lr=cfg.maniqa_lr)
+    total = max(1, len(train_ids) // cfg.batch_size * cfg.maniqa_epochs)
+    warmup = max(1, total // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, t / total))))
+    g = torch.Generator().manual_seed(cfg.seed)
+    best_score, best_state, history = -np.inf, None, []
+    for epoch in range(cfg.maniqa_epochs):
+        maniqa.train()
+        order = torch.randperm(len(train_ids), generator=g).tolist()
+        losses = []
+        steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)
+        for start in tqdm(steps, desc=f"teacher MANIQA epoch {epoch + 1}/{cfg.maniqa_epochs}", disable=not progress):
+            x, _, mos = batch([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
+            loss = torch.nn.functional.mse_loss(maniqa(x), mos)
+            losses.append(float(loss.detach()))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        maniqa.eval()
+        preds, targets = [], []
+        with torch.inference_mode():
+            for start in range(0, len(val_ids), cfg.batch_size):
+                x, _, mos = batch(val_ids[start:start + cfg.batch_size], None)
+                preds.append(maniqa(x).float().cpu())
+                targets.append(mos.cpu())
+        metrics = iqa_metrics(torch.cat(preds).numpy(), torch.cat(targets).numpy())
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "val_srcc": metrics["srcc"], "val_plcc": metrics["plcc"]})
+        if metrics["srcc"] + metrics["plcc"] > best_score:
+            best_score = metrics["srcc"] + metrics["plcc"]
+            best_state = {k: v.detach().clone() for k, v in maniqa.state_dict().items()}
+    if best_state is not None:
+        maniqa.load_state_dict(best_state)
+    return history
+
+
 def teacher_splits(records: list[ImageRecord], seed: int = TEACHER_SPLIT_SEED) -> dict[str, list[str]]:
     """The official MA-AGIQA split of ``records``: 70 / 10 / 20 % train / val / test."""
     return split_records(records, val_fraction=TEACHER_VAL_FRACTION, test_fraction=TEACHER_TEST_FRACTION,
@@ -120,15 +172,45 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         images = [view(i) for i in ids]
         if g is not None:
             images = [_augment(x, cfg.prob_aug, g) for x in images]
-        semantic = vectors[[row[i] for i in ids]].float()
-        mos = torch.tensor([by_id[i].mos for i in ids], dtype=torch.float32)
-        return torch.stack(images).to(device), semantic.to(device), mos.to(device)
+        return torch.stack(images).to(device), semantic_of(ids), mos_of(ids)
 
-    if not vit_weights:  # from scratch (the demo): a quality branch that trains, and the score starting
-        revive_quality_branch(model)  # at the mean MOS (Adam moves a bias by ~lr per step: thousands
-        with torch.no_grad():  # of steps to reach MOS 3 from 0)
-            model.fusion.score_head.bias.fill_(float(np.mean([by_id[i].mos for i in train_ids])))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    def semantic_of(ids: list[str]) -> torch.Tensor:
+        return vectors[[row[i] for i in ids]].float().to(device)
+
+    def mos_of(ids: list[str]) -> torch.Tensor:
+        return torch.tensor([by_id[i].mos for i in ids], dtype=torch.float32, device=device)
+
+    train_mos = float(np.mean([by_id[i].mos for i in train_ids]))
+    maniqa_history: list[dict[str, float]] = []
+    if cfg.maniqa_epochs:  # stage 1: the quality branch alone, against MOS, through MANIQA's own pooled score
+        maniqa_history = _train_quality_branch(model.maniqa, cfg, train_ids, val_ids, batch, train_mos,
+                                               from_scratch=not vit_weights, progress=progress)
+    elif not vit_weights:
+        revive_quality_branch(model)
+    if not vit_weights:  # from scratch (the demo): the score starting at the mean MOS (Adam moves a bias by
+        with torch.no_grad():  # ~lr per step: thousands of steps to reach MOS 3 from 0)
+            model.fusion.score_head.bias.fill_(train_mos)
+    features: dict[str, torch.Tensor] = {}  # image id -> fixed quality features (stage 2 of freeze_maniqa)
+    if cfg.freeze_maniqa:
+        model.maniqa.requires_grad_(False)
+        model.maniqa.eval()
+        with torch.inference_mode():
+            for ids in (train_ids, val_ids):
+                for start in range(0, len(ids), cfg.batch_size):
+                    chunk = ids[start:start + cfg.batch_size]
+                    features.update(zip(chunk, model.maniqa.forward_quality_features(batch(chunk, None)[0]).cpu(),
+                                        strict=True))
+
+    def predict(ids: list[str], g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score, MOS) of ``ids``: the whole model, or the fusion alone on the frozen branch's features."""
+        if not features:
+            x, semantic, mos = batch(ids, g)
+            return model(x, semantic).score, mos
+        quality = torch.stack([features[i] for i in ids]).to(device)
+        return model.fusion(semantic_of(ids), quality)[0], mos_of(ids)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_ids) // cfg.batch_size
     t_max = cfg.t_max or steps_per_epoch * cfg.epochs  # 0: one cosine over the whole run
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0)
@@ -138,11 +220,14 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     for epoch in range(cfg.epochs):
         losses = []
         model.train()
+        if features:
+            model.maniqa.eval()
         order = torch.randperm(len(train_ids), generator=g).tolist()
         steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)  # drop_last, as official
-        for start in tqdm(steps, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", disable=not progress):
-            x, semantic, mos = batch([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
-            loss = torch.nn.functional.mse_loss(model(x, semantic).score, mos)
+        quiet = not progress or bool(features)  # fusion-only epochs take a fraction of a second
+        for start in tqdm(steps, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", disable=quiet):
+            score, mos = predict([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
+            loss = torch.nn.functional.mse_loss(score, mos)
             losses.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
@@ -152,8 +237,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         preds = []
         with torch.inference_mode():
             for start in range(0, len(val_ids), cfg.batch_size):
-                x, semantic, _ = batch(val_ids[start:start + cfg.batch_size], None)
-                preds.append(model(x, semantic).score.float().cpu())
+                preds.append(predict(val_ids[start:start + cfg.batch_size], None)[0].float().cpu())
         metrics = iqa_metrics(torch.cat(preds).numpy(), np.array([by_id[i].mos for i in val_ids]))
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "val_srcc": metrics["srcc"], "val_plcc": metrics["plcc"]})
@@ -168,5 +252,7 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     atomic_write_json(out_dir / TEACHER_CONFIG_NAME,
                       replace(tcfg, weights=WEIGHTS_NAME, fusion=fusion, semantic=semantic_cfg).to_dict())
     best["history"] = history
+    if maniqa_history:
+        best["maniqa_history"] = maniqa_history
     atomic_write_json(out_dir / TRAINED_MARKER, best)
     return best

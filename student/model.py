@@ -68,6 +68,9 @@ class StudentConfig:
     # a saved config.json always holds the values the weights were trained with.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    # Local contrast normalisation in front of the backbone (ContrastStem), whose first conv then
+    # takes 4 channels (timm adapts ImageNet weights to them). False: the plain backbone.
+    contrast_stem: bool = False
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -119,15 +122,72 @@ class StudentOutput(NamedTuple):
     gate_logits: torch.Tensor  # (B, E) pre-softmax gate, for the distiller's KL
 
 
+class ContrastStem(nn.Module):
+    """``(B, 3, H, W)`` normalised image -> ``(B, 4, H, W)``: the MSCN coefficients of its
+    luminance, then the image.
+
+    A student trained from random weights learns image quality much faster from local contrast
+    normalisation (the demo: held-out SRCC to its teacher 0.89 -> 0.92 in the same 10 epochs).
+    MSCN as in BRISQUE (Mittal et al. 2012): ``(I - mu) / (sigma + 1)`` of the 0-255 luminance
+    (BT.601 weights) with a 7 x 7 Gaussian window (sigma 7/6), the normalisation the demo teacher's
+    ``teacher.maniqa.ContrastStem`` applies to each RGB channel. Written for the device: luminance
+    as one fixed 1 x 1 convolution (which also undoes the input normalisation), zero padding
+    renormalised by the window's mass at the borders (XNNPACK has no replicate padding), ``relu``
+    as the variance clamp, so the delegate takes every op. Export keeps it in fp32 (only
+    ``backbone`` is quantized): int8 moments would cancel.
+    """
+
+    out_channels = 4
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], input_size: tuple[int, int]) -> None:
+        super().__init__()
+        taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
+        taps = taps / taps.sum()
+        window = (taps[:, None] * taps[None]).expand(2, 1, 7, 7).clone()
+        self.register_buffer("window", window, persistent=False)
+        luma = torch.tensor([0.299, 0.587, 0.114])
+        # grey = sum_c luma_c * 255 * (x_c * std_c + mean_c), twice: one 1 x 1 convolution
+        to_grey = (luma * torch.tensor(std) * 255).view(1, 3, 1, 1).expand(2, 3, 1, 1).clone()
+        self.register_buffer("to_grey_weight", to_grey, persistent=False)
+        self.register_buffer("to_grey_bias", (luma * torch.tensor(mean) * 255).sum().expand(2).clone(),
+                             persistent=False)
+        # [grey, grey] -> [grey, grey^2] as grey * (grey * [0, 1] + [1, 0])
+        self.register_buffer("power_scale", torch.tensor([0.0, 1.0]).view(1, 2, 1, 1), persistent=False)
+        self.register_buffer("power_shift", torch.tensor([1.0, 0.0]).view(1, 2, 1, 1), persistent=False)
+        mass = nn.functional.conv2d(torch.ones(1, 1, *input_size), window[:1], padding=3)
+        self.register_buffer("inv_mass", 1 / mass, persistent=False)
+        # output = [mscn, x]: x moved to channels 1-3 by a 1 x 1 convolution, mscn added to channel 0
+        self.register_buffer("place_image", torch.eye(4, 3).roll(1, 0).view(4, 3, 1, 1), persistent=False)
+        self.register_buffer("place_mscn", torch.eye(4)[0].view(1, 4, 1, 1), persistent=False)
+        # MSCN's C = 1 as a 4-d tensor: a Python scalar becomes a 0-d constant the delegate leaves out
+        self.register_buffer("stabiliser", torch.ones(1, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # No torch.cat: the int8 quantizer gives every cat shared int8 parameters, even outside
+        # its scope, which would clip the 0-255 moments here.
+        grey = nn.functional.conv2d(x, self.to_grey_weight, self.to_grey_bias)  # (B, 2, H, W), equal channels
+        both = grey * (grey * self.power_scale + self.power_shift)  # [grey, grey^2]
+        if self.training:  # on CPU the depthwise conv is ~10x faster channels-last (export: eval, no copy op)
+            both = both.contiguous(memory_format=torch.channels_last)
+        moments = nn.functional.conv2d(both, self.window, padding=3, groups=2) * self.inv_mass
+        mu, second = moments[:, 0:1], moments[:, 1:2]
+        sigma = torch.relu(second - mu * mu).sqrt()
+        mscn = (grey[:, 0:1] - mu) / (sigma + self.stabiliser)
+        return nn.functional.conv2d(x, self.place_image) + mscn * self.place_mscn
+
+
 class StudentIQA(nn.Module):
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         kwargs: dict[str, Any] = dict(config.backbone_kwargs)
         if config.backbone_weights:
             kwargs["pretrained_cfg_overlay"] = {"file": str(config.backbone_weights)}
+        if config.contrast_stem:
+            kwargs["in_chans"] = ContrastStem.out_channels
         self.backbone = timm.create_model(config.backbone, pretrained=bool(config.backbone_weights),
                                           num_classes=0, **kwargs)
         self.config = config = backbone_normalization(config, self.backbone)
+        self.stem = ContrastStem(config.mean, config.std, config.input_size) if config.contrast_stem else None
         width = self.backbone.num_features if not hasattr(self.backbone, "head_hidden_size") \
             else self.backbone.head_hidden_size
         self.semantic_head = nn.Linear(width, config.num_semantic * config.semantic_dim)
@@ -141,6 +201,8 @@ class StudentIQA(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised image -> ``(B, F)`` pooled backbone features."""
+        if self.stem is not None:
+            x = self.stem(x)
         return self.backbone(x)
 
     def forward_head(self, pooled: torch.Tensor) -> StudentOutput:
@@ -259,6 +321,9 @@ def _check_trained_config(directory: Path, config: StudentConfig, preprocess: di
     except ValueError:
         raise StudentLoadError(f"{directory / WEIGHTS_NAME}: damaged metadata; re-export the student") from None
     current = config.to_dict()
+    # A field added since the weights were saved takes its default, as StudentConfig.from_dict does.
+    trained = {**StudentConfig.from_dict({k: v for k, v in trained.items() if k in StudentConfig.__dataclass_fields__}
+                                         ).to_dict(), **trained}
     changed = [k for k in sorted(set(trained) | set(current))
                if k != "backbone_weights" and trained.get(k) != current.get(k)]
     if changed:
@@ -295,10 +360,10 @@ _VARIANTS: dict[str, StudentConfig] = {
     # Test-sized: tiny backbone at 64 px, runs a training step in milliseconds.
     "tiny": StudentConfig(backbone="mobilenetv3_small_050", input_size=(64, 64), semantic_dim=16,
                           quality_dim=16, expert_width=16),
-    "mnv3s": StudentConfig(backbone="mobilenetv3_small_100"),
-    "mnv4s": StudentConfig(backbone="mobilenetv4_conv_small"),
-    "lcnet": StudentConfig(backbone="lcnet_100"),
-    "mnv3l075": StudentConfig(backbone="mobilenetv3_large_075"),
+    "mnv3s": StudentConfig(backbone="mobilenetv3_small_100", contrast_stem=True),
+    "mnv4s": StudentConfig(backbone="mobilenetv4_conv_small", contrast_stem=True),
+    "lcnet": StudentConfig(backbone="lcnet_100", contrast_stem=True),
+    "mnv3l075": StudentConfig(backbone="mobilenetv3_large_075", contrast_stem=True),
 }
 DEFAULT_STUDENT = "mnv3s"
 

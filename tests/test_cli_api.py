@@ -105,3 +105,43 @@ def test_run_result_is_typed_and_says_whether_this_process_evaluated() -> None:
     metrics = rank0.metrics()  # what metrics.json holds: every field but the card and the plots
     assert list(metrics) == [f.name for f in fields(RunResult)][:-2]
     assert metrics["steps"] == 4 and "model_card" not in metrics and "plots" not in metrics
+
+
+def test_two_stage_teacher_training_leaves_the_stage_one_maniqa_untouched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--maniqa-epochs trains MANIQA alone first; --freeze-maniqa then trains only the fusion, so
+    the saved MANIQA weights are exactly those stage 1 ended with."""
+    from distill import teacher_train
+    from distill.data import dataset_spec_for, load_records
+    from teacher.model import official_to_ours
+
+    csv = _mos_dataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(app, ["label", str(csv), "--tiny", "--out", str(cache), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    teacher_dir = tmp_path / "cache.tiny_teacher"
+    result = CliRunner().invoke(app, ["train-teacher", str(csv), "--teacher", str(teacher_dir), "--cache", str(cache),
+                                      "--out", str(tmp_path / "by_cli"), "--epochs", "2", "--batch-size", "4",
+                                      "--lr", "1e-3", "--maniqa-epochs", "1", "--freeze-maniqa", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "by_cli" / "train_metrics.json").read_text())
+    assert len(metrics["maniqa_history"]) == 1 and len(metrics["history"]) == 2
+
+    after_stage_one: dict[str, torch.Tensor] = {}
+    stage_one = teacher_train._train_quality_branch
+
+    def snapshot(maniqa, *args, **kwargs):  # type: ignore[no-untyped-def]
+        history = stage_one(maniqa, *args, **kwargs)
+        after_stage_one.update({f"maniqa.{k}": v.clone() for k, v in maniqa.state_dict().items()})
+        return history
+
+    monkeypatch.setattr(teacher_train, "_train_quality_branch", snapshot)
+    records = load_records(dataset_spec_for(csv))
+    for freeze in (True, False):
+        out = tmp_path / f"freeze_{freeze}"
+        teacher_train.train_teacher(teacher_dir, cache, records, None, out,
+                                    teacher_train.TeacherTrainConfig(epochs=2, batch_size=4, lr=1e-3, maniqa_epochs=1,
+                                                                     freeze_maniqa=freeze), progress=False)
+        saved = official_to_ours(load_file(str(out / "ma_agiqa.safetensors")))[0]
+        same = [torch.equal(saved[k], v) for k, v in after_stage_one.items() if k in saved]
+        assert len(same) > 10 and all(same) == freeze, freeze  # stage 2 moves MANIQA unless it is frozen

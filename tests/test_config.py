@@ -72,7 +72,7 @@ def test_bad_yaml_file_values(tmp_path: Path) -> None:
 # -- --resume through the CLI -------------------------------------------------------------------
 def _tiny_args(out: Path) -> list[str]:
     sets = [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=0", "teacher.train.epochs=1",
-            "student.variant=tiny", "train.epochs=5",
+            "teacher.train.maniqa_epochs=1", "student.variant=tiny", "train.epochs=5",
             "train.batch_size=8", "train.threads=1", "loss.semantic_components=8",
             "loss.quality_components=8", "data.val_fraction=0.2", "data.test_fraction=0.2",
             "train.checkpoint_every=1"]

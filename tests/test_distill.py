@@ -80,7 +80,7 @@ def _tiny_overrides(out: Path) -> list[str]:
     return [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=8", "student.variant=tiny",
             "train.epochs=3", "train.batch_size=8", "loss.semantic_components=8", "loss.quality_components=8",
             "data.val_fraction=0.2", "data.test_fraction=0.2", "teacher.train.epochs=1",
-            "teacher.train.batch_size=8"]
+            "teacher.train.batch_size=8", "teacher.train.maniqa_epochs=1"]
 
 
 def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -380,3 +380,38 @@ def test_random_crops_follow_official_seeding():
     assert crop_boxes(300, 400, 20, "random") == expected  # the official seed is the default
     assert crop_boxes(300, 400, 20, "random", seed=0) != expected
     assert crop_boxes(224, 224, 3, "random") == [(0, 0)] * 3
+
+
+# ------------------------------------------------------------------------------ the contrast stem (demo)
+def test_contrast_stem_mscn_matches_an_independent_computation():
+    """BRISQUE's MSCN: (I - mu) / (sigma + 1) on 0-255 grey levels, mu and sigma from a 7 x 7 Gaussian
+    (sigma 7/6) with replicated borders; computed here with scipy.ndimage instead of a conv."""
+    from scipy import ndimage
+
+    from teacher.maniqa import ContrastStem
+
+    stem = ContrastStem(embed_dim=8, patch_size=16)
+    x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    taps = np.exp(-np.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
+    window = np.outer(taps, taps) / taps.sum() ** 2
+    grey = (x.double().numpy() + 1) * 127.5
+    mu = ndimage.correlate(grey, window[None, None], mode="nearest")
+    sigma = np.sqrt(np.maximum(ndimage.correlate(grey**2, window[None, None], mode="nearest") - mu**2, 0))
+    expected = (grey - mu) / (sigma + 1)
+    got = stem.mscn(x).double().numpy()
+    # float32 moments of 0-255 values: E[I^2] - mu^2 cancels ~1e4-sized terms, so flat areas carry ~1e-3 error
+    np.testing.assert_allclose(got, expected, atol=2e-2, rtol=0)
+    assert np.abs(got - expected).mean() < 1e-3
+    assert stem(x).shape == (2, 8, 48 // 16, 64 // 16)
+
+
+def test_demo_preset_uses_the_contrast_stem_and_config_round_trips():
+    model = create_maniqa("demo").eval()
+    assert model.config.stem == "contrast" and ManiqaConfig.from_dict(model.config.to_dict()) == model.config
+    assert "vit.patch_embed.proj.convs.0.weight" in model.state_dict()
+    with torch.no_grad():
+        assert model.forward_quality_features(torch.zeros(2, 3, 224, 224)).shape == (2, 196)
+    assert ManiqaConfig.from_dict({k: v for k, v in ManiqaConfig().to_dict().items()
+                                   if k not in ("stem", "stem_width")}).stem == "patch"  # older teacher.json
+    with pytest.raises(ValueError, match="unknown MANIQA stem 'cnn'; valid: patch, contrast"):
+        ManiqaConfig(stem="cnn")

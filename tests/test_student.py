@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from student.model import StudentIQA, StudentLoadError, create_student, list_students, student_config
@@ -131,3 +133,58 @@ def test_saved_student_without_mean_std_loads_with_imagenet_values(tmp_path: Pat
     with pytest.warns(UserWarning, match="older version"):
         model = StudentIQA.from_pretrained(directory)
     assert (model.config.mean, model.config.std) == IMAGENET
+
+
+def test_contrast_stem_is_the_luminance_mscn_with_mass_renormalised_borders() -> None:
+    """MSCN of the BT.601 luminance on 0-255, 7 x 7 Gaussian (sigma 7/6), computed independently
+    with scipy: replicated borders inside, and zero padding divided by the window's mass (what the
+    stem does, for the device) everywhere."""
+    from scipy import ndimage
+
+    from student.model import ContrastStem
+
+    mean, std = IMAGENET
+    stem = ContrastStem(mean, std, (40, 48))
+    rgb = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    x = (rgb - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    out = stem(x)
+    assert out.shape == (2, 4, 40, 48) and torch.equal(out[:, 1:], x)
+    grey = np.tensordot(rgb.double().numpy() * 255, [0.299, 0.587, 0.114], axes=([1], [0]))  # (B, H, W)
+    taps = np.exp(-np.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
+    window = (np.outer(taps, taps) / taps.sum() ** 2)[None]
+
+    def mscn(mode: str) -> np.ndarray:
+        if mode == "nearest":
+            mu = ndimage.correlate(grey, window, mode="nearest")
+            second = ndimage.correlate(grey**2, window, mode="nearest")
+        else:  # zero padding, divided by the window's mass inside the image
+            mass = ndimage.correlate(np.ones_like(grey), window, mode="constant")
+            mu = ndimage.correlate(grey, window, mode="constant") / mass
+            second = ndimage.correlate(grey**2, window, mode="constant") / mass
+        return (grey - mu) / (np.sqrt(np.maximum(second - mu**2, 0)) + 1)
+
+    got = out[:, 0].double().numpy()
+    # float32 moments of 0-255 values: E[I^2] - mu^2 cancels 1e4-sized terms (~1e-3 in flat areas)
+    np.testing.assert_allclose(got, mscn("constant"), atol=2e-2)
+    np.testing.assert_allclose(got[:, 3:-3, 3:-3], mscn("nearest")[:, 3:-3, 3:-3], atol=2e-2)  # BRISQUE inside
+
+
+def test_contrast_stem_student_round_trips_and_older_configs_load_without_it(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_student("tiny", contrast_stem=True).eval()
+    assert model.backbone.conv_stem.in_channels == 4 and student_config("mnv3s").contrast_stem
+    x = torch.randn(2, 3, 64, 64)
+    loaded = StudentIQA.from_pretrained(model.save_pretrained(tmp_path / "with_stem")).eval()
+    assert loaded.config.contrast_stem and torch.equal(loaded(x).score, model(x).score)
+    # A student saved before the field existed (in config.json and in the weights' metadata) was
+    # built without the stem, and loads so.
+    plain = create_student("tiny").save_pretrained(tmp_path / "plain")
+    meta = json.loads((plain / "config.json").read_text())
+    assert meta["config"].pop("contrast_stem") is False
+    (plain / "config.json").write_text(json.dumps(meta))
+    with safe_open(str(plain / "model.safetensors"), framework="pt") as f:
+        trained_with = json.loads(f.metadata()["agiqa-edge/student-config"])
+    del trained_with["contrast_stem"]
+    (plain / "model.safetensors").write_bytes(save(load_file(str(plain / "model.safetensors")),
+                                                   metadata={"agiqa-edge/student-config": json.dumps(trained_with)}))
+    assert StudentIQA.from_pretrained(plain).stem is None
