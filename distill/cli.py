@@ -133,7 +133,7 @@ def train_teacher_cmd(
     epochs: int = typer.Option(30, help="Official: 30"),
     batch_size: int = typer.Option(8, help="Official: 8"),
     lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
-    maniqa_epochs: int = typer.Option(0, help="Train the MANIQA branch alone on MOS for this many epochs first "
+    maniqa_epochs: int = typer.Option(0, min=0, help="Train the MANIQA branch alone on MOS for this many epochs first "
                                       "(for a start from random weights, as the demo; official: 0)"),
     freeze_maniqa: bool = typer.Option(False, "--freeze-maniqa/--no-freeze-maniqa",
                                        help="Then train only the fusion, on the fixed quality features"),

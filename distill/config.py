@@ -264,14 +264,18 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "train.threads": _COUNT,
     **{f"loss.{name}": _NON_NEGATIVE for name in LOSS_NAMES},
     "loss.gate_temperature": _POSITIVE, "loss.semantic_components": _COUNT, "loss.quality_components": _COUNT,
+    "teacher.train.epochs": _COUNT, "teacher.train.batch_size": _COUNT, "teacher.train.lr": _POSITIVE,
+    "teacher.train.weight_decay": _NON_NEGATIVE, "teacher.train.t_max": _NON_NEGATIVE,
+    "teacher.train.maniqa_epochs": _NON_NEGATIVE, "teacher.train.maniqa_lr": _POSITIVE,
 }
 
 
 def _check(cfg: RunConfig) -> None:
     """Ranges, choices and the rules that tie two keys together; one ConfigError per problem."""
     for key, (rule, ok) in _RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = cfg
+        for name in key.split("."):
+            value = getattr(value, name)
         if value is not None and not ok(value):
             raise ConfigError(f"{key}={value!r}: expected {rule}")
     from student.model import StudentConfig, list_students

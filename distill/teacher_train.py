@@ -52,16 +52,12 @@ def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
 
 
 def _train_quality_branch(maniqa: torch.nn.Module, cfg: TeacherTrainConfig, train_ids: list[str],
-                          val_ids: list[str], batch: Any, train_mos: float, *, from_scratch: bool,
-                          progress: bool) -> list[dict[str, float]]:
+                          val_ids: list[str], batch: Any, *, progress: bool) -> list[dict[str, float]]:
     """Stage 1: MANIQA alone against MOS through its own pooled score (sum(score * weight) /
     sum(weight)), AdamW at ``cfg.maniqa_lr`` with a 5 % linear warmup then a cosine, the official
     augmentation; keeps the epoch with the best validation SRCC + PLCC. Returns the history."""
     from tqdm.auto import tqdm
 
-    if from_scratch:  # patch scores start at the mean MOS (their ReLU alive), so the pooled score does too
-        with torch.no_grad():
-            maniqa.fc_score[3].bias.fill_(train_mos)
     decay = [p for p in maniqa.parameters() if p.ndim >= 2]  # no decay on norms and biases
     rest = [p for p in maniqa.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
@@ -181,15 +177,13 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         return torch.tensor([by_id[i].mos for i in ids], dtype=torch.float32, device=device)
 
     train_mos = float(np.mean([by_id[i].mos for i in train_ids]))
+    if not vit_weights:  # from scratch (the demo): a quality branch that trains (in stage 1, MANIQA's pooled
+        revive_quality_branch(model, start=train_mos if cfg.maniqa_epochs else 1.0)  # score starts at the mean
+        with torch.no_grad():  # MOS), and the score starting at the mean MOS (Adam moves a bias by ~lr per
+            model.fusion.score_head.bias.fill_(train_mos)  # step: thousands of steps to reach MOS 3 from 0)
     maniqa_history: list[dict[str, float]] = []
     if cfg.maniqa_epochs:  # stage 1: the quality branch alone, against MOS, through MANIQA's own pooled score
-        maniqa_history = _train_quality_branch(model.maniqa, cfg, train_ids, val_ids, batch, train_mos,
-                                               from_scratch=not vit_weights, progress=progress)
-    elif not vit_weights:
-        revive_quality_branch(model)
-    if not vit_weights:  # from scratch (the demo): the score starting at the mean MOS (Adam moves a bias by
-        with torch.no_grad():  # ~lr per step: thousands of steps to reach MOS 3 from 0)
-            model.fusion.score_head.bias.fill_(train_mos)
+        maniqa_history = _train_quality_branch(model.maniqa, cfg, train_ids, val_ids, batch, progress=progress)
     features: dict[str, torch.Tensor] = {}  # image id -> fixed quality features (stage 2 of freeze_maniqa)
     if cfg.freeze_maniqa:
         model.maniqa.requires_grad_(False)

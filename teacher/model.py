@@ -104,12 +104,12 @@ class MAAGIQA(nn.Module):
         return TeacherOutput(score, semantic_vectors, quality_features, gate_weights)
 
 
-def revive_quality_branch(model: MAAGIQA) -> None:
+def revive_quality_branch(model: MAAGIQA, start: float = 1.0) -> None:
     """For a randomly initialised MA-AGIQA: a random ``fc_score`` ends in a ReLU that is dead for
     every patch more often than not, which zeroes the quality branch (and its gradient); a
-    positive bias keeps the branch alive."""
+    positive bias ``start`` keeps the branch alive (the mean MOS: MANIQA's pooled score starts there)."""
     with torch.no_grad():
-        model.maniqa.fc_score[3].bias.fill_(1.0)
+        model.maniqa.fc_score[3].bias.fill_(start)
 
 
 # -- the official checkpoint ------------------------------------------------------------------

@@ -40,6 +40,8 @@ def test_numbers_written_as_strings_become_numbers(tmp_path: Path) -> None:
     ("train.batch_size=-4", "train.batch_size=-4: expected an integer >= 1"),
     ("train.lr=fast", "train.lr='fast': expected a number"),
     ("train.lr=0", "train.lr=0.0: expected a value > 0"),
+    ("teacher.train.maniqa_lr=0", "teacher.train.maniqa_lr=0.0: expected a value > 0"),
+    ("teacher.train.maniqa_epochs=-1", "teacher.train.maniqa_epochs=-1: expected a value >= 0"),
     ("train.amp=maybe", "train.amp='maybe': expected true or false"),
     ("data.val_fraction=1.5", "data.val_fraction=1.5: expected a fraction in [0, 1)"),
     ("data.root=[a]", "data.root=['a']: expected a string"),
