@@ -32,7 +32,7 @@ from PIL import Image
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
 
-from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes
+from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes, maniqa_preset
 from .model import (
     MAAGIQA,
     FusionConfig,
@@ -68,6 +68,7 @@ class TeacherConfig:
     score_range: tuple[float, float] | None = None  # MOS scale of the training data, e.g. (0, 5)
 
     def __post_init__(self) -> None:
+        maniqa_preset(self.maniqa)  # a preset name (teacher.json cannot hold a whole ManiqaConfig)
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; choose from {', '.join(INTERPOLATIONS)} "
                              "(the official teacher uses 'cv2_bicubic')")

@@ -325,13 +325,18 @@ _PRESETS: dict[str, ManiqaConfig] = {
 }
 
 
+def maniqa_preset(name: str) -> ManiqaConfig:
+    """The config of a preset name; a ValueError listing the valid names for anything else."""
+    if not isinstance(name, str) or name not in _PRESETS:
+        raise ValueError(f"unknown MANIQA preset {name!r}; valid names: {', '.join(_PRESETS)}")
+    return _PRESETS[name]
+
+
 def create_maniqa(name_or_config: str | ManiqaConfig = "base") -> Maniqa:
     """Build a randomly initialised MANIQA from a preset name or a config (never downloads weights)."""
     if isinstance(name_or_config, ManiqaConfig):
         return Maniqa(name_or_config)
-    if name_or_config not in _PRESETS:
-        raise ValueError(f"unknown MANIQA preset {name_or_config!r}; valid names: {', '.join(_PRESETS)}")
-    return Maniqa(_PRESETS[name_or_config])
+    return Maniqa(maniqa_preset(name_or_config))
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -201,6 +201,16 @@ def test_teacher_config_errors_name_the_file(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "c"), "--no-progress"])
     assert result.exit_code == 2 and "not a valid teacher config" in result.output
     assert "Traceback" not in result.output
+    # "maniqa" names a preset; anything else (a typo, a whole config) is one line listing the presets.
+    from teacher.labeler import save_tiny_teacher
+
+    valid = json.loads((save_tiny_teacher(tmp_path / "tiny") / "teacher.json").read_text())
+    for maniqa in ("huge", {"stem": "contrast"}):
+        (tmp_path / "bad" / "teacher.json").write_text(json.dumps({**valid, "maniqa": maniqa}))
+        result = runner.invoke(app, ["label", str(folder), "--teacher", str(tmp_path / "bad"),
+                                     "--out", str(tmp_path / "c"), "--no-progress"])
+        assert result.exit_code == 2 and "valid names: base, tiny, demo" in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / "c").exists()
 
 
 def _remote_code_teacher(folder: Path) -> Path:
