@@ -240,12 +240,15 @@ def _with_absolute_paths(cfg: RunConfig) -> RunConfig:
                    teacher=replace(cfg.teacher, path=absolute(cfg.teacher.path), cache=absolute(cfg.teacher.cache)))
 
 
-def _logged_step(line: str) -> float:
-    """The step of a ``metrics.jsonl`` line; a line cut short by a kill counts as after any step."""
+def _kept_on_resume(line: str, resume_step: int) -> bool:
+    """Whether a ``metrics.jsonl`` line stays when training resumes from ``resume_step``: records up
+    to that step, not a line cut short by a kill, and not the closing ``train_seconds`` record of a
+    process that finished training (the resumed one writes its own)."""
     try:
-        return json.loads(line).get("step", 0)
+        record = json.loads(line)
+        return record.get("step", 0) <= resume_step and "train_seconds" not in record
     except (ValueError, AttributeError):
-        return float("inf")
+        return False
 
 
 def resume_distillation(run_dir: str | os.PathLike, overrides: list[str] | None = None, *,
@@ -349,7 +352,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     metrics_path = run.metrics_log
     if rank == 0:
         kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.is_file() else [])
-                if resume_step and _logged_step(line) <= resume_step]
+                if resume_step and _kept_on_resume(line, resume_step)]
         atomic_write_text(metrics_path, "".join(k + "\n" for k in kept))
     log_file = open(metrics_path, "a") if rank == 0 else None
 

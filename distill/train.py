@@ -36,7 +36,7 @@ __all__ = ["ImageSet", "Split", "get_lr", "train", "predict", "TrainState", "loa
            "read_checkpoint_meta", "save_checkpoint", "CHECKPOINT_META"]
 
 CHECKPOINT_META = "state.json"  # a checkpoint folder's commit point: written last, read first
-CHECKPOINT_TENSORS = "state.safetensors"  # weights + optimizer moments, hashed in CHECKPOINT_META
+CHECKPOINT_TENSORS = "state.safetensors"  # tensors of checkpoints saved before state.json named its file
 
 
 class ImageSet(Dataset):
@@ -140,21 +140,34 @@ def evaluate(model: StudentIQA, split: Split, device: torch.device) -> dict[str,
 
 
 # -- checkpoints ------------------------------------------------------------------------------
+def _tensor_file_name(step: int, payload: bytes) -> str:
+    """A new name for every new state (step and content), so writing it never touches the one the
+    commit point names; identical bytes get the same name, so a repeated save is harmless."""
+    return f"state-{step:08d}-{hashlib.sha256(payload).hexdigest()[:12]}.safetensors"
+
+
 def save_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer,
                     state: TrainState) -> None:
-    """``state.safetensors`` (weights + optimizer moments) then ``state.json`` (the commit point)."""
+    """Crash-consistent at every instant: the new tensors go to a new file, then ``state.json``
+    (the commit point, an atomic rename) names it, and only then are older tensor files removed.
+    A kill anywhere leaves ``state.json`` naming a complete file: the new state or the previous one."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for pid, pstate in opt["state"].items():
         for name, value in pstate.items():
             tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     payload = save(tensors)
-    atomic_write_bytes(directory / CHECKPOINT_TENSORS, payload)
-
+    name = _tensor_file_name(state.step, payload)
+    atomic_write_bytes(directory / name, payload)
     atomic_write_json(directory / CHECKPOINT_META, {
         "step": state.step, "best_val_srcc": state.best_val_srcc, "best_step": state.best_step,
-        "history": state.history, "param_groups": opt["param_groups"],
+        "history": state.history, "param_groups": opt["param_groups"], "tensors": name,
         "sha256": hashlib.sha256(payload).hexdigest()})
+    # Now nothing names the older files (nor the old fixed name, nor temp files of a killed save).
+    for old in [*directory.glob("state-*.safetensors"), *directory.glob(".state*.tmp"),
+                directory / CHECKPOINT_TENSORS]:
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
@@ -164,18 +177,27 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
         return {"step": int(meta["step"]), "sha256": str(meta["sha256"]),
                 "best_val_srcc": float(meta["best_val_srcc"]), "best_step": int(meta["best_step"]),
-                "history": list(meta["history"]), "param_groups": list(meta["param_groups"])}
+                "history": list(meta["history"]), "param_groups": list(meta["param_groups"]),
+                # checkpoints written before kill-safe saving used one fixed file name
+                "tensors": _plain_file_name(str(meta.get("tensors", CHECKPOINT_TENSORS)))}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a checkpoint written by agiqa-distill ({type(exc).__name__}: "
                          f"{exc}); delete {directory} to restart training from scratch") from None
 
 
+def _plain_file_name(name: str) -> str:
+    """``state.json`` names a file inside its own folder, nothing else (a tampered one is refused)."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"'tensors' must name a file in the checkpoint folder, got {name!r}")
+    return name
+
+
 def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.Optimizer) -> TrainState:
     """Restore what :func:`save_checkpoint` wrote; a damaged or foreign checkpoint is a one-line
     ``ValueError`` naming the file (never an unpickle, never a traceback)."""
-    meta_path, tensor_path = directory / CHECKPOINT_META, directory / CHECKPOINT_TENSORS
     fix = f"delete {directory} to restart training from scratch"
     meta = read_checkpoint_meta(directory)
+    meta_path, tensor_path = directory / CHECKPOINT_META, directory / meta["tensors"]
     payload = tensor_path.read_bytes() if tensor_path.is_file() else b""
     if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
         raise ValueError(f"{tensor_path}: missing or does not match {meta_path} (corrupt checkpoint); {fix}")

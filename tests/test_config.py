@@ -1,19 +1,15 @@
-"""Run config: typed values at load and override time, and ``--resume`` through the CLI."""
+"""Run config: typed values at load and override time; checkpoints and their commit point
+(the CLI kill/resume test is tests/test_kill_resume.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from distill.config import ConfigError, RunConfig, load_config
 
@@ -71,51 +67,6 @@ def test_bad_yaml_file_values(tmp_path: Path) -> None:
         load_config(bad_json)
 
 
-# -- --resume through the CLI -------------------------------------------------------------------
-def _tiny_args(out: Path) -> list[str]:
-    sets = [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=0", "teacher.train.epochs=1",
-            "teacher.train.maniqa_epochs=1", "student.variant=tiny", "train.epochs=5",
-            "train.batch_size=8", "train.threads=1", "loss.semantic_components=8",
-            "loss.quality_components=8", "data.val_fraction=0.2", "data.test_fraction=0.2",
-            "train.checkpoint_every=1"]
-    return [arg for s in sets for arg in ("--set", s)]
-
-
-def _cli(*args: str, cwd: Path = REPO) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "distill", *args, "--no-progress"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
-def test_killed_run_resumes_through_the_cli_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    reference = _cli("run", *_tiny_args(full))
-    proc = _cli("run", *_tiny_args(Path("killed")), cwd=tmp_path)  # resumed below from another folder
-    state = killed / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 300
-    while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before its first checkpoint could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "metrics.json").exists()
-    # The saved config.json holds min_lr 1e-05, which YAML alone reads as a string.
-    saved = json.loads((killed / "config.json").read_text())
-    assert "1e-05" in (killed / "config.json").read_text() and saved["out_dir"] == str(killed.resolve())
-    _finish(reference)
-    _finish(_cli("run", "--resume", str(killed)))
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, killed))
-    assert a["test"] == b["test"] and a["steps"] == b["steps"] == 15
-    wa, wb = (load_file(str(d / "student" / "last" / "model.safetensors")) for d in (full, killed))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
 def test_resume_of_a_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
     from distill.train import TrainState, load_checkpoint, save_checkpoint
     from student.model import create_student
@@ -125,26 +76,76 @@ def test_resume_of_a_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoint"
     save_checkpoint(ckpt, model, optimizer, TrainState(step=3))
     assert load_checkpoint(ckpt, model, optimizer).step == 3
+    tensors = ckpt / json.loads((ckpt / "state.json").read_text())["tensors"]
     # A pickle where safetensors belongs, with a state.json made to match it.
-    torch.save({"x": torch.zeros(2)}, ckpt / "state.safetensors")
+    torch.save({"x": torch.zeros(2)}, tensors)
     meta = json.loads((ckpt / "state.json").read_text())
     import hashlib
 
-    meta["sha256"] = hashlib.sha256((ckpt / "state.safetensors").read_bytes()).hexdigest()
+    meta["sha256"] = hashlib.sha256(tensors.read_bytes()).hexdigest()
     (ckpt / "state.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="state.safetensors: not a safetensors file") as info:
+    with pytest.raises(ValueError, match=f"{tensors.name}: not a safetensors file") as info:
         load_checkpoint(ckpt, model, optimizer)
     assert "\n" not in str(info.value)
     # Safetensors of another model.
     payload = save({"model.other": torch.zeros(2)})
-    (ckpt / "state.safetensors").write_bytes(payload)
+    tensors.write_bytes(payload)
     meta["sha256"] = hashlib.sha256(payload).hexdigest()
     (ckpt / "state.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="do not fit this run's student"):
         load_checkpoint(ckpt, model, optimizer)
+    # A commit point that names a file outside its folder.
+    (ckpt / "state.json").write_text(json.dumps({**meta, "tensors": "../model.safetensors"}))
+    with pytest.raises(ValueError, match="'tensors' must name a file in the checkpoint folder"):
+        load_checkpoint(ckpt, model, optimizer)
     (ckpt / "state.json").write_text("{")
     with pytest.raises(ValueError, match="state.json: not a checkpoint written by agiqa-distill"):
         load_checkpoint(ckpt, model, optimizer)
+
+
+def test_checkpoint_commit_point_always_names_a_complete_state(tmp_path: Path) -> None:
+    """The new tensors never replace the committed ones before state.json names them: stopped
+    between the two files, the folder still loads as the previous state; after the commit point,
+    only the new file is left. A checkpoint written before state.json named its file still loads."""
+    from distill import train as train_module
+    from distill.train import TrainState, load_checkpoint, save_checkpoint
+    from student.model import create_student
+
+    model = create_student("tiny")
+    optimizer = torch.optim.AdamW(model.parameters())
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(ckpt, model, optimizer, TrainState(step=3))
+    first = json.loads((ckpt / "state.json").read_text())["tensors"]
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+
+    class Stop(Exception):
+        pass
+
+    def stop_before_commit(path, obj):  # type: ignore[no-untyped-def]
+        raise Stop  # the tensors of step 4 are on disk; the commit point is not
+
+    real = train_module.atomic_write_json
+    train_module.atomic_write_json = stop_before_commit
+    try:
+        with pytest.raises(Stop):
+            save_checkpoint(ckpt, model, optimizer, TrainState(step=4))
+    finally:
+        train_module.atomic_write_json = real
+    assert len(list(ckpt.glob("state-*.safetensors"))) == 2
+    fresh = create_student("tiny")
+    assert load_checkpoint(ckpt, fresh, torch.optim.AdamW(fresh.parameters())).step == 3
+    save_checkpoint(ckpt, model, optimizer, TrainState(step=4))
+    second = json.loads((ckpt / "state.json").read_text())["tensors"]
+    assert second != first and sorted(p.name for p in ckpt.iterdir()) == sorted(["state.json", second])
+    assert load_checkpoint(ckpt, fresh, torch.optim.AdamW(fresh.parameters())).step == 4
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    # The layout of earlier releases: fixed state.safetensors, no "tensors" entry.
+    meta = json.loads((ckpt / "state.json").read_text())
+    (ckpt / second).rename(ckpt / "state.safetensors")
+    del meta["tensors"]
+    (ckpt / "state.json").write_text(json.dumps(meta))
+    assert load_checkpoint(ckpt, fresh, torch.optim.AdamW(fresh.parameters())).step == 4
 
 
 def test_cli_resume_of_a_damaged_checkpoint_exits_with_one_line(tmp_path: Path) -> None:

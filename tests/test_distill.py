@@ -104,8 +104,10 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
                  "MODEL_CARD.md", "plots/losses.png", "plots/student_vs_teacher.png",
                  "plots/student_vs_mos.png", "plots/teacher_vs_mos.png", "teacher/train_metrics.json",
                  "student/best/model.safetensors", "student/best/compression.safetensors",
-                 "student/last/config.json", "checkpoint/state.safetensors"):
+                 "student/last/config.json", "checkpoint/state.json"):
         assert (run_dir / name).is_file(), name
+    tensors = json.loads((run_dir / "checkpoint/state.json").read_text())["tensors"]
+    assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == sorted(["state.json", tensors])
     assert np.isfinite(full.test["vs_teacher"]["srcc"])
     assert np.isfinite(full.teacher_vs_mos["srcc"]) and np.isfinite(full.test["vs_mos"]["srcc"])
     assert full.images == {"train": 24, "val": 8, "test": 8, "unlabeled": 8}
