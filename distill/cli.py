@@ -14,7 +14,7 @@ from .config import TEACHER_SPLIT_SEED
 from .data import DATASET_KINDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
-                  help="Distil the MA-AGIQA teacher into a mobile student (label, run, train-teacher).")
+                  help="Distil the MA-AGIQA teacher into a mobile student (run, evaluate, label, train-teacher).")
 
 
 def _version(value: bool) -> None:
@@ -77,9 +77,36 @@ def run(
         typer.echo(f"done in {result.seconds:.0f} s -> {run_dir}\n"
                    f"held-out SRCC (n={result.test['vs_teacher']['n']}): "
                    + ", ".join(f"{k} {v:.3f}" for k, v in srcc.items() if v is not None))
+        held = result.unlabeled_holdout
+        if held:
+            m = held["vs_teacher"]
+            typer.echo(f"held-out unlabeled (n={held['n']}, {held['images']}, never trained on): student vs "
+                       f"teacher SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}, KRCC {m['krcc']:.3f}")
         typer.echo(f"model card: {display_path(result.model_card)}\n"
                    f"plots:      {', '.join(display_path(p) for p in result.plots or [])}\n"
                    f"export:     agiqa-export executorch {run_dir} --out model.pte")
+
+
+@app.command(epilog=exit_codes_help())
+@_friendly_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (agiqa-distill run)"),
+    images: Path = typer.Argument(..., help="A folder of your own images (no MOS needed)"),
+    device: str | None = typer.Option(None, "--device", help="cuda | cpu (default: the run's, else cuda if available)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """How faithfully the run's student copies its teacher on IMAGES: the run's teacher labels them
+    (cached in the run), its best student scores them; SRCC/PLCC/KRCC printed and written to
+    RUN/evaluations/ with a scatter plot. Check your own gallery before shipping."""
+    from .evaluate import evaluate_folder
+    from .report import display_path
+
+    result = evaluate_folder(run_dir, images, device=device, progress=progress)
+    m = result.vs_teacher
+    typer.echo(f"student vs teacher on {result.n} images of {display_path(result.images)}"
+               + (f" ({result.skipped} unreadable skipped)" if result.skipped else "")
+               + f": SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}, KRCC {m['krcc']:.3f}\n"
+               f"report: {display_path(result.report)}\nplot:   {display_path(result.plot)}")
 
 
 @app.command(epilog=exit_codes_help())

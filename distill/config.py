@@ -42,8 +42,10 @@ class DataConfig:
     demo_images: int = 1400  # demo only: generated images with MOS (980 train the teacher; fits 5 CPU minutes)
     demo_unlabeled: int = 600  # demo only: extra generated views without MOS, labelled by the teacher
     unlabeled: str | None = None  # extra images without MOS (folder, dataset root or CSV): the teacher
-    #                               labels them and the student trains on them too (never evaluated on)
+    #                               labels them and the student trains on them too (but unlabeled_holdout)
     unlabeled_kind: str | None = None  # folder | agiqa3k | aigcqa20k | csv; default: guessed from the files
+    unlabeled_holdout: float = 0.1  # seeded slice of the unlabeled pool never trained on: student vs teacher
+    #                                 where no MOS exists (reported beside the test split)
 
 
 @dataclass
@@ -255,7 +257,7 @@ _NON_NEGATIVE = ("a value >= 0", lambda v: v >= 0)
 _POSITIVE = ("a value > 0", lambda v: v > 0)
 _FRACTION = ("a fraction in [0, 1)", lambda v: 0 <= v < 1)
 _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "data.val_fraction": _FRACTION, "data.test_fraction": _FRACTION,
+    "data.val_fraction": _FRACTION, "data.test_fraction": _FRACTION, "data.unlabeled_holdout": _FRACTION,
     "data.split_seed": _NON_NEGATIVE, "data.num_workers": _NON_NEGATIVE, "data.demo_images": _COUNT,
     "teacher.batch_size": _COUNT,
     "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.lr": _POSITIVE,

@@ -15,7 +15,7 @@ from student.model import CONFIG_NAME
 from .config import LOSS_NAMES, RunConfig
 from .losses import DistillTargets
 
-__all__ = ["write_plots", "write_model_card", "display_path"]
+__all__ = ["write_plots", "write_scatter", "write_model_card", "display_path"]
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -26,8 +26,8 @@ def _save_figure(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _scatter(path: Path, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, what: str) -> None:
-    """One held-out scatter with SRCC / PLCC in its title and readable ticks."""
+def write_scatter(path: Path, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, what: str) -> Path:
+    """One held-out scatter with SRCC / PLCC in its title and readable ticks; returns ``path``."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -45,6 +45,7 @@ def _scatter(path: Path, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str,
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
     plt.close(fig)
+    return path
 
 
 def write_plots(run_dir: Path, metrics_path: Path, test_pred: np.ndarray,
@@ -92,8 +93,7 @@ def write_plots(run_dir: Path, metrics_path: Path, test_pred: np.ndarray,
         scatters += [(mos, test_pred, "MOS", "student score", "student vs MOS", "student_vs_mos.png"),
                      (mos, teacher, "MOS", "teacher score", "teacher vs MOS", "teacher_vs_mos.png")]
     for x, y, xlabel, ylabel, what, name in scatters:
-        _scatter(out_dir / name, x, y, xlabel, ylabel, what)
-        written.append(out_dir / name)
+        written.append(write_scatter(out_dir / name, x, y, xlabel, ylabel, what))
     return written
 
 
@@ -141,12 +141,17 @@ def write_model_card(run_dir: Path, cfg: RunConfig, result: dict[str, Any], noti
         "## Data", f"- dataset: `{cfg.data.kind}`" + (f" in `{cfg.data.root}`" if cfg.data.root else ""),
         f"- images: {sizes} (split seed {cfg.data.split_seed})"
         + (f"; {images['unlabeled']} unlabeled images labelled by the teacher for distillation"
-           if images.get("unlabeled") else ""),
+           if images.get("unlabeled") else "")
+        + (f" ({images['unlabeled_holdout']} more held out for evaluation)" if images.get("unlabeled_holdout") else ""),
         f"- unreadable images skipped: {result['skipped_images']}", "",
         "## Held-out results in full (test split, best checkpoint by validation SRCC)",
         f"- student vs teacher: {_fmt(test.get('vs_teacher'))}",
         f"- student vs MOS: {_fmt(test.get('vs_mos'))}",
         f"- teacher vs MOS: {_fmt(result.get('teacher_vs_mos'))}", "",
+        *(["## Fidelity where no MOS exists (held-out unlabeled images, never trained on)",
+           f"- student vs teacher on {held['n']} images of `{held['images']}`: {_fmt(held['vs_teacher'])}",
+           "- check your own images before shipping: "
+           f"`agiqa-distill evaluate {run} YOUR_IMAGES_DIR`", ""] if (held := result.get("unlabeled_holdout")) else []),
         "## Training", f"- {result['steps']} steps, best at step {result['best_step']}; "
         f"{result['seconds']:.0f} s wall time for the whole run",
         "- losses: " + ", ".join(f"{k}={getattr(cfg.loss, k)}" for k in LOSS_NAMES),
@@ -154,7 +159,8 @@ def write_model_card(run_dir: Path, cfg: RunConfig, result: dict[str, Any], noti
         "## Use",
         f"`agiqa-export executorch {run} --out model.pte`, then `agiqa-score IMAGES --model model.pte`.",
         "", "## Limits",
-        "- Trained and evaluated on the dataset above only; scores on other kinds of images are untested.",
+        "- Trained and evaluated on the images above only: run `agiqa-distill evaluate` on the kind "
+        "of images you will score.",
         "- The student imitates its teacher, including the teacher's errors.", "",
     ]
     path = RunLayout(run_dir).model_card

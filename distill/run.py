@@ -10,8 +10,6 @@ the demo's trained teacher is complete once ``teacher/train_metrics.json`` exist
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import json
 import os
 import time
@@ -26,14 +24,11 @@ import torch.distributed as dist
 from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
-from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
+from teacher.cache import fingerprint_sha256
 from teacher.labeler import (
     TEACHER_CONFIG_NAME,
-    Teacher,
-    TeacherConfig,
     read_teacher_config,
     save_tiny_teacher,
-    teacher_fingerprint,
 )
 from teacher.model import TeacherOutput
 from teacher.records import ImageRecord
@@ -42,13 +37,14 @@ from .compression import LinearCompression, save_compressions
 from .config import RunConfig, load_resume_config
 from .data import DatasetSpec, dataset_spec_for, load_records, save_splits, split_records
 from .demo import MOS_FILE, make_demo_images
+from .labels import folder_tag, label_cache_dir, label_records
 from .losses import DistillTargets
 from .metrics import iqa_metrics
-from .report import display_path, write_model_card, write_plots
+from .report import display_path, write_model_card, write_plots, write_scatter
 from .teacher_train import TRAINED_MARKER, train_teacher
 from .train import CHECKPOINT_META, ImageSet, Split, predict, read_checkpoint_meta, train
 
-__all__ = ["run_distillation", "resume_distillation", "RunResult"]
+__all__ = ["run_distillation", "resume_distillation", "RunResult", "unlabeled_holdout"]
 
 DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded (blur, noise, JPEG, "
                "scrambled tiles) with a MOS derived from the degradation. Its teacher is a tiny MA-AGIQA "
@@ -56,6 +52,7 @@ DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded 
                "configs/agiqa3k.yaml (MA-AGIQA checkpoint, mPLUG-Owl2 folder, dataset root) and run: "
                "agiqa-distill run --config configs/agiqa3k.yaml")
 UNLABELED_PREFIX = "unlabeled/"  # image ids of data.unlabeled never collide with the dataset's
+HOLDOUT = "unlabeled_holdout"  # the part of the unlabeled pool evaluated on, never trained on
 
 
 @dataclass
@@ -69,10 +66,13 @@ class RunResult:
     # ("vs_mos" only when the test split has MOS); iqa_metrics = {"srcc", "krcc", "plcc", "rmse", "n"}.
     test: dict[str, dict[str, float]] | None = None
     teacher_vs_mos: dict[str, float] | None = None  # None when the test split has no MOS
+    # data.unlabeled_holdout of the unlabeled pool, never trained on: {"images": folder, "n",
+    # "vs_teacher": iqa_metrics}; None without unlabeled images
+    unlabeled_holdout: dict[str, Any] | None = None
     best_step: int | None = None
     best_val_srcc: float | None = None
     steps: int | None = None
-    images: dict[str, int] | None = None  # per split, and "unlabeled"
+    images: dict[str, int] | None = None  # per split, "unlabeled" (trained on) and "unlabeled_holdout"
     skipped_images: int | None = None  # images the teacher could not read
     seconds: float | None = None  # wall time of the whole run
     student: dict[str, Any] | None = None  # {"variant", "backbone", "params"}
@@ -159,8 +159,8 @@ def _train_demo_teacher(cfg: RunConfig, run_dir: Path, records: list[ImageRecord
                            seed=cfg.data.split_seed)
     fit_ids = set(splits["train"]) | set(splits["val"])  # the teacher never sees the test images
     tcfg = read_teacher_config(init)
-    cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, init), [r for r in records if r.image_id in fit_ids],
-                   init, tcfg, device, rank, world, progress)
+    cache = label_records(cfg, label_cache_dir(cfg, run_dir, tcfg, init), [r for r in records if r.image_id in fit_ids],
+                          init, tcfg, device, rank, world, progress)
     t = cfg.teacher.train
     stages = (f"{t.maniqa_epochs} epochs of its MANIQA branch, then {t.epochs} of the fusion" if t.maniqa_epochs
               else f"{t.epochs} epochs")
@@ -187,34 +187,12 @@ def _teacher_dir(cfg: RunConfig, run_dir: Path, records: list[ImageRecord], devi
     return _train_demo_teacher(cfg, run_dir, records, device, rank, world, progress)
 
 
-def _cache_dir(cfg: RunConfig, run_dir: Path, tcfg: TeacherConfig, teacher_dir: Path, tag: str = "") -> Path:
-    """One sub-folder per teacher (and per unlabeled set): a new teacher never overwrites another
-    teacher's labels."""
-    base = Path(cfg.teacher.cache) if cfg.teacher.cache else RunLayout(run_dir).labels
-    return base / (fingerprint_sha256(teacher_fingerprint(tcfg, teacher_dir))[:12] + tag)
-
-
-def _label(cfg: RunConfig, cache_dir: Path, records: list[ImageRecord], teacher_dir: Path,
-           tcfg: TeacherConfig, device: torch.device, rank: int, world: int, progress: bool) -> LabelCache:
-    """Open the cache of this teacher in ``cache_dir``, labelling whatever is missing first."""
-    fingerprint = teacher_fingerprint(tcfg, teacher_dir)
-    try:
-        cache = LabelCache.open(cache_dir, fingerprint=fingerprint)
-        if all(r.image_id in cache or r.relpath in dict(cache.skipped) for r in records):
-            return cache
-    except CacheError:
-        pass
-    teacher = Teacher.from_pretrained(teacher_dir, device=cfg.teacher.device or device,
-                                      trust_remote_code=cfg.teacher.trust_remote_code,
-                                      allow_pickle=cfg.teacher.allow_pickle)
-    build_label_cache(records, teacher, cache_dir, batch_size=cfg.teacher.batch_size,
-                      progress=progress and rank == 0, rank=rank, world_size=world)
-    del teacher  # a 7B MLLM must leave the GPU before training starts
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    _barrier()
-    return LabelCache.open(cache_dir, fingerprint=fingerprint)
+def unlabeled_holdout(extra: list[ImageRecord], fraction: float, seed: int) -> list[str]:
+    """Ids of the seeded slice of the unlabeled pool kept out of training (the split rule of the
+    labelled data, so the slice is stable as images are added); none for fewer than 10 images."""
+    if fraction <= 0 or len(extra) < 10:
+        return []
+    return split_records(extra, val_fraction=0.0, test_fraction=fraction, seed=seed)["test"]
 
 
 def _split(ids: list[str], records: dict[str, ImageRecord], labels: TeacherOutput,
@@ -297,14 +275,13 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
     teacher_dir = _teacher_dir(cfg, run_dir, records, device, rank, world, progress)
     tcfg = read_teacher_config(teacher_dir)
     _say(f"[3/6] labelling: the teacher labels {len(records) + len(extra)} images (cached; a re-run reuses them)")
-    cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, teacher_dir), records, teacher_dir, tcfg, device,
-                   rank, world, progress)
+    cache = label_records(cfg, label_cache_dir(cfg, run_dir, tcfg, teacher_dir), records, teacher_dir, tcfg, device,
+                          rank, world, progress)
     labels = cache.tensors()
     index = {image_id: row for row, image_id in enumerate(cache.image_ids)}
     if extra:
-        tag = "-unlabeled-" + hashlib.sha256(str(extra_root.resolve()).encode()).hexdigest()[:8]
-        extra_cache = _label(cfg, _cache_dir(cfg, run_dir, tcfg, teacher_dir, tag), extra, teacher_dir, tcfg,
-                             device, rank, world, progress)
+        extra_dir = label_cache_dir(cfg, run_dir, tcfg, teacher_dir, folder_tag("unlabeled", extra_root))
+        extra_cache = label_records(cfg, extra_dir, extra, teacher_dir, tcfg, device, rank, world, progress)
         index.update({i: len(index) + row for row, i in enumerate(extra_cache.image_ids)})
         labels = TeacherOutput(*(torch.cat([ours, theirs]) for ours, theirs in zip(labels, extra_cache.tensors())))
         extra = [r for r in extra if r.image_id in extra_cache]
@@ -316,7 +293,9 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         save_splits(run.splits, splits, cfg.data.split_seed)
         write_data_index(run.data_index, {name: [str(by_id[i].path) for i in ids] for name, ids in splits.items()},
                          [str(r.path) for r in extra])
-    student_train = splits["train"] + [r.image_id for r in extra]  # the teacher's labels, never MOS
+    # A seeded slice of the unlabeled pool is never trained on: fidelity where no MOS exists.
+    holdout = unlabeled_holdout(extra, cfg.data.unlabeled_holdout, cfg.data.split_seed)
+    student_train = splits["train"] + [r.image_id for r in extra if r.image_id not in set(holdout)]
 
     # compression of the teacher's wide vectors, fitted on the student's training images only
     train_rows = torch.tensor([index[i] for i in student_train])
@@ -339,7 +318,7 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         student.score_head.bias.fill_(float(train_scores.mean()))
     preload = cfg.data.num_workers == 0
     parts = {name: _split(ids, by_id, labels, index, comps, student.config.preprocess, preload)
-             for name, ids in {**splits, "train": student_train}.items()}
+             for name, ids in {**splits, "train": student_train, HOLDOUT: holdout}.items() if ids}
     fingerprints = {"teacher_fingerprint": fingerprint_sha256(cache.fingerprint),
                     "teacher_config": tcfg.to_dict()}
 
@@ -361,7 +340,8 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         log_file.flush()
 
     _say(f"[4/6] distillation: {cfg.student.variant} ({scfg.backbone}) on {len(student_train)} images "
-         f"({len(splits['train'])} train + {len(extra)} unlabeled), {cfg.train.epochs} epochs; "
+         f"({len(splits['train'])} train + {len(extra) - len(holdout)} unlabeled"
+         + (f"; {len(holdout)} more unlabeled held out" if holdout else "") + f"), {cfg.train.epochs} epochs; "
          f"checkpoint/ makes it resumable")
     try:
         state = train(cfg, run_dir, student, parts["train"], parts["val"], score_std=score_std,
@@ -383,11 +363,20 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         metrics = {"vs_teacher": iqa_metrics(student_scores, teacher_scores)}
         if has_mos:
             metrics["vs_mos"] = iqa_metrics(student_scores, mos)
+        unlabeled = None
+        if HOLDOUT in parts:
+            held = parts[HOLDOUT]
+            _say(f"      and on {len(held.ids)} held-out unlabeled images (never trained on)")
+            unlabeled_scores = predict(best, held.images, device).score.numpy()
+            unlabeled = {"images": display_path(extra_root), "n": len(held.ids),
+                         "vs_teacher": iqa_metrics(unlabeled_scores, held.targets.teacher.score.numpy())}
         result = RunResult(
             run_dir=str(run_dir), test=metrics,
             teacher_vs_mos=iqa_metrics(teacher_scores, mos) if has_mos else None,
             best_step=state.best_step, best_val_srcc=state.best_val_srcc, steps=state.step,
-            images={**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra)},
+            unlabeled_holdout=unlabeled,
+            images={**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra) - len(holdout),
+                    HOLDOUT: len(holdout)},
             skipped_images=len(cache.skipped), seconds=time.time() - started,
             student={"variant": cfg.student.variant, "backbone": scfg.backbone,
                      "params": sum(p.numel() for p in best.parameters())},
@@ -396,6 +385,11 @@ def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = T
         atomic_write_json(run.metrics, result.metrics())
         _say("[6/6] report: plots and MODEL_CARD.md")
         plots = write_plots(run_dir, metrics_path, student_scores, test.targets, best_step=state.best_step)
+        if unlabeled is not None:
+            plots.append(write_scatter(run.plots / "student_vs_teacher_unlabeled.png",
+                                       parts[HOLDOUT].targets.teacher.score.numpy(), unlabeled_scores,
+                                       "teacher score", "student score",
+                                       f"unlabeled ({unlabeled['images']}, never trained on)"))
         card = write_model_card(run_dir, cfg, result.metrics(), DEMO_NOTICE if cfg.is_demo else None)
         result.model_card, result.plots = str(card), [str(p) for p in plots]
     _barrier()

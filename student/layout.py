@@ -8,11 +8,13 @@ writes it, and ``export`` (which may import only ``student`` and ``edge_runtime`
     demo_images/, demo_unlabeled/, teacher_init/, teacher/   demo only: images, the teacher before
                          and after training
     labels/<fp12>/       label cache of this teacher (unless teacher.cache points elsewhere);
-                         labels/<fp12>-unlabeled-<hash>/ for data.unlabeled
+                         labels/<fp12>-unlabeled-<hash>/ for data.unlabeled,
+                         labels/<fp12>-evaluate-<hash>/ for each folder agiqa-distill evaluate labels
     checkpoint/          resumable training state (safetensors + JSON)
     student/best, last   student folders: config.json, model.safetensors, compression.safetensors
     metrics.jsonl        per step and per epoch; metrics.json: final held-out metrics
     plots/*.png          loss curves, student vs teacher, student vs MOS
+    evaluations/<name>-<hash>.json, .png   agiqa-distill evaluate: student vs teacher on a folder
     MODEL_CARD.md
 
 A student folder's own files are ``student.model.CONFIG_NAME`` / ``WEIGHTS_NAME``, and the
@@ -64,6 +66,11 @@ class RunLayout:
     def labels(self) -> Path:
         """Parent of the label caches, one sub-folder per teacher fingerprint."""
         return self.root / "labels"
+
+    @property
+    def evaluations(self) -> Path:
+        """``agiqa-distill evaluate`` reports: one JSON (and scatter plot) per image folder."""
+        return self.root / "evaluations"
 
     @property
     def checkpoint(self) -> Path:

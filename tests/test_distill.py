@@ -77,26 +77,28 @@ def test_losses_are_zero_at_the_teacher_and_rank_orders() -> None:
 
 
 def _tiny_overrides(out: Path) -> list[str]:
-    return [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=8", "student.variant=tiny",
+    return [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=16", "data.unlabeled_holdout=0.25",
+            "student.variant=tiny",
             "train.epochs=3", "train.batch_size=8", "loss.semantic_components=8", "loss.quality_components=8",
             "data.val_fraction=0.2", "data.test_fraction=0.2", "teacher.train.epochs=1",
             "teacher.train.batch_size=8", "teacher.train.maniqa_epochs=1"]
 
 
 def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture) -> None:
+                                                 capsys: pytest.CaptureFixture, realistic_image_dir: Path) -> None:
+    from distill import labels as labels_module
     from distill import run as run_module
     from distill import train as train_module
     from distill.run import run_distillation
 
     labelled: list[Path] = []  # every label cache the teacher writes
-    real_build = run_module.build_label_cache
+    real_build = labels_module.build_label_cache
 
     def counting_build(records, teacher, out, **kwargs):  # type: ignore[no-untyped-def]
         labelled.append(Path(out))
         return real_build(records, teacher, out, **kwargs)
 
-    monkeypatch.setattr(run_module, "build_label_cache", counting_build)
+    monkeypatch.setattr(labels_module, "build_label_cache", counting_build)
     monkeypatch.chdir(tmp_path)  # the model card shows paths relative to the current folder
     full = run_distillation(load_config(None, _tiny_overrides(tmp_path / "full")), progress=False)
     run_dir = Path(full.run_dir)
@@ -110,11 +112,18 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == sorted(["state.json", tensors])
     assert np.isfinite(full.test["vs_teacher"]["srcc"])
     assert np.isfinite(full.teacher_vs_mos["srcc"]) and np.isfinite(full.test["vs_mos"]["srcc"])
-    assert full.images == {"train": 24, "val": 8, "test": 8, "unlabeled": 8}
+    assert full.images == {"train": 24, "val": 8, "test": 8, "unlabeled": 12, "unlabeled_holdout": 4}
     assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(json.dumps(full.metrics()))
-    assert full.model_card == str(run_dir / "MODEL_CARD.md") and len(full.plots) == 4
+    assert full.model_card == str(run_dir / "MODEL_CARD.md") and len(full.plots) == 5
+    assert (run_dir / "plots/student_vs_teacher_unlabeled.png").is_file()
     index = json.loads((run_dir / "data_index.json").read_text())
-    assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 8
+    assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 16
+    # A seeded slice of the unlabeled pool is held out: never trained on, evaluated against the teacher.
+    held = full.unlabeled_holdout
+    assert held["n"] == 4 and held["images"] == "full/demo_unlabeled" and held["vs_teacher"]["n"] == 4
+    holdout_ids = run_module.unlabeled_holdout(
+        run_module._unlabeled_records(load_config(None, _tiny_overrides(run_dir)), run_dir)[0], 0.25, 20)
+    assert len(holdout_ids) == 4 and all(i.startswith("unlabeled/") for i in holdout_ids)
     # The teacher was trained on train + val only: it never saw a test image.
     test_ids = set(json.loads((run_dir / "splits.json").read_text())["splits"]["test"])
     teacher_splits = json.loads((run_dir / "teacher" / "splits.json").read_text())["splits"]
@@ -128,6 +137,21 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert [p.parent.name for p in labelled] == ["labels"] * 3 and len(set(labelled)) == 3
     assert "agiqa-export executorch full --out model.pte" in card
     assert "| teacher vs MOS | student vs MOS | student vs teacher |" in card and "{'train'" not in card
+    assert "held-out unlabeled images, never trained on" in card and "4 images of `full/demo_unlabeled`" in card
+
+    # agiqa-distill evaluate: the run's teacher labels a folder of other images, its student is scored.
+    result = CliRunner().invoke(app, ["evaluate", str(run_dir), str(realistic_image_dir), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(next((run_dir / "evaluations").glob("images-*.json")).read_text())
+    assert report["images"] == str(realistic_image_dir.resolve()) and report["n"] == 16
+    assert f"SRCC {report['vs_teacher']['srcc']:.3f}" in result.output and np.isfinite(report["vs_teacher"]["srcc"])
+    assert Path(report["plot"]).is_file() and labelled[-1].name.split("-")[1] == "evaluate"
+    n_labelled = len(labelled)
+    again = CliRunner().invoke(app, ["evaluate", str(run_dir), str(realistic_image_dir), "--no-progress"])
+    assert again.exit_code == 0 and len(labelled) == n_labelled  # cached: not labelled twice
+    assert json.loads(Path(report["report"]).read_text()) == report
+    bad = CliRunner().invoke(app, ["evaluate", str(run_dir), str(tmp_path / "nowhere"), "--no-progress"])
+    assert bad.exit_code != 0 and "nowhere: not a folder of images" in bad.output and "Traceback" not in bad.output
 
     # Interrupt the same run after step 4 (mid epoch 2), then resume it.
     real_get_lr = train_module.get_lr
@@ -161,7 +185,7 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
              if "loss/total" in line]
     assert steps == sorted(set(steps))  # no step logged twice after the resume
-    assert len(labelled) == 3  # the resumed run labelled nothing
+    assert len(labelled) == 4  # the resumed run labelled nothing (the 4th: the evaluated folder)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
