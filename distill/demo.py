@@ -1,9 +1,12 @@
-"""The demo image set: real photographs shipped with installed packages, degraded on purpose,
-each with a ground-truth MOS derived from its degradation.
+"""The demo image set: real photographs shipped with installed packages and procedural scenes,
+degraded on purpose, each with a ground-truth MOS derived from its degradation.
 
-Sources (all on disk with the library's dependencies, nothing downloaded): scikit-learn's
-sample photos (``china.jpg``, ``flower.jpg``; scikit-learn comes with executorch) and
-matplotlib's ``grace_hopper.jpg``. Each image is a random view (crop, flip) of one photo with one
+Sources (all on disk or generated, nothing downloaded): scikit-learn's sample photos
+(``china.jpg``, ``flower.jpg``; scikit-learn comes with executorch), matplotlib's
+``grace_hopper.jpg``, and (``SCENE_SHARE`` of the images) procedural scenes with natural-image
+statistics from :mod:`distill.scenes` (fractal textures, dead-leaves occlusion, shapes and
+gradients, text), so the demo's models see content of every kind, not three photographs.
+Each image is a random view (crop, flip) of one source with one
 degradation of random strength in [0, 1]: none (``sharp``), Gaussian blur, noise, JPEG
 compression, or scrambled content (tiles shuffled: sharp pixels, broken semantics, the failure
 AIGC images show). As a camera would produce them, degradations are applied to the crop at the
@@ -36,6 +39,8 @@ from PIL import Image, ImageFilter
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
+from .scenes import make_scene
+
 __all__ = ["demo_photos", "demo_mos", "make_demo_images", "DEGRADATIONS", "MOS_RANGE",
            "MOS_FILE", "MANIFEST_FILE"]
 
@@ -44,6 +49,8 @@ MOS_RANGE = (1.0, 5.0)  # worst, best; higher is better
 MOS_FILE = "mos.csv"  # columns path, mos: readable as data.kind=csv
 MANIFEST_FILE = "demo.json"  # every image's photo, degradation and strength, and the generator key
 _SCRAMBLE_FLOOR = 0.6  # the mildest scramble (4 tiles) is already a bad image
+SCENE_SHARE = 0.75  # of the demo's images are views of procedural scenes (content of every kind)
+VIEWS_PER_SCENE = 8  # views (crop, flip, degradation) per scene on average
 
 
 def demo_mos(kind: str, strength: float) -> float:
@@ -103,26 +110,43 @@ def _degrade(image: Image.Image, kind: str, strength: float, scale: float,
     return image
 
 
-def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0,
-                     size: tuple[int, int] = (256, 320)) -> Path:
-    """Write ``count`` demo images (PNG, ``size = (H, W)``), ``demo.json`` describing each and
-    ``mos.csv`` (``path,mos``) with their ground-truth MOS.
+def _scene_pool(seed: int, n: int, size: tuple[int, int], photos: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """``n`` procedural scenes (:mod:`distill.scenes`) a quarter larger than the output size, so
+    views of them are cropped and slightly downscaled like the photographs' views."""
+    rng = np.random.default_rng([seed, 7919])  # its own stream: the pool does not shift the views' draws
+    native = (int(size[0] * 1.25), int(size[1] * 1.25))
+    pool = []
+    for i in range(n):
+        kind, image = make_scene(rng, native, photos)
+        pool.append((f"scene{i:03d}-{kind}", image))
+    return pool
 
-    Idempotent: a folder whose ``demo.json`` matches (count, seed, size) is left as it is.
+
+def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0,
+                     size: tuple[int, int] = (256, 320), scene_share: float = SCENE_SHARE) -> Path:
+    """Write ``count`` demo images (PNG, ``size = (H, W)``), ``demo.json`` describing each and
+    ``mos.csv`` (``path,mos``) with their ground-truth MOS. A ``scene_share`` of them are views of
+    procedural scenes (each scene gives about ``VIEWS_PER_SCENE`` views), the rest views of the
+    photographs.
+
+    Idempotent: a folder whose ``demo.json`` matches (count, seed, size, scene_share) is left as it is.
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST_FILE
-    key = {"count": count, "seed": seed, "size": list(size), "version": 2}
+    key = {"count": count, "seed": seed, "size": list(size), "scene_share": scene_share, "version": 3}
     if manifest_path.is_file() and (out_dir / MOS_FILE).is_file():
         if json.loads(manifest_path.read_text()).get("key") == key:
             return out_dir
     rng = np.random.default_rng(seed)
     photos = demo_photos()
+    scenes = _scene_pool(seed, n=round(count * scene_share / VIEWS_PER_SCENE), size=size,
+                         photos=[p for _, p in photos])
     entries = []
     for index in range(count):
-        name, photo = photos[index % len(photos)]
+        from_scene = scenes and rng.random() < scene_share
+        name, photo = scenes[int(rng.integers(len(scenes)))] if from_scene else photos[index % len(photos)]
         ph, pw = photo.shape[:2]
-        frac = rng.uniform(0.45, 1.0)
+        frac = rng.uniform(0.7, 1.0) if from_scene else rng.uniform(0.45, 1.0)
         ch, cw = int(ph * frac), int(pw * frac)
         top, left = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
         view = Image.fromarray(photo[top:top + ch, left:left + cw])

@@ -42,6 +42,7 @@ class FolderFidelity:
     vs_teacher: dict[str, float]  # iqa_metrics: srcc, krcc, plcc, rmse, n
     report: str  # the JSON written
     plot: str  # the scatter plot written
+    scores: list[dict[str, Any]]  # per image: {"image": path relative to the folder, "student", "teacher"}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +87,9 @@ def evaluate_folder(run_dir: str | os.PathLike, images: str | os.PathLike, *, de
     report, plot = run.evaluations / f"{name}.json", run.evaluations / f"{name}.png"
     result = FolderFidelity(run_dir=str(run_dir), images=str(images), n=len(scored), skipped=len(records) - len(scored),
                             vs_teacher=iqa_metrics(student_scores, teacher_scores), report=str(report),
-                            plot=str(plot))
+                            plot=str(plot),
+                            scores=[{"image": r.relpath, "student": float(s), "teacher": float(t)}
+                                    for r, s, t in zip(scored, student_scores, teacher_scores)])
     write_scatter(plot, teacher_scores, student_scores, "teacher score", "student score", f"images of {images.name}")
     atomic_write_json(report, result.to_dict())
     return result

@@ -46,8 +46,8 @@ from .train import CHECKPOINT_META, ImageSet, Split, predict, read_checkpoint_me
 
 __all__ = ["run_distillation", "resume_distillation", "RunResult", "unlabeled_holdout"]
 
-DEMO_NOTICE = ("This is a DEMO on generated images: three photographs, degraded (blur, noise, JPEG, "
-               "scrambled tiles) with a MOS derived from the degradation. Its teacher is a tiny MA-AGIQA "
+DEMO_NOTICE = ("This is a DEMO on generated images: three photographs and procedural scenes, degraded (blur, "
+               "noise, JPEG, scrambled tiles) with a MOS derived from the degradation. Its teacher is a tiny MA-AGIQA "
                "trained here for two minutes on the train split, not the paper's model. For real use, fill in "
                "configs/agiqa3k.yaml (MA-AGIQA checkpoint, mPLUG-Owl2 folder, dataset root) and run: "
                "agiqa-distill run --config configs/agiqa3k.yaml")
