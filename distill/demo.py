@@ -32,16 +32,26 @@ import csv
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from student.layout import RunLayout
+from teacher.labeler import TEACHER_CONFIG_NAME, save_tiny_teacher
+from teacher.records import ImageRecord
 
+from .config import RunConfig
+from .context import DistContext
+from .data import split_records
+from .labels import TeacherRef, label_cache_dir, label_records
+from .report import display_path
 from .scenes import make_scene
+from .teacher_train import TRAINED_MARKER, train_teacher
 
-__all__ = ["demo_photos", "demo_mos", "make_demo_images", "DEGRADATIONS", "MOS_RANGE",
+__all__ = ["demo_photos", "demo_mos", "make_demo_images", "train_demo_teacher", "DEGRADATIONS", "MOS_RANGE",
            "MOS_FILE", "MANIFEST_FILE"]
 
 DEGRADATIONS = ("sharp", "blur", "noise", "jpeg", "scramble")
@@ -133,7 +143,7 @@ def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST_FILE
-    key = {"count": count, "seed": seed, "size": list(size), "scene_share": scene_share, "version": 3}
+    key = {"count": count, "seed": seed, "size": list(size), "scene_share": scene_share, "version": 4}
     if manifest_path.is_file() and (out_dir / MOS_FILE).is_file():
         if json.loads(manifest_path.read_text()).get("key") == key:
             return out_dir
@@ -152,7 +162,10 @@ def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0
         view = Image.fromarray(photo[top:top + ch, left:left + cw])
         if rng.random() < 0.5:
             view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        kind = DEGRADATIONS[int(rng.integers(0, len(DEGRADATIONS)))]
+        # Scrambling a scene of random shapes leaves it as plausible as before: only photographs
+        # (whose content has an order to break) are scrambled.
+        kinds = DEGRADATIONS[:-1] if from_scene else DEGRADATIONS
+        kind = kinds[int(rng.integers(0, len(kinds)))]
         strength = float(rng.uniform(0.0, 1.0))
         scale = float(np.sqrt(size[0] * size[1] / (ch * cw)))
         image = _degrade(view, kind, strength, scale, rng).resize((size[1], size[0]), Image.Resampling.BICUBIC)
@@ -169,3 +182,35 @@ def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0
     atomic_write_text(out_dir / MOS_FILE, text.getvalue())
     atomic_write_json(manifest_path, {"key": key, "mos_scale": list(MOS_RANGE), "images": entries})
     return out_dir
+
+
+def train_demo_teacher(cfg: RunConfig, run: RunLayout, records: list[ImageRecord], ctx: DistContext,
+                       progress: bool) -> Path:
+    """The demo's teacher folder: the tiny MA-AGIQA trained on the train split against the demo
+    MOS by ``train_teacher``, once; a re-run finds ``teacher/train_metrics.json`` and reuses it."""
+    trained, init = run.teacher, run.teacher_init
+    if (trained / TRAINED_MARKER).is_file():
+        ctx.say(f"[2/6] teacher: reusing the trained demo teacher in {display_path(trained)}")
+        return trained
+    if ctx.is_main and not (init / TEACHER_CONFIG_NAME).is_file():
+        save_tiny_teacher(init, seed=cfg.train.seed, maniqa="demo")  # random; its MLLM gives the semantic vectors
+    ctx.barrier()
+    splits = split_records(records, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                           seed=cfg.data.split_seed)
+    fit_ids = set(splits["train"]) | set(splits["val"])  # the teacher never sees the test images
+    untrained = TeacherRef.read(init)
+    cache = label_records(cfg, label_cache_dir(cfg, run, untrained), [r for r in records if r.image_id in fit_ids],
+                          untrained, ctx, progress)
+    t = cfg.teacher.train
+    stages = (f"{t.maniqa_epochs} epochs of its MANIQA branch, then {t.epochs} of the fusion" if t.maniqa_epochs
+              else f"{t.epochs} epochs")
+    ctx.say(f"[2/6] teacher: training the tiny MA-AGIQA against the demo MOS on {len(splits['train'])} train "
+            f"images ({stages}; validation on {len(splits['val'])}; test images never seen)")
+    if ctx.is_main:
+        train_config = replace(t, device=t.device or cfg.teacher.device or str(ctx.device))
+        best = train_teacher(init, cache.out_dir, records, splits, trained, train_config,
+                             split_seed=cfg.data.split_seed, progress=progress)
+        ctx.say(f"      teacher vs MOS on validation: SRCC {best['srcc']:.3f}, PLCC {best['plcc']:.3f} "
+                f"(best epoch {best['epoch']})")
+    ctx.barrier()
+    return trained

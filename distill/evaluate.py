@@ -18,11 +18,12 @@ import torch
 from _agiqa.atomic import atomic_write_json
 from student.layout import BEST, RunLayout
 from student.model import StudentIQA
-from teacher.labeler import TEACHER_CONFIG_NAME, read_teacher_config
+from teacher.labeler import TEACHER_CONFIG_NAME
 
 from .config import ConfigError, load_resume_config
+from .context import DistContext
 from .data import dataset_spec_for, load_records
-from .labels import folder_tag, label_cache_dir, label_records
+from .labels import TeacherRef, folder_tag, label_cache_dir, label_records
 from .metrics import iqa_metrics
 from .report import write_scatter
 from .teacher_train import TRAINED_MARKER
@@ -70,11 +71,10 @@ def evaluate_folder(run_dir: str | os.PathLike, images: str | os.PathLike, *, de
     if not images.is_dir():
         raise ConfigError(f"{images}: not a folder of images; pass the folder to evaluate on")
     torch_device = torch.device(device or cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    teacher_dir = _run_teacher(run_dir, cfg.teacher.path)
-    tcfg = read_teacher_config(teacher_dir)
+    teacher = TeacherRef.read(_run_teacher(run_dir, cfg.teacher.path))
     records = load_records(dataset_spec_for(images, "folder"))
-    cache = label_records(cfg, label_cache_dir(cfg, run_dir, tcfg, teacher_dir, folder_tag("evaluate", images)),
-                          records, teacher_dir, tcfg, torch_device, 0, 1, progress)
+    cache = label_records(cfg, label_cache_dir(cfg, run, teacher, folder_tag("evaluate", images)), records, teacher,
+                          DistContext(device=torch_device), progress)
     rows = {image_id: row for row, image_id in enumerate(cache.image_ids)}
     scored = [r for r in records if r.image_id in rows]
     if len(scored) < 3:

@@ -1,4 +1,8 @@
-"""``agiqa-distill run``: images -> teacher -> label -> distil -> evaluate -> report.
+"""``agiqa-distill run``: images -> teacher -> labels -> splits -> student -> distil -> evaluate/report.
+
+:func:`run_distillation` calls one function per stage, each with typed inputs and outputs; what a
+stage needs is resolved once and passed on (the distributed context, the run folder's
+:class:`~student.layout.RunLayout`, the teacher's folder, config and fingerprint).
 
 The demo (no arguments) generates its images with a ground-truth MOS (:mod:`distill.demo`),
 trains its tiny MA-AGIQA teacher on the train split with :func:`distill.teacher_train.train_teacher`
@@ -11,6 +15,7 @@ the demo's trained teacher is complete once ``teacher/train_metrics.json`` exist
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, fields, replace
@@ -19,30 +24,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
-from teacher.cache import fingerprint_sha256
-from teacher.labeler import (
-    TEACHER_CONFIG_NAME,
-    read_teacher_config,
-    save_tiny_teacher,
-)
 from teacher.model import TeacherOutput
 from teacher.records import ImageRecord
 
 from .compression import LinearCompression, save_compressions
 from .config import RunConfig, load_resume_config
+from .context import DistContext, init_distributed
 from .data import DatasetSpec, dataset_spec_for, load_records, save_splits, split_records
-from .demo import MOS_FILE, make_demo_images
-from .labels import folder_tag, label_cache_dir, label_records
+from .demo import MOS_FILE, make_demo_images, train_demo_teacher
+from .labels import LabelSet, RunImages, TeacherRef, label_run_images
 from .losses import DistillTargets
 from .metrics import iqa_metrics
 from .report import display_path, write_model_card, write_plots, write_scatter
-from .teacher_train import TRAINED_MARKER, train_teacher
-from .train import CHECKPOINT_META, ImageSet, Split, predict, read_checkpoint_meta, train
+from .train import CHECKPOINT_META, ImageSet, Split, TrainState, predict, read_checkpoint_meta, train
 
 __all__ = ["run_distillation", "resume_distillation", "RunResult", "unlabeled_holdout"]
 
@@ -92,28 +90,33 @@ class RunResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model_card", "plots")}
 
 
-def _init_distributed(device_pref: str | None) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    wants_cuda = (device_pref or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if wants_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+
+@dataclass(frozen=True)
+class RunSplits:
+    """Image ids per part: the dataset's ``train``/``val``/``test`` (seeded, saved with the run),
+    the unlabeled ``holdout`` never trained on, and ``student_train`` (train + the rest of the pool)."""
+
+    splits: dict[str, list[str]]
+    holdout: list[str]
+    student_train: list[str]
+
+    def parts(self) -> dict[str, list[str]]:
+        """What the student is trained and evaluated on, by name (empty parts left out)."""
+        return {name: ids for name, ids in {**self.splits, "train": self.student_train, HOLDOUT: self.holdout}.items()
+                if ids}
 
 
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+@dataclass
+class StudentSetup:
+    """The student to distil and the data it needs: compressions of the teacher's wide vectors
+    (fitted on the student's training images only), the model (score head started at the
+    teacher's mean), and the parts as :class:`~distill.train.Split`."""
 
-
-def _say(text: str) -> None:
-    """One line per phase on rank 0 (progress bars are separate and optional)."""
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        print(text, flush=True)
+    config: StudentConfig
+    model: StudentIQA
+    compressions: dict[str, LinearCompression]
+    score_std: float
+    parts: dict[str, Split]
 
 
 def _dataset_spec(cfg: RunConfig, run_dir: Path) -> DatasetSpec:
@@ -143,54 +146,11 @@ def _unlabeled_records(cfg: RunConfig, run_dir: Path) -> tuple[list[ImageRecord]
     return records, Path(spec.root)
 
 
-def _train_demo_teacher(cfg: RunConfig, run_dir: Path, records: list[ImageRecord], device: torch.device,
-                        rank: int, world: int, progress: bool) -> Path:
-    """The demo's teacher folder: the tiny MA-AGIQA trained on the train split against the demo
-    MOS by ``train_teacher``, once; a re-run finds ``teacher/train_metrics.json`` and reuses it."""
-    run = RunLayout(run_dir)
-    trained, init = run.teacher, run.teacher_init
-    if (trained / TRAINED_MARKER).is_file():
-        _say(f"[2/6] teacher: reusing the trained demo teacher in {display_path(trained)}")
-        return trained
-    if rank == 0 and not (init / TEACHER_CONFIG_NAME).is_file():
-        save_tiny_teacher(init, seed=cfg.train.seed, maniqa="demo")  # random; its MLLM gives the semantic vectors
-    _barrier()
-    splits = split_records(records, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-                           seed=cfg.data.split_seed)
-    fit_ids = set(splits["train"]) | set(splits["val"])  # the teacher never sees the test images
-    tcfg = read_teacher_config(init)
-    cache = label_records(cfg, label_cache_dir(cfg, run_dir, tcfg, init), [r for r in records if r.image_id in fit_ids],
-                          init, tcfg, device, rank, world, progress)
-    t = cfg.teacher.train
-    stages = (f"{t.maniqa_epochs} epochs of its MANIQA branch, then {t.epochs} of the fusion" if t.maniqa_epochs
-              else f"{t.epochs} epochs")
-    _say(f"[2/6] teacher: training the tiny MA-AGIQA against the demo MOS on {len(splits['train'])} train "
-         f"images ({stages}; validation on {len(splits['val'])}; test images never seen)")
-    if rank == 0:
-        train_config = replace(t, device=t.device or cfg.teacher.device or str(device))
-        best = train_teacher(init, cache.out_dir, records, splits, trained, train_config,
-                             split_seed=cfg.data.split_seed, progress=progress)
-        _say(f"      teacher vs MOS on validation: SRCC {best['srcc']:.3f}, PLCC {best['plcc']:.3f} "
-             f"(best epoch {best['epoch']})")
-    _barrier()
-    return trained
-
-
-def _teacher_dir(cfg: RunConfig, run_dir: Path, records: list[ImageRecord], device: torch.device,
-                 rank: int, world: int, progress: bool) -> Path:
-    if cfg.teacher.path:
-        _say(f"[2/6] teacher: {cfg.teacher.path}")
-        return Path(cfg.teacher.path)
-    if not cfg.is_demo:
-        raise ValueError("teacher.path is not set; point it at a teacher folder with teacher.json "
-                         "(see configs/agiqa3k.yaml), or use data.kind=demo for the demo teacher")
-    return _train_demo_teacher(cfg, run_dir, records, device, rank, world, progress)
-
-
 def unlabeled_holdout(extra: list[ImageRecord], fraction: float, seed: int) -> list[str]:
     """Ids of the seeded slice of the unlabeled pool kept out of training (the split rule of the
-    labelled data, so the slice is stable as images are added); none for fewer than 10 images."""
-    if fraction <= 0 or len(extra) < 10:
+    labelled data, so the slice is stable as images are added); none when the slice would hold
+    fewer than 5 images (too few for a rank correlation)."""
+    if fraction <= 0 or math.ceil(len(extra) * fraction - 1e-9) < 5:
         return []
     return split_records(extra, val_fraction=0.0, test_fraction=fraction, seed=seed)["test"]
 
@@ -229,6 +189,183 @@ def _kept_on_resume(line: str, resume_step: int) -> bool:
         return False
 
 
+# -- the stages, in order ---------------------------------------------------------------------
+def start_run(cfg: RunConfig, run: RunLayout, resume: bool) -> tuple[DistContext, int]:
+    """The distributed context and torch settings; the saved config and the demo's images.
+    Returns the step to resume from (0: from scratch); a damaged checkpoint fails now, not after
+    hours of labelling."""
+    resume_step = (read_checkpoint_meta(run.checkpoint)["step"]
+                   if resume and (run.checkpoint / CHECKPOINT_META).is_file() else 0)
+    ctx = init_distributed(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if ctx.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.config, cfg.to_dict())
+        if cfg.is_demo:
+            print(DEMO_NOTICE, flush=True)
+            if not cfg.data.root:
+                make_demo_images(run.demo_images, count=cfg.data.demo_images, seed=cfg.train.seed)
+            if not cfg.data.unlabeled and cfg.data.demo_unlabeled > 0:  # other views (their MOS is not used)
+                make_demo_images(run.demo_unlabeled, count=cfg.data.demo_unlabeled, seed=cfg.train.seed + 1)
+    ctx.barrier()
+    return ctx, resume_step
+
+
+def gather_images(cfg: RunConfig, run: RunLayout, ctx: DistContext) -> RunImages:
+    """Stage 1: the dataset's records and the unlabeled pool's."""
+    spec = _dataset_spec(cfg, run.root)
+    records = load_records(spec)
+    extra, extra_root = _unlabeled_records(cfg, run.root)
+    n_mos = sum(r.mos is not None for r in records)
+    ctx.say(f"[1/6] images: {len(records)} in {display_path(spec.root)} ({n_mos} with MOS)"
+            + (f" + {len(extra)} unlabeled in {display_path(extra_root)}" if extra else ""))
+    return RunImages(spec.root, records, extra, extra_root)
+
+
+def resolve_teacher(cfg: RunConfig, run: RunLayout, images: RunImages, ctx: DistContext,
+                    progress: bool) -> TeacherRef:
+    """Stage 2: ``teacher.path``, or the demo's own teacher (trained here once)."""
+    if cfg.teacher.path:
+        ctx.say(f"[2/6] teacher: {cfg.teacher.path}")
+        return TeacherRef.read(cfg.teacher.path)
+    if not cfg.is_demo:
+        raise ValueError("teacher.path is not set; point it at a teacher folder with teacher.json "
+                         "(see configs/agiqa3k.yaml), or use data.kind=demo for the demo teacher")
+    return TeacherRef.read(train_demo_teacher(cfg, run, images.records, ctx, progress))
+
+
+def label_images(cfg: RunConfig, run: RunLayout, images: RunImages, teacher: TeacherRef, ctx: DistContext,
+                 progress: bool) -> LabelSet:
+    """Stage 3: the teacher's labels of every image (cached; a re-run reuses them)."""
+    ctx.say(f"[3/6] labelling: the teacher labels {len(images.records) + len(images.extra)} images "
+            "(cached; a re-run reuses them)")
+    return label_run_images(cfg, run, images, teacher, ctx, progress)
+
+
+def make_splits(cfg: RunConfig, run: RunLayout, labels: LabelSet, ctx: DistContext) -> RunSplits:
+    """The seeded splits of the labelled images (saved with the run) and the unlabeled holdout."""
+    splits = split_records(labels.labelled, val_fraction=cfg.data.val_fraction,
+                           test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed)
+    if ctx.is_main:
+        save_splits(run.splits, splits, cfg.data.split_seed)
+        write_data_index(run.data_index,
+                         {name: [str(labels.by_id[i].path) for i in ids] for name, ids in splits.items()},
+                         [str(r.path) for r in labels.extra])
+    # A seeded slice of the unlabeled pool is never trained on: fidelity where no MOS exists.
+    holdout = unlabeled_holdout(labels.extra, cfg.data.unlabeled_holdout, cfg.data.split_seed)
+    held = set(holdout)
+    student_train = splits["train"] + [r.image_id for r in labels.extra if r.image_id not in held]
+    return RunSplits(splits, holdout, student_train)
+
+
+def build_student(cfg: RunConfig, teacher: TeacherRef, labels: LabelSet, splits: RunSplits) -> StudentSetup:
+    """Compressions fitted on the student's training images, the student sized to them (score
+    head started at the teacher's mean), and every part as a :class:`Split`."""
+    train_rows = labels.rows(splits.student_train)
+    semantic = labels.labels.semantic_vectors[train_rows].float()
+    comps = {f"semantic{s}": LinearCompression.fit(semantic[:, s], cfg.loss.semantic_components)
+             for s in range(semantic.shape[1])}
+    comps["quality"] = LinearCompression.fit(labels.labels.quality_features[train_rows].float(),
+                                             cfg.loss.quality_components)
+    scfg: StudentConfig = replace(student_config(cfg.student.variant), **cfg.student.overrides)
+    train_scores = labels.labels.score[train_rows].float()
+    scfg = replace(scfg, num_semantic=semantic.shape[1], semantic_dim=comps["semantic0"].dim,
+                   quality_dim=comps["quality"].dim, score_range=teacher.config.score_range)
+    torch.manual_seed(cfg.train.seed)
+    student = StudentIQA(scfg)
+    score_std = float(train_scores.std()) if len(train_scores) > 1 else 1.0
+    with torch.no_grad():
+        student.score_head.weight.mul_(score_std)
+        student.score_head.bias.fill_(float(train_scores.mean()))
+    preload = cfg.data.num_workers == 0
+    parts = {name: _split(ids, labels.by_id, labels.labels, labels.index, comps, student.config.preprocess, preload)
+             for name, ids in splits.parts().items()}
+    return StudentSetup(scfg, student, comps, score_std, parts)
+
+
+def distil(cfg: RunConfig, run: RunLayout, setup: StudentSetup, splits: RunSplits, fingerprints: dict[str, Any],
+           ctx: DistContext, resume: bool, resume_step: int, progress: bool) -> TrainState:
+    """Stage 4: train the student (resumable from ``checkpoint/``); ``metrics.jsonl`` keeps only
+    the records up to the checkpoint it resumes from."""
+    def save_student(model: StudentIQA, which: str) -> None:
+        directory = run.student(which)
+        model.save_pretrained(directory, extra={**fingerprints, "run_config": cfg.to_dict()})
+        save_compressions(directory, setup.compressions)
+
+    metrics_path = run.metrics_log
+    if ctx.is_main:
+        kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.is_file() else [])
+                if resume_step and _kept_on_resume(line, resume_step)]
+        atomic_write_text(metrics_path, "".join(k + "\n" for k in kept))
+    log_file = open(metrics_path, "a") if ctx.is_main else None
+
+    def log(record: dict[str, Any]) -> None:
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+
+    n_train, n_extra = len(splits.splits["train"]), len(splits.student_train) - len(splits.splits["train"])
+    ctx.say(f"[4/6] distillation: {cfg.student.variant} ({setup.config.backbone}) on {len(splits.student_train)} "
+            f"images ({n_train} train + {n_extra} unlabeled"
+            + (f"; {len(splits.holdout)} more unlabeled held out" if splits.holdout else "")
+            + f"), {cfg.train.epochs} epochs; checkpoint/ makes it resumable")
+    try:
+        state = train(cfg, run, setup.model, setup.parts["train"], setup.parts["val"],
+                      score_std=setup.score_std, ctx=ctx, resume=resume, save_student=save_student,
+                      log=log, progress=progress)
+    finally:
+        if log_file:
+            log_file.close()
+    ctx.barrier()
+    return state
+
+
+def evaluate_and_report(cfg: RunConfig, run: RunLayout, images: RunImages, labels: LabelSet, splits: RunSplits,
+                        setup: StudentSetup, state: TrainState, ctx: DistContext, started: float) -> RunResult:
+    """Stages 5 and 6 (main process): the best student on the held-out test split and the
+    unlabeled holdout; ``metrics.json``, the plots and the model card."""
+    test = setup.parts["test"]
+    ctx.say(f"[5/6] evaluation: best student (step {state.best_step}) on {len(test.ids)} held-out test images")
+    best = StudentIQA.from_pretrained(run.student(BEST)).to(ctx.device)
+    student_scores = predict(best, test.images, ctx.device).score.numpy()
+    teacher_scores, mos = test.targets.teacher.score.numpy(), test.targets.mos.numpy()
+    has_mos = np.isfinite(mos).sum() >= 3
+    metrics = {"vs_teacher": iqa_metrics(student_scores, teacher_scores)}
+    if has_mos:
+        metrics["vs_mos"] = iqa_metrics(student_scores, mos)
+    unlabeled = None
+    if HOLDOUT in setup.parts:
+        held = setup.parts[HOLDOUT]
+        ctx.say(f"      and on {len(held.ids)} held-out unlabeled images (never trained on)")
+        unlabeled_scores = predict(best, held.images, ctx.device).score.numpy()
+        unlabeled = {"images": display_path(images.extra_root), "n": len(held.ids),
+                     "vs_teacher": iqa_metrics(unlabeled_scores, held.targets.teacher.score.numpy())}
+    result = RunResult(
+        run_dir=str(run.root), test=metrics,
+        teacher_vs_mos=iqa_metrics(teacher_scores, mos) if has_mos else None,
+        unlabeled_holdout=unlabeled,
+        best_step=state.best_step, best_val_srcc=state.best_val_srcc, steps=state.step,
+        images={**{k: len(v) for k, v in splits.splits.items()},
+                "unlabeled": len(splits.student_train) - len(splits.splits["train"]), HOLDOUT: len(splits.holdout)},
+        skipped_images=labels.skipped, seconds=time.time() - started,
+        student={"variant": cfg.student.variant, "backbone": setup.config.backbone,
+                 "params": sum(p.numel() for p in best.parameters())},
+        demo=cfg.is_demo, teacher_fingerprint=labels.fingerprint, lower_better=setup.config.lower_better)
+    atomic_write_json(run.metrics, result.metrics())
+    ctx.say("[6/6] report: plots and MODEL_CARD.md")
+    plots = write_plots(run.root, run.metrics_log, student_scores, test.targets, best_step=state.best_step)
+    if unlabeled is not None:
+        plots.append(write_scatter(run.plots / "student_vs_teacher_unlabeled.png",
+                                   setup.parts[HOLDOUT].targets.teacher.score.numpy(), unlabeled_scores,
+                                   "teacher score", "student score",
+                                   f"unlabeled ({unlabeled['images']}, never trained on)"))
+    card = write_model_card(run.root, cfg, result.metrics(), DEMO_NOTICE if cfg.is_demo else None)
+    result.model_card, result.plots = str(card), [str(p) for p in plots]
+    return result
+
+
 def resume_distillation(run_dir: str | os.PathLike, overrides: list[str] | None = None, *,
                         progress: bool = True) -> RunResult:
     """Continue the run in ``run_dir`` from its last checkpoint, with its saved config
@@ -237,162 +374,21 @@ def resume_distillation(run_dir: str | os.PathLike, overrides: list[str] | None 
 
 
 def run_distillation(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
-    """The whole job. With ``resume`` the run folder's saved config and checkpoint are used."""
-    cfg = _with_absolute_paths(cfg)
-    run_dir = Path(cfg.out_dir)
-    run = RunLayout(run_dir)
+    """The whole job, stage by stage. With ``resume`` the run folder's checkpoint is used."""
     started = time.time()
-    # Read a damaged checkpoint now, not after hours of labelling.
-    resume_step = (read_checkpoint_meta(run.checkpoint)["step"]
-                   if resume and (run.checkpoint / CHECKPOINT_META).is_file() else 0)
-    rank, world, device = _init_distributed(cfg.train.device)
-    if cfg.train.device:
-        device = torch.device(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.config, cfg.to_dict())
-        if cfg.is_demo:
-            print(DEMO_NOTICE, flush=True)
-            if not cfg.data.root:
-                make_demo_images(run.demo_images, count=cfg.data.demo_images, seed=cfg.train.seed)
-            if not cfg.data.unlabeled and cfg.data.demo_unlabeled > 0:  # other views (their MOS is not used)
-                make_demo_images(run.demo_unlabeled, count=cfg.data.demo_unlabeled, seed=cfg.train.seed + 1)
-    _barrier()
-
-    # 1. images and splits (deterministic for the seed, saved with the run)
-    spec = _dataset_spec(cfg, run_dir)
-    records = load_records(spec)
-    extra, extra_root = _unlabeled_records(cfg, run_dir)
-    n_mos = sum(r.mos is not None for r in records)
-    _say(f"[1/6] images: {len(records)} in {display_path(spec.root)} ({n_mos} with MOS)"
-         + (f" + {len(extra)} unlabeled in {display_path(extra_root)}" if extra else ""))
-
-    # 2. the teacher (the demo trains its own), 3. its labels
-    teacher_dir = _teacher_dir(cfg, run_dir, records, device, rank, world, progress)
-    tcfg = read_teacher_config(teacher_dir)
-    _say(f"[3/6] labelling: the teacher labels {len(records) + len(extra)} images (cached; a re-run reuses them)")
-    cache = label_records(cfg, label_cache_dir(cfg, run_dir, tcfg, teacher_dir), records, teacher_dir, tcfg, device,
-                          rank, world, progress)
-    labels = cache.tensors()
-    index = {image_id: row for row, image_id in enumerate(cache.image_ids)}
-    if extra:
-        extra_dir = label_cache_dir(cfg, run_dir, tcfg, teacher_dir, folder_tag("unlabeled", extra_root))
-        extra_cache = label_records(cfg, extra_dir, extra, teacher_dir, tcfg, device, rank, world, progress)
-        index.update({i: len(index) + row for row, i in enumerate(extra_cache.image_ids)})
-        labels = TeacherOutput(*(torch.cat([ours, theirs]) for ours, theirs in zip(labels, extra_cache.tensors())))
-        extra = [r for r in extra if r.image_id in extra_cache]
-    by_id = {r.image_id: r for r in records + extra}
-    labelled = [r for r in records if r.image_id in cache]
-    splits = split_records(labelled, val_fraction=cfg.data.val_fraction,
-                           test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed)
-    if rank == 0:
-        save_splits(run.splits, splits, cfg.data.split_seed)
-        write_data_index(run.data_index, {name: [str(by_id[i].path) for i in ids] for name, ids in splits.items()},
-                         [str(r.path) for r in extra])
-    # A seeded slice of the unlabeled pool is never trained on: fidelity where no MOS exists.
-    holdout = unlabeled_holdout(extra, cfg.data.unlabeled_holdout, cfg.data.split_seed)
-    student_train = splits["train"] + [r.image_id for r in extra if r.image_id not in set(holdout)]
-
-    # compression of the teacher's wide vectors, fitted on the student's training images only
-    train_rows = torch.tensor([index[i] for i in student_train])
-    semantic = labels.semantic_vectors[train_rows].float()
-    comps = {f"semantic{s}": LinearCompression.fit(semantic[:, s], cfg.loss.semantic_components)
-             for s in range(semantic.shape[1])}
-    comps["quality"] = LinearCompression.fit(labels.quality_features[train_rows].float(),
-                                             cfg.loss.quality_components)
-
-    # the student, sized to the compressed streams, its score head started at the teacher's mean
-    scfg: StudentConfig = replace(student_config(cfg.student.variant), **cfg.student.overrides)
-    train_scores = labels.score[train_rows].float()
-    scfg = replace(scfg, num_semantic=semantic.shape[1], semantic_dim=comps["semantic0"].dim,
-                   quality_dim=comps["quality"].dim, score_range=tcfg.score_range)
-    torch.manual_seed(cfg.train.seed)
-    student = StudentIQA(scfg)
-    score_std = float(train_scores.std()) if len(train_scores) > 1 else 1.0
-    with torch.no_grad():
-        student.score_head.weight.mul_(score_std)
-        student.score_head.bias.fill_(float(train_scores.mean()))
-    preload = cfg.data.num_workers == 0
-    parts = {name: _split(ids, by_id, labels, index, comps, student.config.preprocess, preload)
-             for name, ids in {**splits, "train": student_train, HOLDOUT: holdout}.items() if ids}
-    fingerprints = {"teacher_fingerprint": fingerprint_sha256(cache.fingerprint),
-                    "teacher_config": tcfg.to_dict()}
-
-    def save_student(model: StudentIQA, which: str) -> None:
-        directory = run.student(which)
-        model.save_pretrained(directory, extra={**fingerprints, "run_config": cfg.to_dict()})
-        save_compressions(directory, comps)
-
-    # 4. distil (metrics.jsonl keeps only records up to the checkpoint we resume from)
-    metrics_path = run.metrics_log
-    if rank == 0:
-        kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.is_file() else [])
-                if resume_step and _kept_on_resume(line, resume_step)]
-        atomic_write_text(metrics_path, "".join(k + "\n" for k in kept))
-    log_file = open(metrics_path, "a") if rank == 0 else None
-
-    def log(record: dict[str, Any]) -> None:
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
-
-    _say(f"[4/6] distillation: {cfg.student.variant} ({scfg.backbone}) on {len(student_train)} images "
-         f"({len(splits['train'])} train + {len(extra) - len(holdout)} unlabeled"
-         + (f"; {len(holdout)} more unlabeled held out" if holdout else "") + f"), {cfg.train.epochs} epochs; "
-         f"checkpoint/ makes it resumable")
-    try:
-        state = train(cfg, run_dir, student, parts["train"], parts["val"], score_std=score_std,
-                      device=device, resume=resume, save_student=save_student, log=log, progress=progress)
-    finally:
-        if log_file:
-            log_file.close()
-    _barrier()
-
-    # 5. held-out evaluation of the best student, 6. plots and the model card
-    result = RunResult(run_dir=str(run_dir))  # the other ranks return only where the run is
-    if rank == 0:
-        test = parts["test"]
-        _say(f"[5/6] evaluation: best student (step {state.best_step}) on {len(test.ids)} held-out test images")
-        best = StudentIQA.from_pretrained(run.student(BEST)).to(device)
-        student_scores = predict(best, test.images, device).score.numpy()
-        teacher_scores, mos = test.targets.teacher.score.numpy(), test.targets.mos.numpy()
-        has_mos = np.isfinite(mos).sum() >= 3
-        metrics = {"vs_teacher": iqa_metrics(student_scores, teacher_scores)}
-        if has_mos:
-            metrics["vs_mos"] = iqa_metrics(student_scores, mos)
-        unlabeled = None
-        if HOLDOUT in parts:
-            held = parts[HOLDOUT]
-            _say(f"      and on {len(held.ids)} held-out unlabeled images (never trained on)")
-            unlabeled_scores = predict(best, held.images, device).score.numpy()
-            unlabeled = {"images": display_path(extra_root), "n": len(held.ids),
-                         "vs_teacher": iqa_metrics(unlabeled_scores, held.targets.teacher.score.numpy())}
-        result = RunResult(
-            run_dir=str(run_dir), test=metrics,
-            teacher_vs_mos=iqa_metrics(teacher_scores, mos) if has_mos else None,
-            best_step=state.best_step, best_val_srcc=state.best_val_srcc, steps=state.step,
-            unlabeled_holdout=unlabeled,
-            images={**{k: len(v) for k, v in splits.items()}, "unlabeled": len(extra) - len(holdout),
-                    HOLDOUT: len(holdout)},
-            skipped_images=len(cache.skipped), seconds=time.time() - started,
-            student={"variant": cfg.student.variant, "backbone": scfg.backbone,
-                     "params": sum(p.numel() for p in best.parameters())},
-            demo=cfg.is_demo, teacher_fingerprint=fingerprints["teacher_fingerprint"],
-            lower_better=scfg.lower_better)
-        atomic_write_json(run.metrics, result.metrics())
-        _say("[6/6] report: plots and MODEL_CARD.md")
-        plots = write_plots(run_dir, metrics_path, student_scores, test.targets, best_step=state.best_step)
-        if unlabeled is not None:
-            plots.append(write_scatter(run.plots / "student_vs_teacher_unlabeled.png",
-                                       parts[HOLDOUT].targets.teacher.score.numpy(), unlabeled_scores,
-                                       "teacher score", "student score",
-                                       f"unlabeled ({unlabeled['images']}, never trained on)"))
-        card = write_model_card(run_dir, cfg, result.metrics(), DEMO_NOTICE if cfg.is_demo else None)
-        result.model_card, result.plots = str(card), [str(p) for p in plots]
-    _barrier()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    cfg = _with_absolute_paths(cfg)
+    run = RunLayout(cfg.out_dir)
+    ctx, resume_step = start_run(cfg, run, resume)
+    images = gather_images(cfg, run, ctx)
+    teacher = resolve_teacher(cfg, run, images, ctx, progress)
+    labels = label_images(cfg, run, images, teacher, ctx, progress)
+    splits = make_splits(cfg, run, labels, ctx)
+    setup = build_student(cfg, teacher, labels, splits)
+    fingerprints = {"teacher_fingerprint": labels.fingerprint, "teacher_config": teacher.config.to_dict()}
+    state = distil(cfg, run, setup, splits, fingerprints, ctx, resume, resume_step, progress)
+    # The other ranks of a torchrun job return only where the run is.
+    result = (evaluate_and_report(cfg, run, images, labels, splits, setup, state, ctx, started)
+              if ctx.is_main else RunResult(run_dir=str(run.root)))
+    ctx.barrier()
+    ctx.close()
     return result

@@ -46,7 +46,7 @@ def pink_noise(rng: np.random.Generator, size: Size, photos: list[np.ndarray] | 
     fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
     f = np.sqrt(fy ** 2 + fx ** 2)
     f[0, 0] = 1.0
-    beta = rng.uniform(1.6, 3.0)  # power ~ 1/f^beta; natural images: about 2, skies and walls smoother
+    beta = rng.uniform(1.6, 2.4)  # power ~ 1/f^beta; natural images: about 2
     amplitude = f ** (-beta / 2)
     amplitude[0, 0] = 0.0
     channels = []

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load, save
 from torch.utils.data import DataLoader, Dataset
 
@@ -29,6 +28,7 @@ from student.layout import BEST, LAST, RunLayout
 from student.model import StudentIQA, StudentOutput, state_mismatch
 
 from .config import RunConfig
+from .context import DistContext
 from .losses import DistillationLoss, DistillTargets
 from .metrics import iqa_metrics
 
@@ -84,12 +84,6 @@ def get_lr(step: int, total_steps: int, cfg: RunConfig) -> float:
         return t.lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -225,12 +219,13 @@ def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
 
 
 # -- the loop ---------------------------------------------------------------------------------
-def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, val_split: Split,
-          *, score_std: float, device: torch.device, resume: bool,
+def train(cfg: RunConfig, run: RunLayout, model: StudentIQA, train_split: Split, val_split: Split,
+          *, score_std: float, ctx: DistContext, resume: bool,
           save_student: Callable[[StudentIQA, str], None],
           log: Callable[[dict[str, Any]], None], progress: bool = True) -> TrainState:
-    """Distil into ``model``; saves ``student/best`` and ``student/last`` via ``save_student``."""
-    rank, world = _rank_world()
+    """Distil into ``model`` on ``ctx.device``; saves ``student/best`` and ``student/last`` via
+    ``save_student`` and the resumable state in ``run.checkpoint``."""
+    rank, world, device = ctx.rank, ctx.world, ctx.device
     t = cfg.train
     if t.batch_size % world:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {world} DDP ranks")
@@ -241,7 +236,7 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
-    ckpt_dir = RunLayout(run_dir).checkpoint
+    ckpt_dir = run.checkpoint
     state = TrainState()
     if resume and (ckpt_dir / CHECKPOINT_META).is_file():
         state = load_checkpoint(ckpt_dir, model, optimizer)
@@ -306,8 +301,7 @@ def train(cfg: RunConfig, run_dir: Path, model: StudentIQA, train_split: Split, 
             if rank == 0 and (end_of_epoch or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
                 save_checkpoint(ckpt_dir, model, optimizer, state)
             consistent = True
-            if world > 1:
-                dist.barrier()
+            ctx.barrier()
     except KeyboardInterrupt:
         # Save only a consistent state; otherwise the last checkpoint (<= 1 epoch old) stands.
         if rank == 0 and consistent:

@@ -77,7 +77,7 @@ def test_losses_are_zero_at_the_teacher_and_rank_orders() -> None:
 
 
 def _tiny_overrides(out: Path) -> list[str]:
-    return [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=16", "data.unlabeled_holdout=0.25",
+    return [f"out_dir={out}", "data.demo_images=40", "data.demo_unlabeled=20", "data.unlabeled_holdout=0.25",
             "student.variant=tiny",
             "train.epochs=3", "train.batch_size=8", "loss.semantic_components=8", "loss.quality_components=8",
             "data.val_fraction=0.2", "data.test_fraction=0.2", "teacher.train.epochs=1",
@@ -112,18 +112,18 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == sorted(["state.json", tensors])
     assert np.isfinite(full.test["vs_teacher"]["srcc"])
     assert np.isfinite(full.teacher_vs_mos["srcc"]) and np.isfinite(full.test["vs_mos"]["srcc"])
-    assert full.images == {"train": 24, "val": 8, "test": 8, "unlabeled": 12, "unlabeled_holdout": 4}
+    assert full.images == {"train": 24, "val": 8, "test": 8, "unlabeled": 15, "unlabeled_holdout": 5}
     assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(json.dumps(full.metrics()))
     assert full.model_card == str(run_dir / "MODEL_CARD.md") and len(full.plots) == 5
     assert (run_dir / "plots/student_vs_teacher_unlabeled.png").is_file()
     index = json.loads((run_dir / "data_index.json").read_text())
-    assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 16
+    assert all(Path(p).is_file() for p in index["splits"]["test"]) and len(index["unlabeled"]) == 20
     # A seeded slice of the unlabeled pool is held out: never trained on, evaluated against the teacher.
     held = full.unlabeled_holdout
-    assert held["n"] == 4 and held["images"] == "full/demo_unlabeled" and held["vs_teacher"]["n"] == 4
+    assert held["n"] == 5 and held["images"] == "full/demo_unlabeled" and held["vs_teacher"]["n"] == 5
     holdout_ids = run_module.unlabeled_holdout(
         run_module._unlabeled_records(load_config(None, _tiny_overrides(run_dir)), run_dir)[0], 0.25, 20)
-    assert len(holdout_ids) == 4 and all(i.startswith("unlabeled/") for i in holdout_ids)
+    assert len(holdout_ids) == 5 and all(i.startswith("unlabeled/") for i in holdout_ids)
     # The teacher was trained on train + val only: it never saw a test image.
     test_ids = set(json.loads((run_dir / "splits.json").read_text())["splits"]["test"])
     teacher_splits = json.loads((run_dir / "teacher" / "splits.json").read_text())["splits"]
@@ -137,7 +137,7 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
     assert [p.parent.name for p in labelled] == ["labels"] * 3 and len(set(labelled)) == 3
     assert "agiqa-export executorch full --out model.pte" in card
     assert "| teacher vs MOS | student vs MOS | student vs teacher |" in card and "{'train'" not in card
-    assert "held-out unlabeled images, never trained on" in card and "4 images of `full/demo_unlabeled`" in card
+    assert "held-out unlabeled images, never trained on" in card and "5 images of `full/demo_unlabeled`" in card
 
     # agiqa-distill evaluate: the run's teacher labels a folder of other images, its student is scored.
     result = CliRunner().invoke(app, ["evaluate", str(run_dir), str(realistic_image_dir), "--no-progress"])
@@ -162,8 +162,12 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
         return real_get_lr(step, total, cfg)
 
     # A re-run finds the trained teacher and reuses it (no records needed: nothing is trained).
-    assert run_module._train_demo_teacher(load_config(None, _tiny_overrides(run_dir)), run_dir, [],
-                                          torch.device("cpu"), 0, 1, False) == run_dir / "teacher"
+    from distill.context import DistContext
+    from distill.demo import train_demo_teacher
+    from student.layout import RunLayout
+
+    assert train_demo_teacher(load_config(None, _tiny_overrides(run_dir)), RunLayout(run_dir), [],
+                              DistContext(), False) == run_dir / "teacher"
 
     # The resumed run takes the first run's teacher, images and labels through teacher.path,
     # data.root, data.unlabeled and teacher.cache (as a real run would): nothing is labelled again.
