@@ -41,17 +41,21 @@ from transformers.models.llama.modeling_llama import (
 from .mplug_owl2_config import MplugOwl2Config
 from .mplug_owl2_vision import VisionModel, VisualAbstractor
 
-__all__ = ["IMAGE_TOKEN_INDEX", "IMAGE_TOKEN", "IGNORED_CHECKPOINT_KEYS", "MplugOwl2Config", "MplugOwl2",
-           "LlamaSentencePieceTokenizer", "load_mplug_owl2", "prompt_text", "read_checkpoint"]
+__all__ = ["IMAGE_TOKEN_INDEX", "IMAGE_TOKEN", "IGNORED_CHECKPOINT_KEYS", "POSITION_TABLE_KEYS", "MplugOwl2Config",
+           "MplugOwl2", "LlamaSentencePieceTokenizer", "load_mplug_owl2", "prompt_text", "read_checkpoint"]
 
 IMAGE_TOKEN_INDEX = -200  # mplug_owl2/constants.py: where the visual tokens go in input_ids
 IMAGE_TOKEN = "<|image|>"  # ... and the placeholder in the prompt text
-# Checkpoint entries that are not weights, rebuilt at load and never required. X-PLUG's conversion
-# script (convert_mplug_owl2_weight_to_hf.py) saves every layer's RoPE ``inv_freq`` and leaves out
-# the abstractor's sin-cos position tables; checkpoints saved by the original model's
-# ``save_pretrained`` hold the tables. Saved tables are checked against the rebuilt ones.
-IGNORED_CHECKPOINT_KEYS = ("rotary_emb.inv_freq", "crossattention.attention.q_pos_embed",
-                           "crossattention.attention.k_pos_embed")
+# Checkpoint entries that are not weights, rebuilt at load and never required: X-PLUG's conversion
+# script (convert_mplug_owl2_weight_to_hf.py) saves every layer's RoPE ``inv_freq``.
+IGNORED_CHECKPOINT_KEYS = ("rotary_emb.inv_freq",)
+# The abstractor's sin-cos position tables. The released checkpoint leaves them out (rebuilt here);
+# the original code registers them as persistent buffers, so its ``save_pretrained`` (and any tool
+# that saves its state dict: ``.half()``/``.to(bfloat16)`` models, fine-tunes) writes them in the
+# checkpoint's dtype. When present they are checked against the rebuilt table (to that dtype's
+# rounding) and then used, as the original uses them.
+POSITION_TABLE_KEYS = ("crossattention.attention.q_pos_embed", "crossattention.attention.k_pos_embed")
+TABLE_ULPS = 2  # allowed |stored - sin-cos| in units of the stored dtype's spacing at that magnitude
 
 
 # -- modality-adaptive LLaMA ------------------------------------------------------------------
@@ -221,9 +225,11 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 
 
 def read_checkpoint(folder: str | Path, dtype: torch.dtype | None = None,
-                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+                    device: torch.device | str = "cpu", *, keep_dtype: tuple[str, ...] = (),
+                    sources: dict[str, Path] | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint folder (safetensors or ``.bin`` shards, read with
-    ``weights_only=True``), floating tensors cast to ``dtype``, moved to ``device`` shard by shard."""
+    ``weights_only=True``), floating tensors cast to ``dtype`` (except names ending in ``keep_dtype``,
+    kept as stored), moved to ``device`` shard by shard. ``sources`` (if given) gets name -> shard file."""
     from safetensors.torch import load_file
 
     state: dict[str, torch.Tensor] = {}
@@ -239,8 +245,11 @@ def read_checkpoint(folder: str | Path, dtype: torch.dtype | None = None,
         except Exception as err:  # corrupt or pickled-with-code files: one clear line
             raise ValueError(f"{path}: cannot read checkpoint shard ({type(err).__name__}: {err})") from None
         for name, tensor in shard.items():
-            cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+            cast = (dtype if dtype is not None and tensor.is_floating_point() and not name.endswith(keep_dtype)
+                    else tensor.dtype)
             state[name] = tensor.to(device=device, dtype=cast)
+            if sources is not None:
+                sources[name] = path
     return state
 
 
@@ -249,8 +258,11 @@ def load_mplug_owl2(folder: str | Path, dtype: torch.dtype = torch.float32,
     """Build from config.json and load the weights strictly by the checkpoint's key names.
 
     Returns the model (eval mode) and the checkpoint keys that were ignored (``IGNORED_CHECKPOINT_KEYS``:
-    RoPE ``inv_freq`` and the abstractor's position tables, both rebuilt; a saved position table
-    that differs from the rebuilt one is an error). Any other missing or extra key is an error.
+    RoPE ``inv_freq``, rebuilt). The abstractor's position tables are rebuilt when the checkpoint has
+    none; stored ones (``POSITION_TABLE_KEYS``) are used, kept in float32 (exact for fp16/bf16 copies),
+    after a check that they are the sin-cos table to the rounding of their stored dtype (else a
+    one-line error naming the file, the key and the largest difference). Any other missing or
+    extra key is an error.
     """
     folder, device = Path(folder), torch.device(device)
     config = MplugOwl2Config.from_pretrained(folder)
@@ -260,11 +272,14 @@ def load_mplug_owl2(folder: str | Path, dtype: torch.dtype = torch.float32,
     except Exception as err:  # a config the checks above let through but the layers reject: one line
         raise ValueError(f"{folder / 'config.json'}: cannot build mPLUG-Owl2 from it "
                          f"({type(err).__name__}: {err})") from None
-    state = read_checkpoint(folder, dtype, device)
+    sources: dict[str, Path] = {}
+    state = read_checkpoint(folder, dtype, device, keep_dtype=POSITION_TABLE_KEYS, sources=sources)
     rebuilt = {name for name, _ in model.named_buffers()} - set(model.state_dict())
-    ignored = sorted(k for k in state if k.endswith(IGNORED_CHECKPOINT_KEYS)
-                     and (k in rebuilt or k.endswith(IGNORED_CHECKPOINT_KEYS[0])))
-    saved_tables = {key: state.pop(key) for key in ignored}
+    ignored = sorted(k for k in state if k.endswith(IGNORED_CHECKPOINT_KEYS))
+    stored_tables = {key: state.pop(key) for key in sorted(state) if key.endswith(POSITION_TABLE_KEYS)
+                     and key in rebuilt}
+    for key in ignored:
+        del state[key]
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -276,20 +291,33 @@ def load_mplug_owl2(folder: str | Path, dtype: torch.dtype = torch.float32,
         model.model.rotary_emb = LlamaRotaryEmbedding(model.model.llama_config)
     model.model.visual_abstractor.build_position_tables(device)
     buffers = dict(model.named_buffers())
-    for key, saved in saved_tables.items():
-        if key in rebuilt and not _same_table(saved, buffers[key]):
-            raise ValueError(f"{folder}: checkpoint entry {key} {tuple(saved.shape)} is not the fixed sin-cos "
-                             f"table the abstractor uses {tuple(buffers[key].shape)}; the checkpoint does not "
-                             "match this model")
+    for key, stored in stored_tables.items():
+        _check_table(stored, buffers[key], sources[key], key)
+        owner, name = key.rsplit(".", 1)  # the original's forward adds the stored values: so do we
+        model.get_submodule(owner).register_buffer(name, stored.to(torch.float32), persistent=False)
     return model.eval(), ignored
 
 
-def _same_table(saved: torch.Tensor, rebuilt: torch.Tensor) -> bool:
-    """A saved position table equals the rebuilt float32 one up to the rounding of its own dtype."""
-    if saved.shape != rebuilt.shape:
-        return False
-    tolerance = max(1e-6, torch.finfo(saved.dtype).eps) if saved.is_floating_point() else 1e-6
-    return bool(((saved.float() - rebuilt.to(saved.dtype).float()).abs() <= tolerance).all())
+def _check_table(stored: torch.Tensor, rebuilt: torch.Tensor, path: Path, key: str) -> None:
+    """A stored position table must be the float32 sin-cos table ``rebuilt`` up to the rounding of its
+    own dtype: |stored - rebuilt| <= TABLE_ULPS * eps(dtype) * max(|rebuilt|, smallest normal)."""
+    kind = str(stored.dtype).removeprefix("torch.")
+    where = f"{path}: checkpoint entry {key} {tuple(stored.shape)} {kind}"
+    if stored.shape != rebuilt.shape or not stored.is_floating_point():
+        raise ValueError(f"{where} is not the abstractor's sin-cos position table {tuple(rebuilt.shape)} float; "
+                         "the checkpoint does not match this model's config")
+    info = torch.finfo(stored.dtype)
+    rebuilt = rebuilt.to(stored.device, torch.float64)
+    diff = (stored.double() - rebuilt).abs()
+    allowed = TABLE_ULPS * info.eps * rebuilt.abs().clamp_min(info.tiny)
+    excess = diff - allowed
+    worst = int(excess.argmax())
+    if float(excess.reshape(-1)[worst]) > 0:
+        at = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), diff.shape))
+        raise ValueError(f"{where} is not the abstractor's sin-cos position table to {kind} rounding: "
+                         f"largest difference {float(diff.max()):.3g} (at {at}: stored "
+                         f"{float(stored.reshape(-1)[worst]):.6g}, sin-cos {float(rebuilt.reshape(-1)[worst]):.6g}, "
+                         f"allowed {float(allowed.reshape(-1)[worst]):.3g}); the checkpoint does not match this model")
 
 
 # -- prompt and tokenizer ---------------------------------------------------------------------

@@ -165,7 +165,8 @@ class _AbstractorAttention(nn.Module):
 
     def build_position_tables(self, cfg: AbstractorConfig, device: torch.device | str | None = None) -> None:
         """(Re)build the fixed position tables. Non-persistent: X-PLUG's conversion script does not
-        save them in the released checkpoint (the original rebuilds them in ``__init__``)."""
+        save them in the released checkpoint (the original rebuilds them in ``__init__``); a
+        checkpoint that holds them replaces them at load (``load_mplug_owl2``)."""
         for name, table in position_tables(cfg).items():
             self.register_buffer(name, table if device is None else table.to(device), persistent=False)
 

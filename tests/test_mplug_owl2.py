@@ -46,9 +46,9 @@ def reference() -> dict:
 @pytest.fixture(scope="module")
 def model():
     loaded, ignored = load_mplug_owl2(FIXTURE)
-    # The fixture was saved by the original model's save_pretrained: it holds the position tables.
-    assert ignored == sorted(k for k in load_file(str(FIXTURE / "model.safetensors")) if k.endswith("_pos_embed"))
-    assert len(ignored) == 2 * 2
+    # The fixture was saved by the original model's save_pretrained: it holds the position tables
+    # (used, not ignored) and no rotary inv_freq.
+    assert ignored == []
     return loaded
 
 
@@ -65,9 +65,10 @@ def test_strict_key_load(model) -> None:
     checkpoint = load_file(str(FIXTURE / "model.safetensors"))
     tables = {k for k in checkpoint if k.endswith("_pos_embed")}
     assert set(model.state_dict()) == set(checkpoint) - tables
-    buffers = dict(model.named_buffers())  # rebuilt, not loaded: the original's values to float32 rounding
+    assert len(tables) == 2 * 2
+    buffers = dict(model.named_buffers())  # the stored tables, used as the original uses them
     for key in tables:
-        torch.testing.assert_close(buffers[key], checkpoint[key], atol=1e-7, rtol=0)
+        assert buffers[key].dtype == torch.float32 and torch.equal(buffers[key], checkpoint[key]), key
     assert any(".multiway.1." in k for k in checkpoint) and "lm_head.weight" in checkpoint
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint[name]), name
@@ -185,8 +186,7 @@ def test_bin_shards_ignore_only_rebuilt_tables(tmp_path: Path, model, reference)
     rotary = {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": torch.ones(8) for i in range(2)}
     _write_bin_shards(folder, rotary)
     loaded, ignored = load_mplug_owl2(folder)
-    pos_tables = [k for k in load_file(str(FIXTURE / "model.safetensors")) if "_pos_embed" in k]
-    assert ignored == sorted([*rotary, *pos_tables])
+    assert ignored == sorted(rotary)
     ids = reference["json"]["token_ids"]["legacy"]
     with torch.inference_mode():
         torch.testing.assert_close(loaded(reference["tensors"]["pixel_values"], ids)[0],
@@ -243,20 +243,92 @@ def test_conversion_script_layout_loads_without_position_tables(tmp_path: Path, 
         load_mplug_owl2(folder)
 
 
-def test_saved_position_table_that_differs_is_an_error(tmp_path: Path) -> None:
+def _position_tables(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.endswith("_pos_embed")}
+
+
+def _save_folder(folder: Path, state: dict[str, torch.Tensor]) -> Path:
     from safetensors.torch import save_file
 
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("reference.*"))
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("table_dtype, whole, load_dtype", [
+    (torch.float16, False, torch.float32),   # fp32 weights, tables saved from a half buffer
+    (torch.bfloat16, False, torch.float32),
+    (torch.float16, True, torch.float32),    # the whole checkpoint saved from model.half()
+    (torch.bfloat16, True, torch.float32),   # ... from model.to(torch.bfloat16)
+    (torch.float16, True, torch.float16),    # ... and run in fp16, as the official vectors are
+])
+def test_stored_rounded_position_tables_are_loaded_and_used(tmp_path: Path, reference, table_dtype, whole,
+                                                            load_dtype) -> None:
+    """The original code registers q_pos_embed/k_pos_embed as persistent buffers, so a derived
+    checkpoint holds them in its own dtype; the original then adds those stored values. The port
+    must load them (not refuse them, not silently replace them by its fp32 table) and give exactly
+    the outputs of a model whose tables were set by hand to the same rounded values."""
+    state = load_file(str(FIXTURE / "model.safetensors"))
+    state = {k: v.to(table_dtype) if v.is_floating_point() and (whole or k.endswith("_pos_embed")) else v
+             for k, v in state.items()}
+    stored = _position_tables(state)
+    loaded, ignored = load_mplug_owl2(_save_folder(tmp_path / "derived", state), dtype=load_dtype)
+    assert ignored == []
+    buffers = dict(loaded.named_buffers())
+    for key, table in stored.items():
+        assert buffers[key].dtype == torch.float32 and torch.equal(buffers[key], table.float()), key
+    # The same weights without tables (the released layout): rebuilt fp32 tables, then set by hand.
+    plain, _ = load_mplug_owl2(_save_folder(tmp_path / "plain", {k: v for k, v in state.items() if k not in stored}),
+                               dtype=load_dtype)
+    pixels, ids = reference["tensors"]["pixel_values"], reference["json"]["token_ids"]["legacy"]
+    with torch.inference_mode():
+        got = loaded(pixels, ids)[0]
+        rebuilt_tables = plain(pixels, ids)[0]
+        for key, table in stored.items():
+            owner, name = key.rsplit(".", 1)
+            plain.get_submodule(owner).register_buffer(name, table.float(), persistent=False)
+        expected = plain(pixels, ids)[0]
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    if load_dtype == torch.float32:  # the stored (rounded) values really are the ones used
+        assert not torch.equal(got, rebuilt_tables)
+    else:  # in fp16 the fp32 table is cast to fp16 in forward: the same values as the stored copy
+        torch.testing.assert_close(got, rebuilt_tables, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("table_dtype, change", [(torch.float32, 1e-3), (torch.float16, 1e-2),
+                                                 (torch.bfloat16, 5e-2)])
+def test_stored_position_table_that_differs_is_a_one_line_error(tmp_path: Path, table_dtype, change) -> None:
+    """More than the stored dtype's rounding away from the sin-cos table: the file, the key and the
+    largest difference, on one line."""
+    state = {k: v.to(table_dtype) if k.endswith("_pos_embed") else v
+             for k, v in load_file(str(FIXTURE / "model.safetensors")).items()}
+    key = "model.visual_abstractor.encoder.layers.1.crossattention.attention.k_pos_embed"
+    tampered = state[key].float()
+    tampered[2, 3] += change
+    state[key] = tampered.to(table_dtype)
+    folder = _save_folder(tmp_path / "owl2", state)
+    with pytest.raises(ValueError, match="is not the abstractor's sin-cos position table") as caught:
+        load_mplug_owl2(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder / 'model.safetensors'}: checkpoint entry {key} (5, 32) ")
+    assert "\n" not in message
+    assert "largest difference" in message and "at (2, 3)" in message
+    difference = float(message.split("largest difference ")[1].split(" ")[0])
+    assert change * 0.5 < difference < change * 1.5
+
+
+def test_stored_position_table_errors_name_the_shard_and_the_shape(tmp_path: Path) -> None:
     folder = tmp_path / "owl2"
     shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("reference.*"))
-    state = load_file(str(folder / "model.safetensors"))
-    key = "model.visual_abstractor.encoder.layers.1.crossattention.attention.k_pos_embed"
-    state[key] = state[key] + 1e-3
-    save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ValueError, match=f"{key} .* is not the fixed sin-cos table"):
+    key = "model.visual_abstractor.encoder.layers.0.crossattention.attention.q_pos_embed"
+    _write_bin_shards(folder, {key: torch.zeros(4, 32, dtype=torch.float16)})
+    shard = json.loads((folder / "pytorch_model.bin.index.json").read_text())["weight_map"][key]
+    with pytest.raises(ValueError, match=f"{shard}: checkpoint entry {key} .* largest difference 1 "):
         load_mplug_owl2(folder)
-    half, ignored = load_mplug_owl2(FIXTURE, dtype=torch.float16)  # fp16 copies pass: rounding only
-    attention = half.model.visual_abstractor.encoder.layers[0].crossattention.attention
-    assert len(ignored) == 4 and attention.q_pos_embed.dtype == torch.float32
+    _write_bin_shards(folder, {key: torch.zeros(3, 32)})
+    with pytest.raises(ValueError, match=rf"{key} \(3, 32\) float32 is not the abstractor's sin-cos position "
+                                         r"table \(4, 32\)"):
+        load_mplug_owl2(folder)
 
 
 def test_missing_key_and_bad_config_are_clear_errors(tmp_path: Path) -> None:
