@@ -33,7 +33,8 @@ from _agiqa.quiet import quiet_toolchain
 
 from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
 from .golden import GoldenCheck, GoldenError, GoldenReport, check_golden, golden_path
-from .images import IMAGE_SUFFIXES, ImageLoadError, find_images
+from .images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_image
+from .preprocess import _FILTERS, normalize
 
 __all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
            "default_decode_threads", "rank_results"]
@@ -267,7 +268,20 @@ class Scorer:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} "
                                  f"{tuple(image.shape)}")
             return spec(image)
-        return spec.load(image)
+        return self._load_input(image)
+
+    def _load_input(self, path: str | os.PathLike) -> np.ndarray:
+        """``spec.load(path)``, the same values bit for bit, with the resize done in Pillow on
+        the decoded image: no copies into and out of numpy of a multi-megapixel photo (a
+        third of the time of a 12 MP JPEG). ``resize_rgb`` does the same Pillow call."""
+        spec = self.contract.preprocess
+        image = load_image(path, min_size=spec.input_size if spec.jpeg_draft else None)
+        if spec.interpolation not in _FILTERS:  # cv2_bicubic works on arrays
+            return spec(np.asarray(image))
+        height, width = spec.input_size
+        if image.size != (width, height):
+            image = image.resize((width, height), resample=_FILTERS[spec.interpolation])
+        return normalize(np.asarray(image), spec.mean, spec.std)
 
     def score(self, image: str | os.PathLike | np.ndarray) -> float:
         """Score one image. Raises ``ImageLoadError`` when a file cannot be decoded."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_edge_runtime import REPO, photo, write_program
+from test_edge_runtime import REPO, make_corpus, photo, write_program
 from typer.testing import CliRunner
 
 from edge_runtime import Scorer, ScoreResult
@@ -73,6 +73,22 @@ def test_pipelined_scores_equal_one_at_a_time(scorer, tmp_path):
         scorer.score_many(paths, decode_threads=-1)
 
 
+def test_scorer_decode_path_equals_the_spec(scorer, tmp_path):
+    """The Scorer resizes in Pillow without the numpy round trip: the same input, bit for bit,
+    as ``PreprocessSpec.load`` (training, export, golden pairs), for every kind of file."""
+    expected = make_corpus(tmp_path)
+    photo((1024, 768)).save(tmp_path / "large.jpg", quality=90)  # JPEG draft decode (1/4)
+    photo((64, 64)).save(tmp_path / "exact.png")  # already the input size: no resize
+    spec = scorer.contract.preprocess
+    for name in [n for n, reason in expected.items() if reason is None] + ["large.jpg", "exact.png"]:
+        np.testing.assert_array_equal(scorer.preprocess(tmp_path / name), spec.load(tmp_path / name),
+                                      err_msg=name)
+    from edge_runtime.images import load_rgb
+
+    rgb = load_rgb(tmp_path / "large.jpg", min_size=spec.input_size)
+    assert rgb.flags.writeable and rgb.shape == (192, 256, 3)  # its own, writable pixels
+
+
 def test_read_ahead_is_bounded(scorer, tmp_path):
     """Memory stays flat: the input is read at most ``window`` paths ahead of the results."""
     paths = gallery(tmp_path / "g", count=10)
@@ -125,9 +141,9 @@ def test_results_file_rows_round_trip_and_cut_lines(tmp_path):
 def _cli(*args: str, slow: bool = False) -> subprocess.Popen:
     """``agiqa-score ARGS`` in a subprocess; ``slow``: each decode sleeps 50 ms first, so a
     kill lands mid-run (the code under test is unchanged; only the decoder is slowed)."""
-    patch = ("import time, edge_runtime.preprocess as p\nreal = p.load_rgb\n"
+    patch = ("import time, edge_runtime.scorer as p\nreal = p.load_image\n"
              "def slow(*a, **k):\n    time.sleep(0.05)\n    return real(*a, **k)\n"
-             "p.load_rgb = slow\n") if slow else ""
+             "p.load_image = slow\n") if slow else ""
     code = patch + "from edge_runtime.cli import app\napp(prog_name='agiqa-score')\n"
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
