@@ -5,8 +5,10 @@ few real images as the device holds them (decoded RGB8), the model input the num
 preprocessing makes of each, and the program's outputs on that input, computed by the
 ExecuTorch runtime at export time (ExecuTorch's Android ``ModuleE2ETest`` pattern). A runtime
 on a new CPU (an aarch64 phone, a Jetson, another x86) reproduces them before it is trusted:
-the C++ scorer does so at every load and refuses a program whose outputs drift beyond the
-stored tolerances (docs/edge.md, "Golden pairs").
+both scorers (Python :class:`edge_runtime.Scorer` and C++ ``agiqa::Scorer::load``) do so at
+every load, with the same checks (:func:`check_golden`), and refuse a program whose outputs
+drift beyond the stored tolerances (docs/edge.md, "Golden pairs"). A program without the file
+(exported before golden pairs existed) loads unchecked in both, unless the check is required.
 
 Tensors, per pair ``i``: ``pair{i}.rgb`` (H, W, 3) uint8, ``pair{i}.input`` (1, 3, h, w)
 float32, and one float32 tensor per program output, named as in ``model.json`` (``pair{i}.score``
@@ -19,19 +21,46 @@ of the model input: identical pixels after the resize).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["GOLDEN_FORMAT", "GoldenError", "GoldenPair", "GoldenSet", "golden_path", "read_golden"]
+from .contract import ContractError
+
+__all__ = ["GOLDEN_FORMAT", "GoldenCheck", "GoldenError", "GoldenPair", "GoldenPairResult",
+           "GoldenReport", "GoldenSet", "check_golden", "golden_path", "read_golden"]
 
 GOLDEN_FORMAT = "agiqa-edge.golden"
 GOLDEN_VERSION = 1
 
 
-class GoldenError(ValueError):
-    """The golden file is missing, malformed, or made for another program."""
+class GoldenError(ContractError):
+    """The golden file is missing, malformed, made for another program, or its pairs are not
+    reproduced (the program is refused). A :class:`ContractError`: the golden file is part of
+    what an export ships, and callers handle both the same way (one line, exit 2)."""
+
+
+class GoldenCheck(str, Enum):
+    """What a scorer does with ``model.golden.safetensors`` at load (C++: ``Scorer::GoldenCheck``)."""
+
+    REQUIRED = "required"  # refuse a program without the file
+    IF_PRESENT = "if_present"  # check it when it is there (the default, as in C++)
+    SKIP = "skip"  # never check (benchmarks; diagnosing a refused program)
+
+    @classmethod
+    def of(cls, value: bool | str | GoldenCheck) -> GoldenCheck:
+        """``True`` -> IF_PRESENT, ``False`` -> SKIP, or a member / its value."""
+        if isinstance(value, bool):
+            return cls.IF_PRESENT if value else cls.SKIP
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"verify_golden must be True, False or one of "
+                             f"{[m.value for m in cls]}, got {value!r}") from None
 
 
 def golden_path(program: str | os.PathLike) -> Path:
@@ -86,3 +115,91 @@ def read_golden(path: str | os.PathLike) -> GoldenSet:
                          tuple(pairs))
     except (KeyError, ValueError) as exc:
         raise GoldenError(f"{path}: incomplete golden file ({exc}); re-export the program") from None
+
+
+@dataclass(frozen=True)
+class GoldenPairResult:
+    """How far this runtime landed from one pair (``agiqa::GoldenResult``)."""
+
+    name: str
+    preprocess_max_abs_diff: float  # this runtime's preprocessing of rgb vs the stored input
+    score_abs_diff: float  # program on the stored input vs the stored score
+    gate_max_abs_diff: float  # same, max over the gate weights (0 without that output)
+    score: float
+    expected_score: float
+
+
+@dataclass(frozen=True)
+class GoldenReport:
+    """The check of one golden file (``agiqa::GoldenReport``); ``failure`` is empty when passed."""
+
+    path: str
+    score_tolerance: float
+    gate_tolerance: float
+    preprocess_tolerance: float
+    pairs: tuple[GoldenPairResult, ...] = field(default=())
+    failure: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.failure
+
+
+def check_golden(path: str | os.PathLike, contract: Any,
+                 preprocess: Callable[[np.ndarray], np.ndarray],
+                 run: Callable[[np.ndarray], dict[str, np.ndarray]]) -> GoldenReport:
+    """Reproduce every pair of the golden file ``path`` as ``agiqa::Scorer::check_golden`` does.
+
+    ``contract`` is the program's :class:`~edge_runtime.contract.ModelContract`;
+    ``preprocess`` maps ``(H, W, 3) uint8`` to ``(3, h, w) float32``; ``run`` maps a
+    ``(1, 3, h, w) float32`` input to the outputs by name. Per pair: the score output against
+    ``score_tolerance``, ``gate_weights`` (when the program has it) against ``gate_tolerance``,
+    both on the *stored* input, and then this runtime's preprocessing of the stored RGB against
+    the stored input within ``preprocess_tolerance``; the first pair outside reports the failure.
+
+    Raises :class:`GoldenError` when the file itself is unusable (missing, malformed, another
+    program's, no pairs, a tensor missing or of the wrong shape); never for a failed pair.
+    """
+    path = Path(path)
+    golden = read_golden(path)
+    if golden.program_sha256 != contract.program_sha256:
+        raise GoldenError(f"{path}: made for another program (sha256 differs from model.json); "
+                          "re-export the program")
+    if not golden.pairs:
+        raise GoldenError(f"{path}: holds no golden pairs; re-export the program")
+    score_name = contract.score_output
+    results, failure = [], ""
+    for pair in golden.pairs:
+        missing = [n for n in contract.output_names if n not in pair.outputs]
+        if missing or pair.rgb.dtype != np.uint8 or pair.rgb.ndim != 3 or pair.rgb.shape[2] != 3:
+            raise GoldenError(f"{path}: pair '{pair.name}' lacks {missing or 'an (H, W, 3) uint8 rgb'}; "
+                              "re-export the program")
+        mine = preprocess(pair.rgb)[None]
+        if mine.shape != pair.input.shape:
+            raise GoldenError(f"{path}: '{pair.name}' input has the wrong size; re-export")
+        got = run(np.ascontiguousarray(pair.input, dtype=np.float32))
+        score = float(np.asarray(got[score_name]).reshape(-1)[0])
+        expected = float(pair.outputs[score_name].reshape(-1)[0])
+        gate = 0.0
+        if "gate_weights" in pair.outputs and "gate_weights" in got:
+            ours, theirs = (np.asarray(a, np.float64).reshape(-1)
+                            for a in (got["gate_weights"], pair.outputs["gate_weights"]))
+            n = min(ours.size, theirs.size)  # as the C++ does
+            gate = float(np.abs(ours[:n] - theirs[:n]).max(initial=0.0))
+        result = GoldenPairResult(
+            pair.name, float(np.abs(mine.astype(np.float64) - pair.input).max(initial=0.0)),
+            abs(score - expected), gate, score, expected)
+        results.append(result)
+        if failure:
+            continue
+        if result.score_abs_diff > golden.score_tolerance or gate > golden.gate_tolerance:
+            failure = (f"golden pair '{pair.name}' scores {score:.6g}, expected {expected:.6g} "
+                       f"(|diff| {result.score_abs_diff:.3g}, gate |diff| {gate:.3g}; tolerances "
+                       f"{golden.score_tolerance:.3g}, {golden.gate_tolerance:.3g}): this "
+                       "CPU/runtime computes wrong outputs")
+        elif result.preprocess_max_abs_diff > golden.preprocess_tolerance:
+            failure = (f"golden pair '{pair.name}' preprocesses differently from numpy (max |diff| "
+                       f"{result.preprocess_max_abs_diff:.3g} > {golden.preprocess_tolerance:.3g}); "
+                       "this build's resize is wrong")
+    return GoldenReport(str(path), golden.score_tolerance, golden.gate_tolerance,
+                        golden.preprocess_tolerance, tuple(results), failure)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "MAX_IMAGE_PIXELS", "find_images", "load_rgb",
-           "to_rgb_array"]
+__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "MAX_IMAGE_PIXELS", "find_images", "load_image",
+           "load_rgb", "to_rgb_array", "to_rgb_image"]
 
 def _image_suffixes() -> frozenset[str]:
     """The photo formats a folder scan picks up: the common ones, plus AVIF where this Pillow
@@ -84,11 +84,12 @@ def find_images(folder: str | os.PathLike,
     return sorted(found)
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert a decoded PIL image of any mode to an ``(H, W, 3) uint8`` RGB array.
+def to_rgb_image(image: Image.Image) -> Image.Image:
+    """Convert a decoded PIL image of any mode to an 8-bit ``RGB`` PIL image.
 
     16-bit and float modes are rescaled to 8 bits (not clipped: a 16-bit PNG would otherwise
-    turn almost white); alpha is composited over white, the usual viewer background.
+    turn almost white); alpha is composited over white, the usual viewer background. An
+    ``RGB`` image is returned as it is (no copy).
     """
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -96,12 +97,12 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
         # 16-bit grayscale PNGs decode as "I" or "I;16" with values in [0, 65535].
         arr = arr / 257.0 if arr.max(initial=0) > 255 else arr
         gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
     if mode == "F":
         arr = np.asarray(image, dtype=np.float64)
         scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
         gray = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
     if mode == "P":
         image = image.convert("RGBA")
         mode = "RGBA"
@@ -109,8 +110,14 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    # CMYK, YCbCr, LAB, HSV, L, 1 and RGB all have a direct conversion in Pillow.
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    # CMYK, YCbCr, LAB, HSV, L, 1 all have a direct conversion in Pillow.
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert a decoded PIL image of any mode to an ``(H, W, 3) uint8`` RGB array (writable,
+    its own memory): :func:`to_rgb_image`, then one copy out of Pillow."""
+    return np.array(to_rgb_image(image), dtype=np.uint8)
 
 
 def load_rgb(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -121,6 +128,16 @@ def load_rgb(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None
     times, so the later antialiased resize still has real pixels to average). A 12 MP photo
     scored at 224 px decodes at 1/8 size, several times faster. Training, export calibration
     and the device all call this with the same ``min_size`` so they see identical pixels.
+
+    Raises:
+        ImageLoadError: the file is missing, empty, not an image, truncated, or too large.
+    """
+    return np.array(load_image(path, min_size=min_size), dtype=np.uint8)
+
+
+def load_image(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None) -> Image.Image:
+    """:func:`load_rgb` as an ``RGB`` PIL image (the same pixels): for a resize that stays in
+    Pillow, which saves the copies into and out of numpy (a gallery's multi-megapixel photos).
 
     Raises:
         ImageLoadError: the file is missing, empty, not an image, truncated, or too large.
@@ -147,8 +164,10 @@ def load_rgb(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None
                     side = 2 * max(min_size)
                     image.draft("RGB", (side, side))
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb_array(image)
+                ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
+                rgb = to_rgb_image(image)
+                # Pixels Pillow memory-mapped from the file (readonly) must not outlive it.
+                return rgb.copy() if rgb.readonly else rgb
     except ImageLoadError:
         raise
     except UnidentifiedImageError:

@@ -1,8 +1,10 @@
 """Score photos with an exported program: a thin typed wrapper over the ExecuTorch runtime.
 
-    scorer = Scorer.from_file("model.pte")       # reads model.json, checks its sha256, loads once
+    scorer = Scorer.from_file("model.pte")       # model.json, both digests, golden pairs, loads once
     scorer.score("photo.jpg")                    # -> float
     scorer.rank(["a.jpg", "b.png"])             # -> [ScoreResult], best first, skipped last
+    for r in scorer.iter_scores(paths):          # in input order, as each is scored: decoding
+        ...                                      #   runs ahead on a thread pool (flat memory)
 
 Everything model specific (preprocessing, input shape, output names, score direction) comes
 from the contract; nothing is hard-coded here. ``executorch.runtime`` (which imports torch)
@@ -18,7 +20,9 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +32,19 @@ import numpy as np
 from _agiqa.quiet import quiet_toolchain
 
 from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
-from .images import IMAGE_SUFFIXES, ImageLoadError, find_images
+from .golden import GoldenCheck, GoldenError, GoldenReport, check_golden, golden_path
+from .images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_image
+from .preprocess import _FILTERS, normalize
 
 __all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
-           "rank_results"]
+           "default_decode_threads", "rank_results"]
+
+
+def default_decode_threads() -> int:
+    """Decode threads of a gallery run: two, or one on a single core. Decoding (Pillow,
+    DCT-scaled JPEG) and the resize release the GIL, so two threads keep a 2-core device's
+    program fed; more only compete with the runtime's own threads (bench/gallery.py)."""
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 class RuntimeUnavailableError(ImportError):
@@ -126,20 +139,39 @@ class Scorer:
         self._program = program  # owns the method's memory: must live as long as the method
         self._method = program.load_method("forward")
         self._torch = torch
+        # The golden check done at load; None when skipped or when the program has no golden
+        # file (exported before golden pairs existed): see :attr:`golden_checked`.
+        self.golden_report: GoldenReport | None = None
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> Scorer:
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None, *,
+                  verify_golden: bool | str | GoldenCheck = True) -> Scorer:
         """Load ``path`` (a .pte) and its ``model.json``; ``threads`` sets the runtime pool.
+
+        ``verify_golden``: reproduce ``model.golden.safetensors`` before returning, as the C++
+        ``agiqa::Scorer::load`` does (:func:`edge_runtime.golden.check_golden`). ``True``
+        (default, C++ ``IfPresent``): check it when it is there; a program exported before
+        golden pairs existed has none and loads unchecked (``golden_report`` stays None).
+        ``"required"``: refuse a program without it. ``False``: never check (benchmarks, or
+        diagnosing a refused program).
 
         Raises:
             ContractError: model.json missing, malformed, edited, or not this program's, or
                 the program is corrupt (re-export).
+            GoldenError: (a ContractError) the golden pairs are not reproduced (this CPU or
+                runtime computes wrong outputs, or the golden file was edited), or the golden
+                file is malformed or another program's.
             RuntimeUnavailableError: the ExecuTorch native extension cannot be imported.
         """
         path = Path(path)
+        golden = GoldenCheck.of(verify_golden)
         data, contract = read_program(path)  # before the slow import: fail fast on bad files
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        gpath = golden_path(path)
+        if golden is GoldenCheck.REQUIRED and not gpath.is_file():
+            raise GoldenError(f"{gpath}: missing; re-export the program (agiqa-export writes it) "
+                              "or load with the golden check off")
         runtime, torch = _import_runtime()
         with _quiet_stderr() as captured:
             if threads is not None:
@@ -158,7 +190,24 @@ class Scorer:
             scorer._check_signature(scorer._method.metadata)
             # The first run sets XNNPACK up (and prints cpuinfo lines): pay it here, quietly.
             scorer.run(np.zeros(contract.input_shape, np.float32))
+            if golden is not GoldenCheck.SKIP and gpath.is_file():
+                scorer._verify_golden(gpath)
         return scorer
+
+    def _verify_golden(self, gpath: Path) -> None:
+        """Refuse, in one line, a program whose golden pairs this runtime does not reproduce."""
+        report = check_golden(gpath, self.contract, self.contract.preprocess, self.run)
+        if not report.passed:
+            raise GoldenError(f"{self.path}: refused: {report.failure} (pairs in {gpath}); see "
+                              "docs/edge.md (Golden pairs, SME); re-export the program if the "
+                              "golden file was edited, or load with verify_golden=False "
+                              "(agiqa-score --no-verify-golden) to score anyway")
+        self.golden_report = report
+
+    @property
+    def golden_checked(self) -> bool:
+        """Whether the golden pairs were reproduced at load (False: skipped, or no file)."""
+        return self.golden_report is not None
 
     def _check_embedded_contract(self) -> None:
         """The program carries its contract's digest: refuse a model.json it was not built with."""
@@ -219,30 +268,89 @@ class Scorer:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} "
                                  f"{tuple(image.shape)}")
             return spec(image)
-        return spec.load(image)
+        return self._load_input(image)
+
+    def _load_input(self, path: str | os.PathLike) -> np.ndarray:
+        """``spec.load(path)``, the same values bit for bit, with the resize done in Pillow on
+        the decoded image: no copies into and out of numpy of a multi-megapixel photo (a
+        third of the time of a 12 MP JPEG). ``resize_rgb`` does the same Pillow call."""
+        spec = self.contract.preprocess
+        image = load_image(path, min_size=spec.input_size if spec.jpeg_draft else None)
+        if spec.interpolation not in _FILTERS:  # cv2_bicubic works on arrays
+            return spec(np.asarray(image))
+        height, width = spec.input_size
+        if image.size != (width, height):
+            image = image.resize((width, height), resample=_FILTERS[spec.interpolation])
+        return normalize(np.asarray(image), spec.mean, spec.std)
 
     def score(self, image: str | os.PathLike | np.ndarray) -> float:
         """Score one image. Raises ``ImageLoadError`` when a file cannot be decoded."""
         return self._score_tensor(self.preprocess(image))
 
-    def score_many(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
-        """Score every path in order; an unreadable image is skipped with its reason."""
-        results = []
-        for path in paths:
-            try:
-                tensor = self.preprocess(path)
-            except ImageLoadError as exc:
-                results.append(ScoreResult(str(path), skipped=exc.reason))
-                continue
-            except Exception as exc:  # a decoder bug must not abort a batch of 10,000 photos
-                results.append(ScoreResult(str(path), skipped=f"unexpected decode error ({exc!r})"))
-                continue
-            results.append(ScoreResult(str(path), score=self._score_tensor(tensor)))
-        return results
+    def _prepare(self, path: str | os.PathLike) -> np.ndarray | str:
+        """Decode and preprocess ``path`` (any thread): ``(3, H, W) float32``, or the skip reason."""
+        try:
+            return self.preprocess(path)
+        except ImageLoadError as exc:
+            return exc.reason
+        except Exception as exc:  # a decoder bug must not abort a batch of 10,000 photos
+            return f"unexpected decode error ({exc!r})"
 
-    def rank(self, paths: Iterable[str | os.PathLike]) -> list[ScoreResult]:
+    def _result(self, path: str | os.PathLike, prepared: np.ndarray | str) -> ScoreResult:
+        if isinstance(prepared, str):
+            return ScoreResult(str(path), skipped=prepared)
+        return ScoreResult(str(path), score=self._score_tensor(prepared))
+
+    def iter_scores(self, paths: Iterable[str | os.PathLike], *, decode_threads: int | None = None,
+                    window: int | None = None) -> Iterator[ScoreResult]:
+        """Score ``paths`` in input order, yielding each result as soon as it is scored.
+
+        ``decode_threads`` threads decode and preprocess the next images while the program
+        runs on the current one (default :func:`default_decode_threads`; 0: decode in the
+        calling thread, one image at a time). At most ``window`` images (default
+        ``2 * decode_threads``) are decoded ahead and ``paths`` is read only that far ahead,
+        so memory stays flat however many paths there are. Scores are those of :meth:`score`
+        on each path, bit for bit: the same decode, preprocessing and program, in order.
+        An unreadable image yields a skipped result with its reason.
+        """
+        threads = default_decode_threads() if decode_threads is None else int(decode_threads)
+        if threads < 0:
+            raise ValueError(f"decode_threads must be >= 0, got {decode_threads}")
+        if threads == 0:
+            for path in paths:
+                yield self._result(path, self._prepare(path))
+            return
+        window = 2 * threads if window is None else int(window)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        source = iter(paths)
+        pending: deque = deque()  # (path, future), in input order
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="agiqa-decode")
+        try:
+            for path in source:
+                pending.append((path, pool.submit(self._prepare, path)))
+                if len(pending) >= window:
+                    break
+            while pending:
+                path, future = pending.popleft()
+                following = next(source, None)  # keep the window full while this one runs
+                if following is not None:
+                    pending.append((following, pool.submit(self._prepare, following)))
+                yield self._result(path, future.result())
+        finally:  # also when the caller stops early or Ctrl-C lands: drop what is queued
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def score_many(self, paths: Iterable[str | os.PathLike], *,
+                   decode_threads: int | None = None) -> list[ScoreResult]:
+        """Score every path, in order (pipelined: :meth:`iter_scores`); an unreadable image
+        is skipped with its reason."""
+        return list(self.iter_scores(paths, decode_threads=decode_threads))
+
+    def rank(self, paths: Iterable[str | os.PathLike], *,
+             decode_threads: int | None = None) -> list[ScoreResult]:
         """Scored images best first (respecting ``lower_better``), then the skipped ones."""
-        return rank_results(self.score_many(paths), self.contract.lower_better)
+        return rank_results(self.score_many(paths, decode_threads=decode_threads),
+                            self.contract.lower_better)
 
 
 def rank_results(results: Sequence[ScoreResult], lower_better: bool) -> list[ScoreResult]:

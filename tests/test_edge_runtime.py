@@ -344,3 +344,106 @@ def test_written_files_respect_the_umask(tmp_path):
 def test_version_option():
     result = CliRunner().invoke(score_app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("agiqa-edge ")
+
+
+# -- golden pairs, checked at load as the C++ scorer does ----------------------------------------
+@pytest.fixture(scope="module")
+def golden_program(tmp_path_factory) -> Path:
+    """The micro program with its golden pairs, made by the exporter's own writer."""
+    from export.golden import write_golden
+
+    folder = tmp_path_factory.mktemp("golden")
+    program = write_program(folder / "model")
+    images = []
+    for i, size in enumerate([(120, 90), (200, 130), (90, 150), (64, 64)]):
+        images.append(folder / "photos" / f"{i}.jpg")
+        images[-1].parent.mkdir(exist_ok=True)
+        photo(size).rotate(40 * i).save(images[-1], quality=90)
+    write_golden(program, images)
+    return program
+
+
+def _copy_with_golden(program: Path, folder: Path, edit=None) -> Path:
+    """A copy of ``program`` + model.json + its golden file, ``edit(tensors)`` applied to the latter."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from edge_runtime.golden import golden_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / program.name
+    shutil.copy(program, copy)
+    shutil.copy(contract_path(program), contract_path(copy))
+    with safe_open(str(golden_path(program)), framework="numpy") as f:
+        meta = f.metadata()
+    tensors = load_file(str(golden_path(program)))
+    if edit is not None:
+        edit(tensors, meta)
+    save_file(tensors, str(golden_path(copy)), metadata=meta)
+    return copy
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_golden_pairs_are_reproduced_at_load(golden_program):
+    scorer = Scorer.from_file(golden_program)
+    report = scorer.golden_report
+    assert scorer.golden_checked and report.passed and len(report.pairs) == 3
+    assert report.score_tolerance == 1e-5  # an fp32 program
+    for pair in report.pairs:  # the same runtime and preprocessing as at export: exact
+        assert pair.score_abs_diff == 0 and pair.preprocess_max_abs_diff == 0
+    assert len({p.expected_score for p in report.pairs}) == 3  # a constant output would fail
+    assert Scorer.from_file(golden_program, verify_golden=False).golden_report is None
+
+
+def test_tampered_golden_score_is_refused_in_one_line(golden_program, tmp_path):
+    from edge_runtime.golden import GoldenError
+
+    def plus_half(tensors, meta):
+        tensors["pair1.score"] = tensors["pair1.score"] + np.float32(0.5)
+
+    bad = _copy_with_golden(golden_program, tmp_path / "bad", plus_half)
+    with pytest.raises(GoldenError, match=r"refused: golden pair '.*' scores .*expected"):
+        Scorer.from_file(bad)
+    assert Scorer.from_file(bad, verify_golden=False).golden_report is None
+    photo().save(tmp_path / "a.png")
+    refused = _cli(str(tmp_path / "a.png"), "-m", str(bad))
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and refused.stdout == "" and len(lines) == 1, refused.stderr
+    assert str(bad) in lines[0] and "golden.safetensors" in lines[0]  # the files...
+    assert "--no-verify-golden" in lines[0] and "re-export" in lines[0]  # ...and the fixes
+    forced = _cli(str(tmp_path / "a.png"), "-m", str(bad), "--no-verify-golden", "-f", "csv")
+    assert forced.returncode == 0 and "a.png" in forced.stdout, forced.stderr
+    assert "golden" not in forced.stderr  # no note either: the user turned the check off
+
+
+def test_golden_preprocessing_and_other_program_and_missing(golden_program, program, tmp_path):
+    from edge_runtime.golden import GoldenError, golden_path
+
+    def shift_pixel(tensors, meta):  # stored RGB no longer gives the stored input
+        rgb = tensors["pair0.rgb"]
+        rgb[..., 0] = np.where(rgb[..., 0] < 128, rgb[..., 0] + 40, rgb[..., 0] - 40)
+
+    moved = _copy_with_golden(golden_program, tmp_path / "pre", shift_pixel)
+    with pytest.raises(GoldenError, match="preprocesses differently from numpy"):
+        Scorer.from_file(moved)
+
+    def other_program(tensors, meta):
+        meta["program_sha256"] = "0" * 64
+
+    other = _copy_with_golden(golden_program, tmp_path / "other", other_program)
+    with pytest.raises(GoldenError, match="made for another program.*re-export"):
+        Scorer.from_file(other)
+
+    # No golden file (an older export): loads unchecked, as the C++ does, and says so.
+    assert not golden_path(program).exists()
+    assert Scorer.from_file(program).golden_report is None
+    with pytest.raises(GoldenError, match="missing; re-export"):
+        Scorer.from_file(program, verify_golden="required")
+    photo().save(tmp_path / "a.png")
+    result = CliRunner().invoke(score_app, [str(tmp_path / "a.png"), "-m", str(program)])
+    assert result.exit_code == 0 and "without the golden check" in result.stderr
