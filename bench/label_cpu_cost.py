@@ -32,7 +32,12 @@ from PIL import Image
 
 from edge_runtime.images import load_rgb
 from teacher.labeler import TeacherConfig, teacher_view
-from teacher.semantic import clip_pixel_values, expand_to_square
+from teacher.semantic import expand_to_square
+
+try:
+    from teacher.semantic import clip_pixel_values
+except ImportError:  # a checkout from before it: only the processor's path is measured
+    clip_pixel_values = None
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +48,8 @@ def make_jpegs(sources: list[Path], out: Path, side: int) -> list[Path]:
     groups: dict[Path, list[Path]] = {}
     for root in sources:
         for path in sorted(root.rglob("*")):
-            if path.suffix.lower() in (".jpg", ".jpeg", ".png") and path.is_file():
+            if (path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") and path.is_file()
+                    and not path.name.startswith("screenshot")):
                 # KDE wallpapers: Name/contents/images/WxH.jpg, one picture in many sizes
                 key = path.parent.parent.parent if path.parent.name == "images" else path
                 groups.setdefault(key, []).append(path)
@@ -98,7 +104,7 @@ def measure(paths: list[Path], reps: int) -> dict[str, float]:
         "hash": lambda p: hashlib.sha256(data[p]).hexdigest(),
         "hash_reread": lambda p: hashlib.sha256(p.read_bytes()).hexdigest(),
         "view224": lambda p: teacher_view(rgb[p], config),
-        "view448": view448,
+        "view448": view448 if clip_pixel_values is not None else view448_processor,
         "view448_processor": view448_processor,
     }
     try:
