@@ -154,6 +154,36 @@ def test_image_preprocessing_matches_original(reference) -> None:
     torch.testing.assert_close(pixels["pixel_values"], reference["tensors"]["pixel_values"], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("side, crop", [(28, 28), (448, 448), (448, 336)])
+def test_clip_pixel_values_equal_the_processor(reference, side: int, crop: int) -> None:
+    """The 448 view made directly (one Pillow resize, then rescale/normalize at 448) equals the
+    processor's output value for value: squares bigger and smaller than the view, exactly its size,
+    padded non-squares, a real photo; a configuration it does not cover (crop smaller than the
+    resize) runs the processor itself."""
+    from transformers import CLIPImageProcessorPil
+
+    from teacher.semantic import clip_pixel_values
+
+    base = CLIPImageProcessorPil.from_pretrained(FIXTURE).to_dict()
+    processor = CLIPImageProcessorPil(**{**base, "size": {"shortest_edge": side},
+                                         "crop_size": {"height": crop, "width": crop}})
+    rng = np.random.default_rng(side + crop)
+    photo = Image.open(REPO / "tests" / "fixtures" / "photos" / "chelsea.jpg").convert("RGB")
+    images = [Image.fromarray(reference["tensors"]["image"].numpy()), photo.resize((1024, 1024)),
+              Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)),
+              Image.fromarray(rng.integers(0, 256, (17, 17, 3), dtype=np.uint8)),
+              photo.resize((640, 480)), photo.resize((300, 701))]
+    squares = [expand_to_square(im, processor.image_mean) for im in images]
+    expected = processor.preprocess(squares, return_tensors="pt")["pixel_values"]
+    if crop == side:  # the direct path must not call the processor
+        processor.preprocess = lambda *a, **k: pytest.fail("the processor ran")
+    got = clip_pixel_values(squares, processor)
+    assert got.dtype == expected.dtype == torch.float32 and got.shape == (len(images), 3, crop, crop)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    if side == 28:  # and the original code's pixel values for the reference image
+        torch.testing.assert_close(got[:1], reference["tensors"]["pixel_values"], atol=1e-6, rtol=0)
+
+
 def test_semantic_encoder_matches_original_end_to_end(reference) -> None:
     """Image -> square pad -> CLIP -> tokens -> model -> mean: the original's vectors, both prompts."""
     encoder = SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(FIXTURE), dtype="float32"), device="cpu")
