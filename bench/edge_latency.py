@@ -3,14 +3,22 @@
     python bench/edge_latency.py                      # random mnv3s student, bundled photos
     python bench/edge_latency.py --student runs/r1    # a distillation run (its splits) or student folder
     python bench/edge_latency.py --variant lcnet --images photos/
+    python bench/edge_latency.py --ort --no-stem-twin # + ONNX Runtime fp32/int8, + the same student without its stem
 
-Everything is measured in one process at batch 1 with the same thread count for torch and the
-ExecuTorch runtime (default 2). Without --images the bench builds its photo set from real
-demo images of ``distill.demo`` (crops of the real photos installed with scikit-learn and
-matplotlib, sharp and degraded: blur, noise, JPEG, scrambled content). With no trained
-student, the random student's BatchNorm statistics are re-estimated on the calibration photos
-so its activations have realistic ranges (what int8 quantization depends on); its weights stay
-random, so read the agreement columns as quantization noise, not as quality judgement.
+Everything is measured in one process at batch 1 with the same thread count for torch, the
+ExecuTorch runtime and ONNX Runtime (default 2), in alternating blocks: each round runs every
+program over all held-out photos in turn, so a slow spell of a shared machine hits all of them.
+``--ort`` exports the same student (the wrapper our programs are built from) to ONNX and runs
+ONNX Runtime fp32 and static int8 (QDQ, per-channel weights, calibrated on the same images as
+our int8 program; needs the ``bench`` extra). ``--no-stem-twin`` (random students only) adds the
+same variant without its contrast stem, exported int8 the same way: what the stem costs.
+
+Without --images the bench builds its photo set from real demo images of ``distill.demo``
+(crops of the real photos installed with scikit-learn and matplotlib, sharp and degraded: blur,
+noise, JPEG, scrambled content). With no trained student, the random student's BatchNorm
+statistics are re-estimated on the calibration photos so its activations have realistic ranges
+(what int8 quantization depends on); its weights stay random, so read the agreement columns as
+quantization noise, not as quality judgement.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +38,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.ort_anchor import export_onnx, ort_runner, quantize_onnx  # noqa: E402
 from distill.demo import demo_photos, make_demo_images  # noqa: E402
 from edge_runtime import Scorer  # noqa: E402
-from export import FidelityError, export_executorch  # noqa: E402
+from export import EdgeStudent, FidelityError, export_executorch  # noqa: E402
 from export.source import resolve_source  # noqa: E402
 from student.layout import RunLayout  # noqa: E402
 from student.model import WEIGHTS_NAME, StudentIQA, create_student  # noqa: E402
@@ -56,18 +66,25 @@ def recalibrate_batchnorm(model: StudentIQA, images: list[torch.Tensor]) -> None
     model.eval()
 
 
-def timed(fn, inputs: list, rounds: int) -> tuple[np.ndarray, list[float]]:
-    """Per-call latencies (ms) over ``rounds`` passes of ``inputs``; outputs of the first pass."""
-    fn(inputs[0])  # warm-up
-    outputs, ms = [], []
+def timed_blocks(programs: dict[str, Callable[[torch.Tensor], float]], inputs: list[torch.Tensor],
+                 rounds: int) -> dict[str, tuple[np.ndarray, list[float]]]:
+    """Per-call latencies (ms) of each program and its scores on the first pass, in alternating
+    blocks: round after round, each program scores all ``inputs`` (not call by call, which would
+    measure cold caches; not program by program, which would give one program a quiet spell)."""
+    for fn in programs.values():  # warm-up
+        for x in inputs[:3]:
+            fn(x)
+    ms: dict[str, list[float]] = {name: [] for name in programs}
+    outputs: dict[str, list[float]] = {name: [] for name in programs}
     for r in range(rounds):
-        for x in inputs:
-            start = time.perf_counter()
-            y = fn(x)
-            ms.append((time.perf_counter() - start) * 1e3)
-            if r == 0:
-                outputs.append(y)
-    return np.asarray(ms), outputs
+        for name, fn in programs.items():
+            for x in inputs:
+                start = time.perf_counter()
+                y = fn(x)
+                ms[name].append((time.perf_counter() - start) * 1e3)
+                if r == 0:
+                    outputs[name].append(y)
+    return {name: (np.asarray(ms[name]), outputs[name]) for name in programs}
 
 
 def srcc(a, b) -> float:
@@ -88,68 +105,118 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timing passes over the images")
     parser.add_argument("--workdir", type=Path, help="keep the .pte files here (default: temp)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random student")
+    parser.add_argument("--ort", action="store_true", help="also ONNX Runtime fp32 and int8 (bench extra)")
+    parser.add_argument("--no-stem-twin", action="store_true",
+                        help="also the random variant without its contrast stem, int8")
     args = parser.parse_args(argv)
+    if args.no_stem_twin and args.student is not None:
+        parser.error("--no-stem-twin builds a random twin: use it with --variant, not --student")
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         images = args.images
         if images is None and (args.student is None or not RunLayout(args.student).is_run()):
             images = make_demo_images(work / "photos", count=args.photos)
+        twin_dir = None
         if args.student is not None:
             source = args.student
             student_dir = resolve_source(source, images).student_dir
             label = f"student {student_dir}"
         else:
-            model = create_student(args.variant).eval()
-            spec = model.config.preprocess
-            calib = resolve_source_images(images, spec)
-            recalibrate_batchnorm(model, calib)
-            source = student_dir = model.save_pretrained(work / "student")
+            source = student_dir = random_student(args.variant, args.seed, images, work / "student")
             label = f"random {args.variant} (BatchNorm statistics from the calibration photos)"
+            if args.no_stem_twin:
+                twin_dir = random_student(args.variant, args.seed, images, work / "student_no_stem",
+                                          contrast_stem=False)
         student = StudentIQA.from_pretrained(student_dir).eval()
         spec = student.config.preprocess
 
-        reports = {}
-        for mode in ("fp32", "int8"):
+        modes = [("fp32", source, "fp32"), ("int8", source, "int8")]
+        if twin_dir is not None:
+            modes.append(("int8 no stem", twin_dir, "int8"))
+        reports, pte = {}, {}
+        for name, src, mode in modes:
+            pte[name] = work / f"{name.replace(' ', '_')}.pte"
             try:
-                reports[mode] = export_executorch(
-                    source, work / f"{mode}.pte", quantize=mode, images=images,
+                reports[name] = export_executorch(
+                    src, pte[name], quantize=mode, images=images,
                     calibration=args.calibration, min_srcc=-1.0 if mode == "int8" else None,
                     max_abs_diff=None if mode == "int8" else 1e-3, threads=args.threads)
             except FidelityError as exc:  # keep benchmarking; the table shows the numbers
-                reports[mode] = exc.report
-        verify_paths = resolve_source(source, images).verification_images
-        inputs = [torch.from_numpy(spec.load(p))[None] for p in verify_paths]
+                reports[name] = exc.report
+        resolved = resolve_source(source, images)
+        inputs = [torch.from_numpy(spec.load(p))[None] for p in resolved.verification_images]
 
-        with torch.inference_mode():
-            eager_ms, eager_out = timed(lambda x: float(student(x).score[0]), inputs, args.rounds)
-        rows = [("eager fp32 (torch)", eager_ms, eager_out, student_dir / WEIGHTS_NAME, None)]
+        programs: dict[str, Callable[[torch.Tensor], float]] = {}
+        sizes, program_reports = {}, {}
+        programs["eager fp32 (torch)"] = lambda x: float(student(x).score[0])
+        sizes["eager fp32 (torch)"] = (student_dir / WEIGHTS_NAME).stat().st_size
         scorers = {}
-        for mode in ("fp32", "int8"):
-            scorer = scorers[mode] = Scorer.from_file(work / f"{mode}.pte", threads=args.threads)
-            ms, out = timed(lambda x, s=scorer: float(s.run(x.numpy())["score"][0]), inputs, args.rounds)
-            rows.append((f"{mode} .pte (XNNPACK)", ms, out, work / f"{mode}.pte", reports[mode]))
+        for name, _, _ in modes:
+            scorer = scorers[name] = Scorer.from_file(pte[name], threads=args.threads)
+            row = f"{name} .pte (XNNPACK)"
+            programs[row] = lambda x, s=scorer: float(s.run(x.numpy())["score"][0])
+            sizes[row], program_reports[row] = pte[name].stat().st_size, reports[name]
+        if args.ort:
+            for name, path in ort_programs(student, spec, resolved.calibration_images[:args.calibration],
+                                           work).items():
+                programs[name] = lambda x, r=ort_runner(path, args.threads): r(x.numpy())
+                sizes[name] = path.stat().st_size
+        with torch.inference_mode():
+            results = timed_blocks(programs, inputs, args.rounds)
 
         print(f"\nedge latency bench: {label}; input {spec.input_size[0]}x{spec.input_size[1]}, "
-              f"batch 1, {args.threads} threads, {len(inputs)} held-out photos x {args.rounds} rounds")
-        print(f"{'model':<20} {'median ms':>9} {'p90 ms':>8} {'size MB':>8} {'max|diff|':>10} "
+              f"batch 1, {args.threads} threads, {len(inputs)} held-out photos x {args.rounds} rounds "
+              "(alternating blocks)")
+        print(f"{'program':<26} {'median ms':>9} {'p90 ms':>8} {'x int8':>7} {'size MB':>8} {'max|diff|':>10} "
               f"{'SRCC':>7} {'distinct':>8} {'outside':>7}")
-        reference = np.asarray(eager_out)
-        for name, ms, out, path, report in rows:
-            diff = np.abs(np.asarray(out) - reference).max()
+        reference = np.asarray(results["eager fp32 (torch)"][1])
+        medians = {name: float(np.median(ms)) for name, (ms, _) in results.items()}
+        int8_ms = medians["int8 .pte (XNNPACK)"]
+        for name, (ms, out) in results.items():
+            twin = name.startswith("int8 no stem")  # another model: its scores are not comparable
+            diff = "-" if twin else f"{np.abs(np.asarray(out) - reference).max():.2e}"
+            agree = "-" if twin else f"{srcc(out, reference):.4f}"
+            report = program_reports.get(name)
             outside = "-" if report is None else str(report.nodes_outside_delegate)
-            print(f"{name:<20} {np.median(ms):>9.2f} {np.percentile(ms, 90):>8.2f} "
-                  f"{path.stat().st_size / 1e6:>8.2f} {diff:>10.2e} {srcc(out, reference):>7.4f} "
+            print(f"{name:<26} {medians[name]:>9.2f} {np.percentile(ms, 90):>8.2f} "
+                  f"{medians[name] / int8_ms:>7.2f} {sizes[name] / 1e6:>8.2f} {diff:>10} {agree:>7} "
                   f"{len(set(out)):>8} {outside:>7}")
         # "distinct": different scores among the photos (ties make a sorted gallery ambiguous).
         print(f"eager score spread over these photos: std {reference.std():.3g}, "
               f"range {reference.min():.4g}..{reference.max():.4g}")
-        end_to_end(work, scorers["int8"], spec, np.median(rows[2][1]), np.median(rows[0][1]),
-                   rows[1][3].stat().st_size, rows[2][3].stat().st_size, rows[2][4])
+        goals = []
+        if "int8 no stem .pte (XNNPACK)" in medians:
+            ratio = int8_ms / medians["int8 no stem .pte (XNNPACK)"]
+            goals.append(f"int8 with stem <= 1.15x without: {ratio:.2f}x {_ok(ratio <= 1.15)}")
+        ort = [medians[n] for n in medians if n.startswith("ONNX Runtime")]
+        if ort:
+            ratio = int8_ms / min(ort)
+            goals.append(f"int8 .pte <= 0.5x the faster ONNX Runtime: {ratio:.2f}x {_ok(ratio <= 0.5)}")
+        if goals:
+            print("stem goals: " + "; ".join(goals))
+        int8_row = "int8 .pte (XNNPACK)"
+        end_to_end(work, scorers["int8"], spec, int8_ms, medians["eager fp32 (torch)"],
+                   sizes["fp32 .pte (XNNPACK)"], sizes[int8_row], program_reports[int8_row])
     return 0
+
+
+def random_student(variant: str, seed: int, images: Path, out: Path, **overrides) -> Path:
+    """A random ``variant`` (``seed``) with BatchNorm statistics from the even photos, saved to ``out``."""
+    torch.manual_seed(seed)
+    model = create_student(variant, **overrides).eval()
+    recalibrate_batchnorm(model, resolve_source_images(images, model.config.preprocess))
+    return model.save_pretrained(out)
+
+
+def ort_programs(student: StudentIQA, spec, calibration: Sequence[Path], work: Path) -> dict[str, Path]:
+    """ONNX files of ``student`` (the exported wrapper): fp32, and int8 calibrated on ``calibration``."""
+    fp32 = export_onnx(EdgeStudent(student), torch.zeros(1, 3, *spec.input_size), work / "student.onnx")
+    arrays = [spec.load(p)[None] for p in calibration]
+    int8 = quantize_onnx(fp32, work / "student.int8.onnx", arrays)
+    return {"ONNX Runtime fp32": fp32, "ONNX Runtime int8 (QDQ)": int8}
 
 
 def resolve_source_images(images: Path, spec) -> list[torch.Tensor]:

@@ -61,6 +61,9 @@ def executorch_command(
     verify_images: Path | None = typer.Option(None, help="Folder of images to verify on "
                                                  "instead (e.g. photos unlike the calibration "
                                                  "set); the report names it."),
+    calibration_images: Path | None = typer.Option(None, help="Folder of images to calibrate "
+                                                      "int8 on instead (photos like those users "
+                                                      "score); the report names it."),
     min_srcc: float | None = typer.Option(None, help="Fail below this SRCC vs the eager "
                                                         "fp32 student (int8 default 0.99)."),
     max_abs_diff: float | None = typer.Option(None, help="Fail above this max abs score "
@@ -73,7 +76,8 @@ def executorch_command(
 
     report = export_executorch(source, out, quantize=quantize.value, calibration=calibration,
                                backend=backend.value, images=images,
-                               verify_images=verify_images, min_srcc=min_srcc,
+                               verify_images=verify_images,
+                               calibration_images=calibration_images, min_srcc=min_srcc,
                                max_abs_diff=max_abs_diff, verify_limit=verify_limit,
                                progress=None if quiet else _progress())
     v = report.verification
@@ -81,7 +85,13 @@ def executorch_command(
     typer.echo(f"wrote {report.program} ({report.program_bytes / 1e6:.2f} MB, {report.quantize}, "
                f"{report.nodes_outside_delegate} nodes outside the {report.backend} delegate)")
     typer.echo(f"verified on {v.num_images} images from {v.image_set}: max abs diff "
-               f"{v.max_abs_diff:.3g}, SRCC {srcc}, median {v.latency_ms_median:.2f} ms/image")
+               f"{v.max_abs_diff:.3g}, SRCC {srcc}, {v.distinct_scores} distinct scores, "
+               f"median {v.latency_ms_median:.2f} ms/image")
+    c = report.calibration_fidelity
+    if c is not None:
+        typer.echo(f"calibrated on {report.calibration_images} images from {report.images_from}: "
+                   f"SRCC {'n/a' if c.srcc is None else f'{c.srcc:.4f}'} on {c.num_images} of them, "
+                   f"{c.distinct_scores} distinct scores")
     typer.echo(f"contract: {report.contract}\nreport:   {report.report}")
 
 

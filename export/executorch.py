@@ -80,6 +80,7 @@ class Verification:
     latency_ms_p90: float
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images
     image_set: str = ""  # which images: a run's held-out split, or the user's --verify-images
+    distinct_scores: int = 0  # different program scores among the images (ties blur a ranking)
 
 
 @dataclass
@@ -99,6 +100,9 @@ class ExportReport:
     calibration_images: int
     images_from: str  # where the calibration images came from
     verification: Verification  # .image_set names the verification images
+    # int8: the same comparison on the calibration images (None for fp32): int8 fidelity on the
+    # set its ranges were measured on, beside the set it was not
+    calibration_fidelity: Verification | None
     thresholds: dict[str, float]
     passed: bool
     failures: list[str]
@@ -193,7 +197,7 @@ def verify_program(program: Path, student: torch.nn.Module, paths: Sequence[Path
                         gate_max_abs_diff=float(gate_diff.max()), srcc=srcc, plcc=plcc,
                         latency_ms_median=float(np.median(ms)),
                         latency_ms_p90=float(np.percentile(ms, 90)), skipped=skipped,
-                        image_set=image_set)
+                        image_set=image_set, distinct_scores=len(set(exported)))
 
 
 def library_versions() -> dict[str, str]:
@@ -271,6 +275,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
                       calibration: int = 64, backend: str = "xnnpack",
                       images: str | os.PathLike | None = None,
                       verify_images: str | os.PathLike | None = None,
+                      calibration_images: str | os.PathLike | None = None,
                       min_srcc: float | None = None, max_abs_diff: float | None = None,
                       verify_limit: int | None = 200, threads: int | None = None,
                       progress: Progress | None = None) -> ExportReport:
@@ -278,7 +283,9 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
 
     Writes ``out``, ``out.with_suffix('.json')`` (the contract) and ``...report.json``.
     Verification uses the run's held-out split (or the odd files of ``images``), or all of
-    ``verify_images`` when given; the report names the set. ``progress`` receives one line
+    ``verify_images`` when given; the report names the set. ``calibration_images`` (a folder)
+    calibrates int8 instead of the run's train split or ``images``; int8 reports its fidelity on
+    the calibration images too (``calibration_fidelity``). ``progress`` receives one line
     per phase. Raises :class:`FidelityError` (after writing the report, and removing the
     contract so the runtime refuses the program) when the program disagrees with the eager
     student beyond the thresholds: fp32 ``max_abs_diff`` (default 1e-4), int8 ``min_srcc``
@@ -306,7 +313,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         raise ExportError(f"--calibration must be >= 1, got {calibration}")
     thresholds = _thresholds(quantize, min_srcc, max_abs_diff)
     try:
-        src: ExportSource = resolve_source(source, images, verify_images)
+        src: ExportSource = resolve_source(source, images, verify_images, calibration_images)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     timings: dict[str, float] = {}
@@ -359,6 +366,11 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
             f"from {src.verification_from}")
         verification = verify_program(staged, student, src.verification_images, verify_limit,
                                       threads, image_set=src.verification_from)
+        calibration_fidelity = None
+        if quantize == "int8":
+            say(f"int8 fidelity on up to {verify_limit or 'all'} calibration images")
+            calibration_fidelity = verify_program(staged, student, src.calibration_images, verify_limit,
+                                                  threads, image_set=src.images_from)
         timings["verify"] = time.perf_counter() - clock
         failures = _failures(verification, thresholds)
         # A failed program is kept for inspection under another name, without a contract, so
@@ -377,7 +389,8 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         program_sha256=contract.program_sha256, nodes_outside_delegate=len(lowered.outside_delegate),
         outside_ops=list(lowered.outside_delegate), num_delegates=lowered.num_delegates,
         wrapper_changes=wrapper.describe_changes(), quantization=quantization,
-        calibration_images=calibrated, images_from=src.images_from, verification=verification, thresholds=thresholds,
+        calibration_images=calibrated, images_from=src.images_from, verification=verification,
+        calibration_fidelity=calibration_fidelity, thresholds=thresholds,
         passed=not failures, failures=failures, seconds={k: round(v, 2) for k, v in timings.items()})
     atomic_write_json(report_path(final), report.to_dict())
     if failures:

@@ -8,6 +8,7 @@ calibration half and a verification half so the two never overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -53,11 +54,16 @@ def _sha256_file(path: Path) -> str:
 
 
 def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None = None,
-                   verify_images: str | os.PathLike | None = None) -> ExportSource:
+                   verify_images: str | os.PathLike | None = None,
+                   calibration_images: str | os.PathLike | None = None) -> ExportSource:
     """A run folder (-> ``student/best``, train/test splits) or a student folder + ``images``.
 
-    ``verify_images``, a folder, replaces the verification images wherever they came from.
+    ``verify_images``, a folder, replaces the verification images wherever they came from;
+    ``calibration_images``, a folder, replaces the calibration images (then all of ``images``,
+    when given, are verification images: nothing needs to be held out of a calibration set).
     """
+    if calibration_images is not None:
+        return _with_calibration(source, images, verify_images, calibration_images)
     source = Path(source)
     run = RunLayout(source)
     if run.is_run():
@@ -95,6 +101,41 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
     return _with_verification(student_dir, found[0::2], found[1::2] or found,
                               f"{images} (calibration: even files)",
                               f"{images} (odd files, not used for calibration)", None)
+
+
+def _with_calibration(source: str | os.PathLike, images: str | os.PathLike | None,
+                      verify_images: str | os.PathLike | None,
+                      calibration_images: str | os.PathLike) -> ExportSource:
+    """The source's verification images (a run's test split, all of ``images`` or
+    ``verify_images``) with ``calibration_images`` as the calibration set."""
+    calibration = _folder_images(calibration_images)
+    if images is not None and verify_images is None:
+        verify_images = images  # all of them verify: the calibration set is the user's own
+    if verify_images is None and not RunLayout(Path(source)).is_run():
+        raise SourceError(f"{source} is a bare student folder: with --calibration-images pass "
+                          "--verify-images DIR (or --images DIR) too, the photos to verify on")
+    if verify_images is None:  # a run's held-out split
+        base = resolve_source(source)
+        verification_from = base.verification_from
+    else:
+        base = _with_verification(_student_dir(source), [], [], "", "", verify_images)
+        overlap = len({p.resolve() for p in base.verification_images} & {p.resolve() for p in calibration})
+        verification_from = (f"{verify_images} ({len(base.verification_images)} files, "
+                             f"{overlap} also used for calibration)")
+    return dataclasses.replace(
+        base, calibration_images=tuple(calibration), verification_from=verification_from,
+        images_from=f"{calibration_images} (--calibration-images, {len(calibration)} files)")
+
+
+def _student_dir(source: str | os.PathLike) -> Path:
+    """``source``'s student folder (a run's ``student/best`` or the folder itself)."""
+    run = RunLayout(Path(source))
+    if run.is_run():
+        return run.student()
+    if (Path(source) / CONFIG_NAME).is_file():
+        return Path(source)
+    raise SourceError(f"{source}: neither a distillation run ({RunLayout(Path()).student() / CONFIG_NAME}) "
+                      f"nor a student folder ({CONFIG_NAME})")
 
 
 def _folder_images(folder: str | os.PathLike) -> list[Path]:

@@ -131,10 +131,18 @@ class ContrastStem(nn.Module):
     MSCN as in BRISQUE (Mittal et al. 2012): ``(I - mu) / (sigma + 1)`` of the 0-255 luminance
     (BT.601 weights) with a 7 x 7 Gaussian window (sigma 7/6), the normalisation the demo teacher's
     ``teacher.maniqa.ContrastStem`` applies to each RGB channel. Written for the device: luminance
-    as one fixed 1 x 1 convolution (which also undoes the input normalisation), zero padding
+    as fixed 1 x 1 convolutions (which also undo the input normalisation), zero padding
     renormalised by the window's mass at the borders (XNNPACK has no replicate padding), ``relu``
     as the variance clamp, so the delegate takes every op. Export keeps it in fp32 (only
     ``backbone`` is quantized): int8 moments would cancel.
+
+    Shaped by XNNPACK's per-operator profile (``bench/edge_profile.py``), where a full-resolution
+    op with one or two channels costs what its pixels cost, not its arithmetic: the 7 x 7 window
+    runs as its two 1-d factors (7 x 1 then 1 x 7 depthwise: the Gaussian is separable, and so is
+    the border mass; a 7 x 7 grouped convolution became a 1.3 ms dense IGEMM, the factors two
+    depthwise kernels), and channels are picked and placed by 1 x 1 convolutions and same-shape
+    products, never by channel slices or broadcasts over a 2-wide channel axis (each a strided
+    0.1-0.2 ms pass). Equal to the single 7 x 7 window up to float32 rounding.
     """
 
     out_channels = 4
@@ -143,37 +151,49 @@ class ContrastStem(nn.Module):
         super().__init__()
         taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
         taps = taps / taps.sum()
-        window = (taps[:, None] * taps[None]).expand(2, 1, 7, 7).clone()
-        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("taps_h", taps.view(1, 1, 7, 1).expand(2, 1, 7, 1).clone(), persistent=False)
+        self.register_buffer("taps_w", taps.view(1, 1, 1, 7).expand(2, 1, 1, 7).clone(), persistent=False)
+        # grey = sum_c luma_c * 255 * (x_c * std_c + mean_c): one 1 x 1 convolution
         luma = torch.tensor([0.299, 0.587, 0.114])
-        # grey = sum_c luma_c * 255 * (x_c * std_c + mean_c), twice: one 1 x 1 convolution
-        to_grey = (luma * torch.tensor(std) * 255).view(1, 3, 1, 1).expand(2, 3, 1, 1).clone()
-        self.register_buffer("to_grey_weight", to_grey, persistent=False)
-        self.register_buffer("to_grey_bias", (luma * torch.tensor(mean) * 255).sum().expand(2).clone(),
+        weight, bias = luma * torch.tensor(std) * 255, (luma * torch.tensor(mean) * 255).sum()
+        self.register_buffer("to_grey_weight", weight.view(1, 3, 1, 1).clone(), persistent=False)
+        self.register_buffer("to_grey_bias", bias.view(1).clone(), persistent=False)
+        # [grey, grey^2] = [grey, grey] * [1, grey]: two 1 x 1 convolutions and one product
+        self.register_buffer("grey_grey_weight", weight.view(1, 3, 1, 1).expand(2, 3, 1, 1).clone(),
                              persistent=False)
-        # [grey, grey] -> [grey, grey^2] as grey * (grey * [0, 1] + [1, 0])
-        self.register_buffer("power_scale", torch.tensor([0.0, 1.0]).view(1, 2, 1, 1), persistent=False)
-        self.register_buffer("power_shift", torch.tensor([1.0, 0.0]).view(1, 2, 1, 1), persistent=False)
-        mass = nn.functional.conv2d(torch.ones(1, 1, *input_size), window[:1], padding=3)
+        self.register_buffer("grey_grey_bias", bias.expand(2).clone(), persistent=False)
+        self.register_buffer("one_grey_weight", torch.stack([torch.zeros(3), weight]).view(2, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("one_grey_bias", torch.stack([torch.tensor(1.0), bias]), persistent=False)
+        # the two moments apart: 1 x 1 convolutions picking channel 0 and channel 1
+        # (two buffers, not one indexed: an indexed buffer is a select op the delegate leaves out)
+        self.register_buffer("pick_mu", torch.tensor([1.0, 0.0]).view(1, 2, 1, 1), persistent=False)
+        self.register_buffer("pick_second", torch.tensor([0.0, 1.0]).view(1, 2, 1, 1), persistent=False)
+        ones = torch.ones(1, 1, *input_size)
+        mass = nn.functional.conv2d(nn.functional.conv2d(ones, taps.view(1, 1, 7, 1), padding=(3, 0)),
+                                    taps.view(1, 1, 1, 7), padding=(0, 3))
         self.register_buffer("inv_mass", 1 / mass, persistent=False)
-        # output = [mscn, x]: x moved to channels 1-3 by a 1 x 1 convolution, mscn added to channel 0
+        # output = [mscn, x]: x moved to channels 1-3 and mscn to channel 0 by 1 x 1 convolutions
         self.register_buffer("place_image", torch.eye(4, 3).roll(1, 0).view(4, 3, 1, 1), persistent=False)
-        self.register_buffer("place_mscn", torch.eye(4)[0].view(1, 4, 1, 1), persistent=False)
+        self.register_buffer("place_mscn", torch.eye(4)[:, :1].view(4, 1, 1, 1).clone(), persistent=False)
         # MSCN's C = 1 as a 4-d tensor: a Python scalar becomes a 0-d constant the delegate leaves out
         self.register_buffer("stabiliser", torch.ones(1, 1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # No torch.cat: the int8 quantizer gives every cat shared int8 parameters, even outside
         # its scope, which would clip the 0-255 moments here.
-        grey = nn.functional.conv2d(x, self.to_grey_weight, self.to_grey_bias)  # (B, 2, H, W), equal channels
-        both = grey * (grey * self.power_scale + self.power_shift)  # [grey, grey^2]
-        if self.training:  # on CPU the depthwise conv is ~10x faster channels-last (export: eval, no copy op)
+        conv = nn.functional.conv2d
+        grey = conv(x, self.to_grey_weight, self.to_grey_bias)  # (B, 1, H, W)
+        both = conv(x, self.grey_grey_weight, self.grey_grey_bias) * conv(x, self.one_grey_weight,
+                                                                          self.one_grey_bias)
+        if self.training:  # on CPU the depthwise convs are ~10x faster channels-last (export: eval, no copy op)
             both = both.contiguous(memory_format=torch.channels_last)
-        moments = nn.functional.conv2d(both, self.window, padding=3, groups=2) * self.inv_mass
-        mu, second = moments[:, 0:1], moments[:, 1:2]
+        moments = conv(conv(both, self.taps_h, padding=(3, 0), groups=2), self.taps_w, padding=(0, 3), groups=2)
+        mu = conv(moments, self.pick_mu) * self.inv_mass
+        second = conv(moments, self.pick_second) * self.inv_mass
         sigma = torch.relu(second - mu * mu).sqrt()
-        mscn = (grey[:, 0:1] - mu) / (sigma + self.stabiliser)
-        return nn.functional.conv2d(x, self.place_image) + mscn * self.place_mscn
+        mscn = (grey - mu) / (sigma + self.stabiliser)
+        return conv(x, self.place_image) + conv(mscn, self.place_mscn)
 
 
 class StudentIQA(nn.Module):

@@ -321,3 +321,27 @@ def test_contrast_stem_student_exports_whole_to_the_delegate_and_stays_fp32(work
     with torch.no_grad():
         expected = float(student(torch.from_numpy(student.config.preprocess.load(path))[None]).score[0])
     assert Scorer.from_file(fp32.program).score(path) == pytest.approx(expected, abs=1e-4)
+
+
+def test_calibration_images_are_named_and_int8_fidelity_is_shown_on_both_sets(
+        student_dir, images, realistic_images, tmp_path):
+    """--calibration-images replaces the calibration set; the report names it and shows the int8
+    program's fidelity (SRCC vs eager fp32, distinct scores) on it and on the verification set."""
+    other = realistic_images(tmp_path / "calibrate", count=6)
+    out = tmp_path / "out" / "model.pte"
+    result = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
+                                             "--calibration-images", str(other), "--verify-images",
+                                             str(images), "--min-srcc", "-1"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(report_path(out).read_text())
+    assert saved["calibration_images"] == 6 and str(other) in saved["images_from"]
+    assert "--calibration-images" in saved["quantization"]["calibration"]["source"]
+    assert saved["verification"]["num_images"] == 16 and "0 also used" in saved["verification"]["image_set"]
+    fidelity = saved["calibration_fidelity"]
+    assert fidelity["num_images"] == 6 and fidelity["image_set"] == saved["images_from"]
+    assert 1 <= fidelity["distinct_scores"] <= 6 and 1 <= saved["verification"]["distinct_scores"] <= 16
+    assert "distinct scores" in result.output and f"calibrated on 6 images from {other}" in result.output
+    # A bare student folder needs photos to verify on besides the calibration set.
+    lines = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
+                                            "--calibration-images", str(other)]).output.strip().splitlines()
+    assert len(lines) == 1 and "--verify-images" in lines[0], lines

@@ -188,3 +188,30 @@ def test_contrast_stem_student_round_trips_and_older_configs_load_without_it(tmp
     (plain / "model.safetensors").write_bytes(save(load_file(str(plain / "model.safetensors")),
                                                    metadata={"agiqa-edge/student-config": json.dumps(trained_with)}))
     assert StudentIQA.from_pretrained(plain).stem is None
+
+
+def test_contrast_stem_factored_window_equals_the_7x7_window() -> None:
+    """The stem's separable 7 x 1 + 1 x 7 window (and its border mass), picked and placed by 1 x 1
+    convolutions, computes what the single 7 x 7 window with slices did (the form trained
+    checkpoints were fitted with) to float32 rounding, in eval and in training mode."""
+    import torch.nn.functional as F
+
+    from student.model import ContrastStem
+
+    mean, std = IMAGENET
+    stem = ContrastStem(mean, std, (40, 48))
+    assert stem.state_dict() == {}  # only non-persistent buffers: checkpoints load unchanged
+    x = torch.randn(2, 3, 40, 48, generator=torch.Generator().manual_seed(1)) * 1.5
+    taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
+    window = (torch.outer(taps, taps) / taps.sum() ** 2).expand(2, 1, 7, 7)
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    rgb255 = (x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)) * 255
+    grey = (rgb255 * luma.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    mass = F.conv2d(torch.ones(1, 1, 40, 48), window[:1], padding=3)
+    moments = F.conv2d(torch.cat([grey, grey * grey], 1), window, padding=3, groups=2) / mass
+    mu, second = moments[:, :1], moments[:, 1:]
+    expected = (grey - mu) / (torch.relu(second - mu * mu).sqrt() + 1)
+    for mode in (False, True):
+        out = stem.train(mode)(x)
+        assert torch.equal(out[:, 1:], x)
+        torch.testing.assert_close(out[:, :1], expected, rtol=0, atol=1e-4)
