@@ -6,10 +6,23 @@ person needs to trust it (fingerprints, quantization settings, library versions)
 contract, written by ``agiqa-export`` and read by :class:`edge_runtime.Scorer`.
 
 Both files protect each other: the contract holds the sha256 of the .pte, and the .pte holds
-the sha256 of the contract (``contract_sha256``, over every field but the program's own hash
-and size, returned by the program's constant method ``agiqa_contract_sha256``). An edited
-mean/std or ``lower_better``, or a program and a contract from different exports, are refused
-instead of silently mis-scored. No torch here: the device side reads it with json.
+the sha256 of the contract (``contract_sha256``, returned by the program's constant method
+``agiqa_contract_sha256``). An edited mean/std or ``lower_better``, or a program and a
+contract from different exports, are refused instead of silently mis-scored. No torch here:
+the device side reads it with json.
+
+Format version 2 (written now) stores the contract's fields as text, embedded verbatim in a
+small envelope; the digest is the sha256 of that text's UTF-8 bytes, so a reader in any
+language checks it without re-serialising anything (docs/edge.md, "The two files protect each other")::
+
+    {"format": ..., "format_version": 2,
+     "contract": "<the fields as sorted, indented JSON text>",  <- every field but the three below
+     "contract_sha256": sha256(contract.encode("utf-8")),
+     "program_sha256": ..., "program_bytes": ...}
+
+Every field is written and a version-2 reader requires every field: the defaults live only in
+:class:`ModelContract` (the writer). Version 1 (the fields at top level, the digest defined as
+Python's canonical ``json.dumps`` of them) is still read, as before.
 """
 
 from __future__ import annotations
@@ -26,15 +39,19 @@ from _agiqa.atomic import atomic_write_json
 from .preprocess import PreprocessSpec
 
 __all__ = ["CONTRACT_FORMAT", "CONTRACT_METHOD", "FORMAT_VERSION", "ContractError", "ModelContract",
-           "contract_digest", "contract_path", "report_path", "sha256_bytes", "read_program"]
+           "contract_digest_v1", "contract_path", "report_path", "sha256_bytes", "read_program"]
 
 CONTRACT_FORMAT = "agiqa-edge.executorch-program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; 1 and 2 are read
 # The program's constant method that returns the contract digest (a string).
 CONTRACT_METHOD = "agiqa_contract_sha256"
 # Fields the contract digest leaves out: they describe the program bytes, which embed the
 # digest, so they can only be known after it (they are checked against the bytes instead).
 _UNDIGESTED = ("program_sha256", "program_bytes", "contract_sha256")
+# A version-2 model.json holds exactly these keys; the contract's fields are inside "contract".
+_ENVELOPE = ("contract", "contract_sha256", "format", "format_version", "program_bytes", "program_sha256")
+# What a version-2 contract must spell out for the image path (no reader fills in defaults).
+_PREPROCESS_FIELDS = ("input_size", "mean", "std", "resize", "interpolation", "jpeg_draft")
 
 
 class ContractError(ValueError):
@@ -55,11 +72,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def contract_digest(data: dict[str, Any]) -> str:
-    """sha256 of a contract's JSON object without the program's hash, size and this digest.
-
-    Computed on canonical JSON (sorted keys, no spaces), so any reader can recompute it from
-    ``model.json``: every field, known or not, is covered.
+def contract_digest_v1(data: dict[str, Any]) -> str:
+    """The version-1 digest: sha256 of Python's canonical JSON (sorted keys, no spaces) of a
+    contract's fields without the program's hash, size and this digest (every field, known or
+    not, is covered). Version 2 hashes the stored text instead (:meth:`ModelContract.digest`).
     """
     covered = {k: v for k, v in data.items() if k not in _UNDIGESTED}
     return sha256_bytes(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode("utf-8"))
@@ -85,7 +101,7 @@ class ModelContract:
     program_bytes: int = 0  # size of the .pte
     versions: dict[str, str] = field(default_factory=dict)  # torch, torchao, executorch, ...
     input_dtype: str = "float32"
-    contract_sha256: str | None = None  # contract_digest() of this contract; also inside the .pte
+    contract_sha256: str | None = None  # digest() of this contract; also inside the .pte
     format: str = CONTRACT_FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -137,13 +153,33 @@ class ModelContract:
         except (TypeError, ValueError, KeyError) as exc:
             raise ContractError(f"invalid contract ({exc})") from None
 
+    def text(self) -> str:
+        """The version-2 contract text: every field but the program's hash and size and the
+        digest, as sorted, indented JSON. Written verbatim into model.json and hashed as bytes."""
+        covered = {k: v for k, v in self.to_dict().items() if k not in _UNDIGESTED}
+        return json.dumps(covered, indent=2, sort_keys=True)
+
     def digest(self) -> str:
-        """:func:`contract_digest` of this contract (what the program must embed)."""
-        return contract_digest(self.to_dict())
+        """The digest the program must embed: sha256 of :meth:`text` (version 2), or
+        :func:`contract_digest_v1` of the fields (a version-1 contract)."""
+        if self.format_version == 1:
+            return contract_digest_v1(self.to_dict())
+        return sha256_bytes(self.text().encode("utf-8"))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the contract atomically (stable, sorted JSON)."""
-        return atomic_write_json(path, self.to_dict())
+        """Write the contract atomically: version 2 (the envelope around :meth:`text`), or a
+        version-1 contract as version-1 writers did (stable, sorted JSON of the fields)."""
+        if self.format_version == 1:
+            return atomic_write_json(path, self.to_dict())
+        text = self.text()
+        digest = sha256_bytes(text.encode("utf-8"))
+        if self.contract_sha256 not in (None, digest):
+            raise ContractError(f"{path}: contract_sha256 {self.contract_sha256[:16]}... is not the "
+                                "digest of this contract's fields (changed after lowering); export again")
+        return atomic_write_json(path, {"format": self.format, "format_version": self.format_version,
+                                        "contract": text, "contract_sha256": digest,
+                                        "program_sha256": self.program_sha256,
+                                        "program_bytes": self.program_bytes})
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ModelContract:
@@ -157,15 +193,14 @@ class ModelContract:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ContractError(f"{path}: malformed JSON ({exc}); re-export it") from None
         try:
+            if isinstance(data, dict) and data.get("format_version") == 2:
+                data = _open_envelope(data)  # -> the fields, checked against the digest
             contract = cls.from_dict(data)
         except ContractError as exc:
-            raise ContractError(f"{path}: {exc}; re-export it") from None
-        if contract.contract_sha256 is None:
-            raise ContractError(f"{path}: has no contract_sha256, so edits to it cannot be "
-                                "detected (written by an older agiqa-export); re-export it")
-        if contract_digest(data) != contract.contract_sha256:
-            raise ContractError(f"{path}: edited after export (its fields no longer match its "
-                                "contract_sha256); restore the exported file or re-export it")
+            fix = "" if "re-export it" in str(exc) else "; re-export it"
+            raise ContractError(f"{path}: {exc}{fix}") from None
+        if contract.format_version == 1:
+            _check_v1_digest(data, contract, path)
         return contract
 
     @classmethod
@@ -174,7 +209,53 @@ class ModelContract:
         return read_program(program)[1]
 
 
-_REQUIRED = ("program_sha256", "preprocess", "input_shape")
+_REQUIRED = ("program_sha256", "preprocess", "input_shape")  # version 1; version 2: every field
+_EDITED = "edited after export ({} no longer match{} its contract_sha256); restore the exported file or re-export it"
+
+
+def _open_envelope(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 model.json -> the contract's fields, once its text matches its digest."""
+    unknown = sorted(set(data) - set(_ENVELOPE))
+    if unknown:
+        raise ContractError(f"unexpected top-level keys {unknown}: a version-2 model.json holds only "
+                            f"{list(_ENVELOPE)} (the fields are inside 'contract')")
+    if not isinstance(data.get("contract_sha256"), str):
+        raise ContractError("has no contract_sha256, so edits to it cannot be detected")
+    text = data.get("contract")
+    if not isinstance(text, str):
+        raise ContractError("has no contract text (key 'contract')")
+    try:
+        stored = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape: not text any runtime could hash
+        raise ContractError("its contract text is not valid Unicode") from None
+    if sha256_bytes(stored) != data["contract_sha256"]:
+        raise ContractError(_EDITED.format("its contract text", "es"))
+    try:
+        fields_ = json.loads(text)
+    except ValueError as exc:
+        raise ContractError(f"its contract text is malformed JSON ({exc})") from None
+    if not isinstance(fields_, dict):
+        raise ContractError("its contract text is not a JSON object")
+    for key in ("format", "format_version"):
+        if fields_.get(key) != data.get(key):
+            raise ContractError(f"{key} {data.get(key)!r} disagrees with the contract text's "
+                                f"{fields_.get(key)!r}")
+    missing = [f.name for f in fields(ModelContract) if f.name not in _UNDIGESTED and f.name not in fields_]
+    if missing:
+        raise ContractError(f"missing fields {missing} (a version-2 contract spells out every field)")
+    preprocess = fields_["preprocess"]
+    lacking = [k for k in _PREPROCESS_FIELDS if not isinstance(preprocess, dict) or k not in preprocess]
+    if lacking:
+        raise ContractError(f"preprocessing lacks {' and '.join(lacking)}")
+    return {**fields_, **{k: data[k] for k in _UNDIGESTED if k in data}}
+
+
+def _check_v1_digest(data: dict[str, Any], contract: ModelContract, path: Path) -> None:
+    if contract.contract_sha256 is None:
+        raise ContractError(f"{path}: has no contract_sha256, so edits to it cannot be "
+                            "detected (written by an older agiqa-export); re-export it")
+    if contract_digest_v1(data) != contract.contract_sha256:
+        raise ContractError(f"{path}: " + _EDITED.format("its fields", ""))
 
 
 def read_program(program: str | os.PathLike) -> tuple[bytes, ModelContract]:

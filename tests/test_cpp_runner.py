@@ -22,12 +22,13 @@ import torch
 from PIL import Image
 
 from edge_runtime import Scorer
-from edge_runtime.contract import contract_digest
 from edge_runtime.golden import golden_path, read_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "edge_runtime" / "cpp"))
+sys.path.insert(0, str(ROOT / "tests"))
 import build as cpp_build  # noqa: E402  (edge_runtime/cpp/build.py, a script)
+from contract_files import edit_fields, flip_one_byte_of_text  # noqa: E402  (tests/contract_files.py)
 
 QEMU_CPUS = ("cortex-a53", "cortex-a76", "neoverse-n1")
 SYSROOT = "/usr/aarch64-linux-gnu"
@@ -204,6 +205,7 @@ def test_cpp_refuses_a_program_that_misses_its_golden_pairs(host_binary, program
 
 
 def _contract_copy(programs, tmp_path) -> tuple[Path, dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name in ("model.pte", "model.json"):
         shutil.copy(programs["int8"].with_name(name), tmp_path / name)
     return tmp_path / "model.pte", json.loads((tmp_path / "model.json").read_text())
@@ -216,53 +218,130 @@ def _refusal(host_binary, program: Path, photo: Path) -> str:
     return done.stderr
 
 
+def _write_json(path: Path, data: dict, **dump) -> None:
+    path.write_text(json.dumps(data, **({"indent": 2} | dump)))
+
+
 def test_cpp_refuses_an_edited_contract(host_binary, programs, realistic_images, tmp_path):
-    """model.json's digest of its own fields: a flipped lower_better is refused, as in Python."""
+    """model.json's digest of its stored contract text: a flipped lower_better is refused, as in
+    Python."""
     program, data = _contract_copy(programs, tmp_path)
+    assert data["format_version"] == 2
     photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
     assert _run(host_binary, "--no-golden-check", str(program), str(photo)).returncode == 0
-    data["lower_better"] = not data["lower_better"]
-    (tmp_path / "model.json").write_text(json.dumps(data, indent=2))
+    edited = edit_fields(data, lambda f: f.update(lower_better=not f["lower_better"]))
+    _write_json(tmp_path / "model.json", edited)
     error = _refusal(host_binary, program, photo)
-    assert "model.json: edited after export" in error and "re-export" in error
-    del data["contract_sha256"]
-    (tmp_path / "model.json").write_text(json.dumps(data, indent=2))
+    assert "model.json: edited after export (its contract text" in error and "re-export" in error
+    del edited["contract_sha256"]
+    _write_json(tmp_path / "model.json", edited)
     assert "has no contract_sha256" in _refusal(host_binary, program, photo)
+    # No defaults in a version-2 reader, and nothing read from beside the envelope.
+    _write_json(tmp_path / "model.json", edit_fields(data, lambda f: f.pop("score_output"), rehash=True))
+    assert "missing field 'score_output'" in _refusal(host_binary, program, photo)
+    _write_json(tmp_path / "model.json", {**data, "lower_better": True})
+    assert "unexpected top-level key 'lower_better'" in _refusal(host_binary, program, photo)
 
 
 def test_cpp_refuses_a_contract_with_a_forged_digest(host_binary, programs, realistic_images, tmp_path):
     """An edit whose contract_sha256 was recomputed passes the file's own check but not the
-    digest inside the program. The added fields also prove the C++ canonical JSON is Python's:
-    were it not, the refusal would be "edited after export" instead."""
+    digest inside the program."""
     program, data = _contract_copy(programs, tmp_path)
     photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
-    data["lower_better"] = not data["lower_better"]
-    data["preprocess"]["mean"] = [0.1, 1e-05, 1 / 3]
-    data["zz_unusual"] = {"floats": [1e16, 1e22, 123456789.125, -0.0, 5e-324, 0.0001, 2.5e-7,
-                                     1.7976931348623157e308, 224.0, -1.5e-10, 1234567890123456.0],
-                          "ints": [0, -7, 2**63 - 1, 2**64 - 1],
-                          "text": "caf\u00e9 \U0001f600 \x7f \"q\" \\ \n\t\x01/",
-                          "B": None, "a": True, "\u00e9": False}
-    data["contract_sha256"] = contract_digest(data)
-    (tmp_path / "model.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    forged = edit_fields(data, lambda f: f.update(lower_better=not f["lower_better"]), rehash=True)
+    _write_json(tmp_path / "model.json", forged, indent=1, ensure_ascii=False)
     error = _refusal(host_binary, program, photo)
     assert "model.json is not the contract this program was exported with" in error, error
 
 
+def test_cpp_refuses_one_byte_of_contract_text_or_program(host_binary, programs, realistic_images,
+                                                         tmp_path):
+    """Both runtimes refuse the same tampering, each in one line through its command line."""
+    photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
+    program, data = _contract_copy(programs, tmp_path / "text")
+    _write_json(program.with_suffix(".json"), flip_one_byte_of_text(data))
+    other, _ = _contract_copy(programs, tmp_path / "byte")
+    blob = bytearray(other.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    other.write_bytes(bytes(blob))
+    for path, expected in ((program, "edited after export (its contract text no longer matches"),
+                           (other, "does not match")):
+        cpp = _refusal(host_binary, path, photo)
+        python = subprocess.run([sys.executable, "-m", "edge_runtime", "--no-verify-golden", "-m",
+                                 str(path), str(photo)], capture_output=True, text=True, timeout=300,
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        lines = python.stderr.strip().splitlines()
+        assert python.returncode == 2 and python.stdout == "" and len(lines) == 1, python.stderr
+        for error in (cpp, lines[0]):
+            assert expected in error and "re-export it" in error, error
+
+
+@pytest.fixture(scope="module")
+def v1_program(programs, tmp_path_factory) -> Path:
+    """A program whose model.json is written as version-1 exporters wrote it (fields at top
+    level, digest over Python's canonical JSON): the int8 export's fields around a small model."""
+    import dataclasses
+
+    from edge_runtime.contract import ModelContract, contract_path
+    from export.executorch import lower_with_contract
+
+    contract = dataclasses.replace(ModelContract.load(programs["int8"]), format_version=1,
+                                   program_sha256="", program_bytes=0, contract_sha256=None)
+    lowered, contract = lower_with_contract(_MeanScore(), torch.zeros(contract.input_shape), contract)
+    program = tmp_path_factory.mktemp("v1") / "model.pte"
+    program.write_bytes(lowered.buffer)
+    contract.save(contract_path(program))
+    assert "contract" not in json.loads(contract_path(program).read_text())
+    return program
+
+
+def test_cpp_reads_a_v1_contract(host_binary, v1_program, realistic_images, tmp_path):
+    """A version-1 model.json loads in both runtimes and scores the same; its digest, still
+    recomputed the way Python wrote it (contract_v1.cpp), catches edits. The unusual values
+    prove the C++ canonical JSON is Python's: were it not, the forged file would be refused
+    as "edited after export" instead."""
+    photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
+    done = _run(host_binary, str(v1_program), str(photo))
+    assert done.returncode == 0, done.stderr
+    assert abs(float(done.stdout.split("\t")[0]) - Scorer.from_file(v1_program).score(photo)) <= 1e-5
+    for name in ("model.pte", "model.json"):
+        shutil.copy(v1_program.with_name(name), tmp_path / name)
+    program, data = tmp_path / "model.pte", json.loads((tmp_path / "model.json").read_text())
+    _write_json(tmp_path / "model.json", edit_fields(data, lambda f: f.update(lower_better=True)))
+    assert "edited after export (its fields no longer match" in _refusal(host_binary, program, photo)
+
+    def unusual(fields: dict) -> None:
+        fields["lower_better"] = not fields["lower_better"]
+        fields["preprocess"]["mean"] = [0.1, 1e-05, 1 / 3]
+        fields["zz_unusual"] = {"floats": [1e16, 1e22, 123456789.125, -0.0, 5e-324, 0.0001, 2.5e-7,
+                                           1.7976931348623157e308, 224.0, -1.5e-10, 1234567890123456.0],
+                                "ints": [0, -7, 2**63 - 1, 2**64 - 1],
+                                "text": "caf\u00e9 \U0001f600 \x7f \"q\" \\ \n\t\x01/",
+                                "B": None, "a": True, "\u00e9": False}
+
+    _write_json(tmp_path / "model.json", edit_fields(data, unusual, rehash=True), indent=1,
+                ensure_ascii=False)
+    error = _refusal(host_binary, program, photo)
+    assert "model.json is not the contract this program was exported with" in error, error
+
+
+class _MeanScore(torch.nn.Module):
+    """(1, 3, H, W) -> (score (1,), gate_weights (1, 3)): a program with the student's signature."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean(dim=(1, 2, 3)), x.mean(dim=(2, 3)).softmax(dim=1)
+
+
 def test_cpp_refuses_a_program_without_its_contract_digest(host_binary, programs, realistic_images, tmp_path):
     """A program lowered without the agiqa_contract_sha256 method (an older export) is refused."""
-    from edge_runtime.contract import sha256_bytes
+    from edge_runtime.contract import ModelContract, sha256_bytes
     from export import _toolchain as tc
 
     program, data = _contract_copy(programs, tmp_path)
     photo = sorted(realistic_images(tmp_path / "img", count=1).iterdir())[0]
 
-    class MeanScore(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return x.mean(dim=(1, 2, 3)), x.mean(dim=(2, 3)).softmax(dim=1)
-
     lowered = tc.lower_to_executorch(
-        tc.export_program(MeanScore(), torch.zeros(data["input_shape"])), "xnnpack")
+        tc.export_program(_MeanScore(), torch.zeros(ModelContract.load(program).input_shape)), "xnnpack")
     program.write_bytes(lowered.buffer)
     data["program_sha256"] = sha256_bytes(lowered.buffer)  # not covered by contract_sha256
     (tmp_path / "model.json").write_text(json.dumps(data, indent=2))

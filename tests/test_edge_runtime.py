@@ -26,8 +26,11 @@ from typer.testing import CliRunner
 
 from edge_runtime import ContractError, ModelContract, PreprocessSpec, Scorer, ScoreResult
 from edge_runtime.cli import app as score_app
-from edge_runtime.contract import contract_digest, contract_path, read_program, sha256_bytes
+from edge_runtime.contract import contract_path, read_program, sha256_bytes
 from edge_runtime.scorer import RuntimeUnavailableError, rank_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contract_files import edit_fields, flip_one_byte_of_text  # noqa: E402  (tests/contract_files.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 64)
@@ -47,7 +50,9 @@ class MicroIQA(torch.nn.Module):
         return out[:, 0:1].reshape(-1), out[:, 1:4].softmax(dim=-1)
 
 
-def write_program(directory: Path, lower_better: bool = False) -> Path:
+def write_program(directory: Path, lower_better: bool = False, format_version: int = 2) -> Path:
+    """The micro program and its contract; ``format_version=1`` writes model.json as version-1
+    exporters did (fields at top level, digest over Python's canonical JSON)."""
     from export.executorch import lower_with_contract
 
     torch.manual_seed(0)
@@ -55,7 +60,8 @@ def write_program(directory: Path, lower_better: bool = False) -> Path:
     contract = ModelContract(program_sha256="", preprocess=SPEC,
                              input_shape=(1, 3, *SIZE),
                              expert_names=("semantic_0", "semantic_1", "quality"),
-                             lower_better=lower_better, quantization={"mode": "fp32"})
+                             lower_better=lower_better, quantization={"mode": "fp32"},
+                             format_version=format_version)
     lowered, contract = lower_with_contract(MicroIQA().eval(), example, contract)
     assert lowered.outside_delegate == ()
     program = directory / "micro.pte"
@@ -131,10 +137,10 @@ def test_contract_round_trip_and_errors(program, tmp_path):
     contract_path(copy).write_text(json.dumps({**contract.to_dict(), "format_version": 99}))
     with pytest.raises(ContractError, match="format_version 99"):
         ModelContract.load(copy)
-    no_mean = contract.to_dict()
-    del no_mean["preprocess"]["mean"]  # never silently ImageNet: the contract must say
-    contract_path(copy).write_text(json.dumps(no_mean))
-    with pytest.raises(ContractError, match="preprocessing lacks mean .*re-export it"):
+    stored = json.loads(contract_path(program).read_text())
+    no_mean = edit_fields(stored, lambda f: f["preprocess"].pop("mean"), rehash=True)
+    contract_path(copy).write_text(json.dumps(no_mean))  # never silently ImageNet: it must say
+    with pytest.raises(ContractError, match="preprocessing lacks mean.*re-export it"):
         ModelContract.load(copy)
     shutil.copy(contract_path(program), contract_path(copy))
     copy.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
@@ -238,14 +244,13 @@ print("lean ok")
     assert "cpuinfo" not in done.stderr and "KernelPreference" not in done.stderr, done.stderr
 
 
-def _tampered_copy(program: Path, folder: Path, edit) -> Path:
-    """A copy of ``program`` and its model.json, with ``edit(dict)`` applied to the JSON."""
+def _tampered_copy(program: Path, folder: Path, edit, rehash: bool = False) -> Path:
+    """A copy of ``program`` and its model.json, with ``edit(fields)`` applied to its fields."""
     folder.mkdir(parents=True, exist_ok=True)
     copy = folder / program.name
     shutil.copy(program, copy)
     data = json.loads(contract_path(program).read_text())
-    edit(data)
-    contract_path(copy).write_text(json.dumps(data))
+    contract_path(copy).write_text(json.dumps(edit_fields(data, edit, rehash=rehash)))
     return copy
 
 
@@ -265,11 +270,8 @@ def test_edited_contract_is_refused(program, tmp_path, field):
     assert result.exit_code == 2 and "edited after export" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
-    def edit_and_rehash(data):  # also recompute model.json's own digest: the program still knows
-        edit(data)
-        data["contract_sha256"] = contract_digest(data)
-
-    forged = _tampered_copy(program, tmp_path / "forged", edit_and_rehash)
+    # Also recompute model.json's own digest: the program still knows.
+    forged = _tampered_copy(program, tmp_path / "forged", edit, rehash=True)
     ModelContract.read(contract_path(forged))  # consistent in itself...
     with pytest.raises(ContractError, match="not the contract this program was exported with"):
         Scorer.from_file(forged)  # ...but not what the program embeds
@@ -447,3 +449,84 @@ def test_golden_preprocessing_and_other_program_and_missing(golden_program, prog
     photo().save(tmp_path / "a.png")
     result = CliRunner().invoke(score_app, [str(tmp_path / "a.png"), "-m", str(program)])
     assert result.exit_code == 0 and "without the golden check" in result.stderr
+
+
+# -- the contract's format: version 2 written, version 1 still read -----------------------------
+def test_v2_contract_is_its_stored_text(program):
+    """model.json holds the envelope only; the digest is the sha256 of the stored text's bytes,
+    the same digest the program embeds, and the text spells out every field."""
+    data = json.loads(contract_path(program).read_text())
+    assert sorted(data) == ["contract", "contract_sha256", "format", "format_version",
+                            "program_bytes", "program_sha256"]
+    assert data["format_version"] == 2
+    assert data["contract_sha256"] == sha256_bytes(data["contract"].encode("utf-8"))
+    fields = json.loads(data["contract"])
+    contract = ModelContract.load(program)
+    assert fields["format_version"] == 2 and fields["preprocess"]["mean"] == list(SPEC.mean)
+    assert set(fields) | {"program_sha256", "program_bytes", "contract_sha256"} == set(contract.to_dict())
+    assert contract.digest() == data["contract_sha256"] and contract.text() == data["contract"]
+    assert contract.program_bytes == program.stat().st_size
+
+
+def test_v2_refuses_missing_fields_and_stray_keys(program, tmp_path):
+    """A version-2 reader fills in no defaults, and a field put beside the envelope (where a
+    version-1 reader would have looked) is refused rather than silently ignored."""
+    data = json.loads(contract_path(program).read_text())
+    copy = tmp_path / program.name
+    shutil.copy(program, copy)
+    contract_path(copy).write_text(json.dumps(edit_fields(data, lambda f: f.pop("lower_better"),
+                                                          rehash=True)))
+    with pytest.raises(ContractError, match=r"missing fields \['lower_better'\].*re-export it"):
+        ModelContract.load(copy)
+    contract_path(copy).write_text(json.dumps(edit_fields(data, lambda f: f["preprocess"].pop("jpeg_draft"),
+                                                          rehash=True)))
+    with pytest.raises(ContractError, match="preprocessing lacks jpeg_draft"):
+        ModelContract.load(copy)
+    contract_path(copy).write_text(json.dumps({**data, "lower_better": True}))
+    with pytest.raises(ContractError, match=r"unexpected top-level keys \['lower_better'\]"):
+        ModelContract.load(copy)
+    contract_path(copy).write_text(json.dumps({**data, "format_version": 1}))  # a downgrade
+    with pytest.raises(ContractError, match="missing fields"):  # read as version 1: no fields
+        ModelContract.load(copy)
+
+
+def test_one_byte_of_contract_text_or_program_is_refused_by_the_cli(program, tmp_path):
+    photo().save(tmp_path / "a.png")
+    text = tmp_path / "text" / program.name
+    text.parent.mkdir()
+    shutil.copy(program, text)
+    stored = json.loads(contract_path(program).read_text())
+    contract_path(text).write_text(json.dumps(flip_one_byte_of_text(stored), indent=2))
+    byte = tmp_path / "byte" / program.name
+    byte.parent.mkdir()
+    shutil.copy(contract_path(program), contract_path(byte))
+    data = bytearray(program.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    byte.write_bytes(bytes(data))
+    for copy, expected in ((text, "edited after export (its contract text no longer matches"),
+                           (byte, "does not match")):
+        done = _cli(str(tmp_path / "a.png"), "-m", str(copy))
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and done.stdout == "" and len(lines) == 1, done.stderr
+        assert expected in lines[0] and "re-export it" in lines[0], lines[0]
+
+
+def test_v1_contract_still_loads(program, tmp_path):
+    """A model.json written as version-1 exporters wrote it loads, scores like the version-2
+    program (same weights), and its digest still catches an edit."""
+    old = write_program(tmp_path / "v1", format_version=1)
+    data = json.loads(contract_path(old).read_text())
+    assert data["format_version"] == 1 and "contract" not in data and data["lower_better"] is False
+    scorer = Scorer.from_file(old)
+    assert scorer.contract.format_version == 1 and scorer.contract.preprocess == SPEC
+    photo().save(tmp_path / "a.png")
+    assert scorer.score(tmp_path / "a.png") == Scorer.from_file(program).score(tmp_path / "a.png")
+    done = _cli(str(tmp_path / "a.png"), "-m", str(old))
+    assert done.returncode == 0 and str(tmp_path / "a.png") in done.stdout, done.stderr
+    contract_path(old).write_text(json.dumps(edit_fields(data, lambda f: f.update(lower_better=True))))
+    with pytest.raises(ContractError, match=r"edited after export \(its fields no longer match"):
+        Scorer.from_file(old)
+    contract_path(old).write_text(json.dumps(edit_fields(data, lambda f: f.update(lower_better=True),
+                                                         rehash=True)))
+    with pytest.raises(ContractError, match="not the contract this program was exported with"):
+        Scorer.from_file(old)

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from edge_runtime import ContractError, ModelContract, Scorer
-from edge_runtime.contract import contract_path, report_path
+from edge_runtime.contract import contract_path, report_path, sha256_bytes
 from export import DEFAULT_MIN_SRCC, QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
 from export._toolchain import SUPPORTED_BACKENDS
 from export.backends import EXPORT_BACKENDS, get_backend
@@ -103,6 +103,11 @@ def test_contract_describes_program(fp32, student_dir):
     assert {"torch", "torchao", "executorch"} <= set(contract.versions)
     assert contract.partitioner == EXPORT_BACKENDS["xnnpack"].partitioner
     assert ModelContract.from_dict(json.loads(json.dumps(contract.to_dict()))) == contract
+    # Written as format version 2: the fields as text, hashed as stored bytes.
+    stored = json.loads(contract_path(fp32.program).read_text())
+    assert stored["format_version"] == contract.format_version == 2
+    assert stored["contract"] == contract.text() and contract.contract_sha256 == stored["contract_sha256"]
+    assert stored["contract_sha256"] == sha256_bytes(stored["contract"].encode("utf-8"))
 
 
 def test_scorer_matches_eager_student(fp32, student_dir, images):

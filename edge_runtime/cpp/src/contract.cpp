@@ -1,21 +1,33 @@
-// model.json reader (edge_runtime/contract.py is the reference): its fields, its own digest
-// (contract_sha256, recomputed from Python's canonical JSON), and the SHA-256 of files.
+// model.json reader (edge_runtime/contract.py is the reference): the envelope, its digest, the
+// contract's fields, and the SHA-256 of files.
+//
+// Version 2: model.json = {"format", "format_version": 2, "contract": "<text>",
+// "contract_sha256", "program_sha256", "program_bytes"}. contract_sha256 is the SHA-256 of the
+// text's UTF-8 bytes as stored; the fields are parsed from that text, and every field is
+// required (the defaults live only in the Python writer). Version 1 (fields at top level, digest
+// over Python's canonical JSON) is checked by contract_v1.cpp.
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "agiqa/scorer.h"
+#include "contract_v1.h"
 
 namespace agiqa {
 namespace {
 
 constexpr const char* kContractFormat = "agiqa-edge.executorch-program";
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;  // read: 1..kFormatVersion
+// The keys of a version-2 model.json (edge_runtime.contract._ENVELOPE).
+constexpr const char* kEnvelope[] = {"contract", "contract_sha256", "format", "format_version",
+                                     "program_bytes", "program_sha256"};
+constexpr const char* kEdited =
+    ": edited after export (%s no longer match%s its contract_sha256); restore the exported "
+    "file or re-export it";
 
 std::string with_suffix(const std::string& path, const std::string& suffix) {
   const size_t slash = path.find_last_of('/');
@@ -94,145 +106,105 @@ class Sha256 {
   uint64_t bits_ = 0;
 };
 
-// Python's repr(float): the shortest digits that read back to the same double (the correctly
-// rounded ones, as glibc's printf gives), in exponent form when the decimal point is more than
-// 16 places right or 4 places left of the first digit ("1e-05", "1e+16", "0.0001", "224.0").
-std::string python_float_repr(double v) {
-  if (v == 0.0) return std::signbit(v) ? "-0.0" : "0.0";
-  char buf[40];
-  for (int precision = 0; precision < 17; ++precision) {
-    std::snprintf(buf, sizeof(buf), "%.*e", precision, v);
-    if (std::strtod(buf, nullptr) == v) break;
-  }
-  std::string text = buf, sign;
-  if (text[0] == '-') sign = "-", text.erase(0, 1);
-  const size_t e = text.find('e');
-  const int exponent = std::atoi(text.c_str() + e + 1);
-  std::string digits = text.substr(0, e);
-  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
-  while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
-  const int point = exponent + 1;  // digits[0:point] are the integer part
-  const int n = static_cast<int>(digits.size());
-  if (point > 16 || point < -3) {
-    char exp[8];
-    std::snprintf(exp, sizeof(exp), "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
-    return sign + digits.substr(0, 1) + (n > 1 ? "." + digits.substr(1) : "") + exp;
-  }
-  if (point <= 0) return sign + "0." + std::string(-point, '0') + digits;
-  if (point >= n) return sign + digits + std::string(point - n, '0') + ".0";
-  return sign + digits.substr(0, point) + "." + digits.substr(point);
+std::string edited(const std::string& path, bool v2) {
+  char buf[200];
+  std::snprintf(buf, sizeof(buf), kEdited, v2 ? "its contract text" : "its fields", v2 ? "es" : "");
+  return path + buf;
 }
-
-// A UTF-8 string as Python's json.dumps writes it (ensure_ascii): \" \\ \n \r \t \b \f, and
-// \uXXXX (lowercase hex, surrogate pairs above U+FFFF) for everything outside ' '..'~'.
-void python_json_string(const std::string& s, std::string& out) {
-  auto escape = [&out](uint32_t unit) {
-    char buf[8];
-    std::snprintf(buf, sizeof(buf), "\\u%04x", unit);
-    out += buf;
-  };
-  out += '"';
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    uint32_t code = c;
-    int extra = 0;
-    if (c >= 0xf0) code = c & 0x07, extra = 3;
-    else if (c >= 0xe0) code = c & 0x0f, extra = 2;
-    else if (c >= 0xc0) code = c & 0x1f, extra = 1;
-    for (int k = 1; k <= extra && i + k < s.size(); ++k)
-      code = (code << 6) | (static_cast<uint8_t>(s[i + k]) & 0x3f);
-    i += 1 + extra;  // nlohmann::json validated the UTF-8 when it parsed
-    switch (code) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (code >= 0x20 && code <= 0x7e) {
-          out += static_cast<char>(code);
-        } else if (code > 0xffff) {
-          code -= 0x10000;
-          escape(0xd800 | (code >> 10)), escape(0xdc00 | (code & 0x3ff));
-        } else {
-          escape(code);
-        }
-    }
-  }
-  out += '"';
-}
-
-// json.dumps(value, sort_keys=True, separators=(",", ":")) of the same JSON value. Object keys
-// come sorted by UTF-8 bytes, which is code point order, as Python sorts them. What Python reads
-// and nlohmann::json does not (NaN, Infinity, lone surrogates) is refused as malformed, and an
-// integer beyond 64 bits (read as a float here) gives another digest: refused as edited.
-void python_json(const nlohmann::json& value, std::string& out) {
-  switch (value.type()) {
-    case nlohmann::json::value_t::object: {
-      out += '{';
-      bool first = true;
-      for (auto it = value.begin(); it != value.end(); ++it) {
-        if (!first) out += ',';
-        first = false;
-        python_json_string(it.key(), out);
-        out += ':';
-        python_json(it.value(), out);
-      }
-      out += '}';
-      break;
-    }
-    case nlohmann::json::value_t::array: {
-      out += '[';
-      for (size_t i = 0; i < value.size(); ++i) {
-        if (i) out += ',';
-        python_json(value[i], out);
-      }
-      out += ']';
-      break;
-    }
-    case nlohmann::json::value_t::string:
-      python_json_string(value.get_ref<const std::string&>(), out);
-      break;
-    case nlohmann::json::value_t::boolean:
-      out += value.get<bool>() ? "true" : "false";
-      break;
-    case nlohmann::json::value_t::number_integer:
-      out += std::to_string(value.get<int64_t>());
-      break;
-    case nlohmann::json::value_t::number_unsigned:
-      out += std::to_string(value.get<uint64_t>());
-      break;
-    case nlohmann::json::value_t::number_float:
-      out += python_float_repr(value.get<double>());
-      break;
-    default:
-      out += "null";
-      break;
-  }
-}
-
-// edge_runtime.contract.contract_digest: sha256 of the canonical JSON of every field but the
-// program's hash and size and the digest itself.
-std::string contract_digest(const nlohmann::json& data) {
-  nlohmann::json covered = data;
-  for (const char* key : {"program_sha256", "program_bytes", "contract_sha256"}) covered.erase(key);
-  std::string canonical;
-  python_json(covered, canonical);
-  return sha256_hex(reinterpret_cast<const uint8_t*>(canonical.data()), canonical.size());
-}
-
 
 template <typename T>
 T field(const nlohmann::json& data, const char* key, const std::string& path) {
-  if (!data.contains(key))
+  if (!data.is_object() || !data.contains(key))
     throw Error(path + ": missing field '" + key + "'; re-export it with agiqa-export");
   try {
     return data.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {
     throw Error(path + ": field '" + key + "' has the wrong type; re-export it");
   }
+}
+
+// The contract's fields (version 1: model.json itself; version 2: its contract text), every one
+// required: each exported model.json of either version has them all.
+Contract parse_fields(const nlohmann::json& data, const std::string& path) {
+  Contract c;
+  c.input_shape = field<std::vector<int64_t>>(data, "input_shape", path);
+  c.output_names = field<std::vector<std::string>>(data, "output_names", path);
+  c.score_output = field<std::string>(data, "score_output", path);
+  c.expert_names = field<std::vector<std::string>>(data, "expert_names", path);
+  c.lower_better = field<bool>(data, "lower_better", path);
+  c.quantization = field<std::string>(field<nlohmann::json>(data, "quantization", path), "mode", path);
+
+  const auto pre = field<nlohmann::json>(data, "preprocess", path);
+  const auto size = field<std::vector<int>>(pre, "input_size", path);
+  const auto mean = field<std::vector<float>>(pre, "mean", path);
+  const auto std_ = field<std::vector<float>>(pre, "std", path);
+  if (size.size() != 2 || mean.size() != 3 || std_.size() != 3)
+    throw Error(path + ": preprocess needs input_size [H, W], mean [3] and std [3]; re-export it");
+  const auto resize = field<std::string>(pre, "resize", path);
+  if (resize != "squash")
+    throw Error(path + ": unknown resize rule '" + resize +
+                "'; only 'squash' is defined; update agiqa-edge");
+  c.preprocess.height = size[0];
+  c.preprocess.width = size[1];
+  for (int i = 0; i < 3; ++i) c.preprocess.mean[i] = mean[i], c.preprocess.std[i] = std_[i];
+  c.preprocess.interpolation = field<std::string>(pre, "interpolation", path);
+  c.preprocess.jpeg_draft = field<bool>(pre, "jpeg_draft", path);
+
+  if (c.input_shape.size() != 4 || c.input_shape[1] != 3 ||
+      c.input_shape[2] != c.preprocess.height || c.input_shape[3] != c.preprocess.width)
+    throw Error(path + ": input_shape must be (1, 3, H, W) with (H, W) = preprocess.input_size; "
+                "re-export it");
+  bool has_score = false;
+  for (const auto& name : c.output_names) has_score |= name == c.score_output;
+  if (!has_score)
+    throw Error(path + ": score_output '" + c.score_output + "' is not one of the outputs");
+  return c;
+}
+
+std::string digest_of(const nlohmann::json& data, const std::string& path) {
+  if (!data.contains("contract_sha256") || !data["contract_sha256"].is_string())
+    throw Error(path + ": has no contract_sha256, so edits to it cannot be detected (written by "
+                "an older agiqa-export); re-export it");
+  return data["contract_sha256"].get<std::string>();
+}
+
+// Version 1: the fields at top level, the digest recomputed as Python wrote it.
+Contract read_v1(const nlohmann::json& data, const std::string& path) {
+  Contract c = parse_fields(data, path);
+  c.program_sha256 = field<std::string>(data, "program_sha256", path);
+  c.contract_sha256 = digest_of(data, path);
+  if (contract_digest_v1(data) != c.contract_sha256) throw Error(edited(path, false));
+  return c;
+}
+
+// Version 2: hash the stored text as bytes, then read the fields from it.
+Contract read_v2(const nlohmann::json& data, const std::string& path) {
+  for (auto it = data.begin(); it != data.end(); ++it)
+    if (std::none_of(std::begin(kEnvelope), std::end(kEnvelope),
+                     [&](const char* key) { return it.key() == key; }))
+      throw Error(path + ": unexpected top-level key '" + it.key() + "': a version-2 model.json "
+                  "holds only its envelope (the fields are inside 'contract'); re-export it");
+  const std::string digest = digest_of(data, path);
+  if (!data.contains("contract") || !data["contract"].is_string())
+    throw Error(path + ": has no contract text (key 'contract'); re-export it");
+  const auto& text = data["contract"].get_ref<const std::string&>();
+  if (sha256_hex(reinterpret_cast<const uint8_t*>(text.data()), text.size()) != digest)
+    throw Error(edited(path, true));
+  nlohmann::json fields;
+  try {
+    fields = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& exc) {
+    throw Error(path + ": its contract text is malformed JSON (" + std::string(exc.what()) +
+                "); re-export it");
+  }
+  if (!fields.is_object()) throw Error(path + ": its contract text is not a JSON object; re-export it");
+  for (const char* key : {"format", "format_version"})
+    if (!fields.contains(key) || fields[key] != data[key])
+      throw Error(path + ": " + key + " disagrees with the contract text's; re-export it");
+  Contract c = parse_fields(fields, path);
+  c.program_sha256 = field<std::string>(data, "program_sha256", path);
+  c.contract_sha256 = digest;
+  return c;
 }
 
 }  // namespace
@@ -251,14 +223,8 @@ std::string sha256_hex(const uint8_t* data, size_t size) {
   return sha.hex();
 }
 
-namespace {
-
-Contract parse_contract(const nlohmann::json& data, const std::string& path);
-
-}  // namespace
-
 Contract Contract::read(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in)
     throw Error(path + ": missing. Every .pte needs the model.json that agiqa-export writes "
                 "beside it (same stem); re-export it");
@@ -268,70 +234,22 @@ Contract Contract::read(const std::string& path) {
   } catch (const nlohmann::json::parse_error& exc) {
     throw Error(path + ": malformed JSON (" + std::string(exc.what()) + "); re-export it");
   }
-  Contract contract;
-  try {
-    contract = parse_contract(data, path);
-  } catch (const nlohmann::json::exception& exc) {  // a field of the wrong type
-    throw Error(path + ": invalid contract (" + std::string(exc.what()) + "); re-export it");
-  }
-  if (!data.contains("contract_sha256") || !data["contract_sha256"].is_string())
-    throw Error(path + ": has no contract_sha256, so edits to it cannot be detected (written by "
-                "an older agiqa-export); re-export it");
-  contract.contract_sha256 = data["contract_sha256"].get<std::string>();
-  if (contract_digest(data) != contract.contract_sha256)
-    throw Error(path + ": edited after export (its fields no longer match its contract_sha256); "
-                "restore the exported file or re-export it");
-  return contract;
-}
-
-namespace {
-
-Contract parse_contract(const nlohmann::json& data, const std::string& path) {
-  if (!data.is_object() || data.value("format", std::string()) != kContractFormat)
+  if (!data.is_object() || !data.contains("format") || data["format"] != kContractFormat)
     throw Error(path + ": not an agiqa-edge contract (format is not '" + kContractFormat +
                 "'); re-export it");
-  const int version = data.value("format_version", 0);
+  const int version = data.contains("format_version") && data["format_version"].is_number_integer()
+                          ? data["format_version"].get<int>()
+                          : 0;
   if (version < 1 || version > kFormatVersion)
-    throw Error(path + ": format_version " + std::to_string(version) +
+    throw Error(path + ": format_version " +
+                (data.contains("format_version") ? data["format_version"].dump() : "missing") +
                 " is not supported by this runtime (reads 1.." + std::to_string(kFormatVersion) +
                 "); update agiqa-edge or re-export");
-
-  Contract c;
-  c.program_sha256 = field<std::string>(data, "program_sha256", path);
-  c.input_shape = field<std::vector<int64_t>>(data, "input_shape", path);
-  c.output_names = data.value("output_names", std::vector<std::string>{"score", "gate_weights"});
-  c.score_output = data.value("score_output", std::string("score"));
-  if (data.contains("expert_names") && data["expert_names"].is_array())
-    c.expert_names = data["expert_names"].get<std::vector<std::string>>();
-  c.lower_better = data.value("lower_better", false);
-  if (data.contains("quantization") && data["quantization"].is_object())
-    c.quantization = data["quantization"].value("mode", std::string("fp32"));
-
-  const auto pre = field<nlohmann::json>(data, "preprocess", path);
-  const auto size = field<std::vector<int>>(pre, "input_size", path);
-  const auto mean = field<std::vector<float>>(pre, "mean", path);
-  const auto std_ = field<std::vector<float>>(pre, "std", path);
-  if (size.size() != 2 || mean.size() != 3 || std_.size() != 3)
-    throw Error(path + ": preprocess needs input_size [H, W], mean [3] and std [3]; re-export it");
-  if (pre.value("resize", std::string("squash")) != "squash")
-    throw Error(path + ": unknown resize rule '" + pre.value("resize", std::string()) +
-                "'; only 'squash' is defined; update agiqa-edge");
-  c.preprocess.height = size[0];
-  c.preprocess.width = size[1];
-  for (int i = 0; i < 3; ++i) c.preprocess.mean[i] = mean[i], c.preprocess.std[i] = std_[i];
-  c.preprocess.interpolation = pre.value("interpolation", std::string("bilinear"));
-  c.preprocess.jpeg_draft = pre.value("jpeg_draft", true);
-
-  if (c.input_shape.size() != 4 || c.input_shape[1] != 3 ||
-      c.input_shape[2] != c.preprocess.height || c.input_shape[3] != c.preprocess.width)
-    throw Error(path + ": input_shape must be (1, 3, H, W) with (H, W) = preprocess.input_size; "
-                "re-export it");
-  bool has_score = false;
-  for (const auto& name : c.output_names) has_score |= name == c.score_output;
-  if (!has_score)
-    throw Error(path + ": score_output '" + c.score_output + "' is not one of the outputs");
-  return c;
+  try {
+    return version == 1 ? read_v1(data, path) : read_v2(data, path);
+  } catch (const nlohmann::json::exception& exc) {  // a value of the wrong type
+    throw Error(path + ": invalid contract (" + std::string(exc.what()) + "); re-export it");
+  }
 }
 
-}  // namespace
 }  // namespace agiqa

@@ -23,14 +23,16 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// model.json["preprocess"]: edge_runtime.preprocess.PreprocessSpec.
+// model.json's "preprocess": edge_runtime.preprocess.PreprocessSpec. Always filled from the
+// contract, which spells out every field; no defaults here (edge_runtime.contract.ModelContract,
+// the writer, is the one place they live).
 struct PreprocessSpec {
-  int height = 224;  // model input height (input_size[0])
-  int width = 224;   // model input width (input_size[1])
-  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // per channel, on the [0, 1] scale
-  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-  std::string interpolation = "bilinear";  // bilinear | bicubic | area (Pillow filters)
-  bool jpeg_draft = true;  // JPEG DCT downscale to >= 2 * max(input_size) before resizing
+  int height = 0;  // model input height (input_size[0])
+  int width = 0;   // model input width (input_size[1])
+  std::array<float, 3> mean{};  // per channel, on the [0, 1] scale
+  std::array<float, 3> std{};
+  std::string interpolation;  // bilinear | bicubic | area (Pillow filters)
+  bool jpeg_draft = false;  // JPEG DCT downscale to >= 2 * max(input_size) before resizing
 };
 
 // The parts of model.json a runtime needs (edge_runtime.contract.ModelContract).
@@ -39,15 +41,17 @@ struct Contract {
   PreprocessSpec preprocess;
   std::vector<int64_t> input_shape;  // (1, 3, H, W)
   std::vector<std::string> output_names;
-  std::string score_output = "score";
+  std::string score_output;
   std::vector<std::string> expert_names;
   bool lower_better = false;
-  std::string quantization = "fp32";  // quantization.mode
-  // sha256 of the contract's canonical JSON (checked against the file's fields on read, and
-  // against the digest the program embeds on load).
+  std::string quantization;  // quantization.mode: "int8" or "fp32"
+  // model.json's contract_sha256: the SHA-256 of its stored contract text (format version 2)
+  // or of Python's canonical JSON of its fields (version 1); checked on read, and against the
+  // digest the program embeds on load.
   std::string contract_sha256;
 
-  // Reads and validates model.json, recomputing contract_sha256; throws Error naming the file.
+  // Reads and validates model.json (format version 1 or 2), checking contract_sha256; throws
+  // Error naming the file.
   static Contract read(const std::string& json_path);
 };
 
