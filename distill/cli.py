@@ -126,6 +126,9 @@ def label(
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
                                       help="Allow a pickled MA-AGIQA checkpoint (runs arbitrary code)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    workers: int | None = typer.Option(None, "--workers", min=0,
+                                       help="Processes that decode, hash and make both teacher views ahead "
+                                            "of the model (0: none; default min(4, CPUs)); labels are the same"),
 ) -> None:
     """Run the teacher over a dataset and write a label cache (resumable; torchrun-aware)."""
     from teacher.cache import build_label_cache
@@ -140,7 +143,8 @@ def label(
     records = load_records(dataset_spec_for(dataset, kind))
     labeler = Teacher.from_pretrained(teacher, device=device, trust_remote_code=trust_remote_code,
                                       allow_pickle=allow_pickle)
-    report = build_label_cache(records, labeler, out, batch_size=batch_size, progress=progress)
+    report = build_label_cache(records, labeler, out, batch_size=batch_size, progress=progress,
+                               num_workers=workers)
     typer.echo(json.dumps({"labelled": report.n_labeled, "skipped": report.n_skipped,
                            "images_per_s": round(report.images_per_s, 2), "cache": str(out)}))
 

@@ -8,6 +8,7 @@ decompression bomb) raised as one :class:`ImageLoadError` whose message names th
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -120,8 +121,12 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.array(to_rgb_image(image), dtype=np.uint8)
 
 
-def load_rgb(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def load_rgb(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None,
+             data: bytes | None = None) -> np.ndarray:
     """Decode ``path`` to an ``(H, W, 3) uint8`` RGB array, EXIF orientation applied.
+
+    ``data``: the file's bytes, already read (e.g. to hash them): decoded instead of reading
+    ``path`` again, which then only names the file in errors.
 
     ``min_size=(h, w)`` lets JPEG decoding use DCT scaling (Pillow's ``draft``): the decoder
     returns the smallest power-of-two reduction that is still at least ``2 * min_size`` (two
@@ -132,10 +137,11 @@ def load_rgb(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None
     Raises:
         ImageLoadError: the file is missing, empty, not an image, truncated, or too large.
     """
-    return np.array(load_image(path, min_size=min_size), dtype=np.uint8)
+    return np.array(load_image(path, min_size=min_size, data=data), dtype=np.uint8)
 
 
-def load_image(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None,
+               data: bytes | None = None) -> Image.Image:
     """:func:`load_rgb` as an ``RGB`` PIL image (the same pixels): for a resize that stays in
     Pillow, which saves the copies into and out of numpy (a gallery's multi-megapixel photos).
 
@@ -143,15 +149,15 @@ def load_image(path: str | os.PathLike, *, min_size: tuple[int, int] | None = No
         ImageLoadError: the file is missing, empty, not an image, truncated, or too large.
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ImageLoadError(path, "file not found")
-    if path.stat().st_size == 0:
+    if (len(data) if data is not None else path.stat().st_size) == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow warns between 89 MP and MAX_IMAGE_PIXELS; we decide with our own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise ImageLoadError(

@@ -25,7 +25,7 @@ import platform
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -40,13 +40,14 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
+from edge_runtime.images import ImageLoadError, load_rgb
 
 from .model import TeacherOutput
-from .records import ImageRecord, iter_images
+from .records import ImageRecord
 
 __all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",
            "CacheMissingError", "CacheReport", "LabelCache", "Labeler", "build_label_cache",
-           "fingerprint_sha256", "merge_manifests", "resolve_rank"]
+           "default_workers", "fingerprint_sha256", "merge_manifests", "resolve_rank"]
 
 FORMAT = "agiqa-edge/label-cache"
 FORMAT_VERSION = 1
@@ -92,7 +93,11 @@ class Labeler(Protocol):
 
     def label(self, images: list[np.ndarray]) -> TeacherOutput:
         """``images``: (H, W, 3) uint8 RGB of any sizes. Returns batch-first tensors: score (B,),
-        semantic_vectors (B, P, D), quality_features (B, Q), gate_weights (B, E)."""
+        semantic_vectors (B, P, D), quality_features (B, Q), gate_weights (B, E).
+
+        A labeler may also have ``prepare`` (a picklable callable: one image -> its model inputs,
+        the CPU part of a label) and ``label_prepared(inputs)`` (``label`` of the images those
+        inputs came from); the cache then runs ``prepare`` in its workers."""
         ...
 
 
@@ -212,16 +217,71 @@ def _check_outputs(outputs: Any, n: int) -> dict[str, torch.Tensor]:
     return checked
 
 
-def _label_shard(out: Path, name: str, chunk: Sequence[ImageRecord], labeler: Labeler,
-                 batch_size: int, bar: tqdm) -> dict[str, Any]:
-    """Decode and label one shard's records in batches; write the shard; return its part entry."""
+def default_workers() -> int:
+    """Labelling workers by default: min(4, the CPUs this process may use)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(4, cpus)
+
+
+def _identity(item: Any) -> Any:  # DataLoader's collate_fn: keep numpy arrays as they are
+    return item
+
+
+class _Prepared(torch.utils.data.Dataset):
+    """Records -> (record, model inputs or None, sha256 of the file or None, skip reason or None).
+
+    The file is read once: hashed, then decoded from the same bytes; ``prepare`` (the labeler's
+    picklable per-image CPU work, or none) runs here too, so DataLoader workers do all of it."""
+
+    def __init__(self, records: Sequence[ImageRecord], prepare: Any) -> None:
+        self.records, self.prepare = records, prepare
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[ImageRecord, Any, str | None, str | None]:
+        record = self.records[index]
+        try:
+            data = record.path.read_bytes()
+        except OSError:
+            data = None  # load_rgb names the reason (missing, a folder, ...)
+        try:
+            image = load_rgb(record.path, data=data)
+        except ImageLoadError as exc:
+            return record, None, None, exc.reason
+        assert data is not None
+        return record, image if self.prepare is None else self.prepare(image), _sha256(data), None
+
+
+def _prepared(records: Sequence[ImageRecord], labeler: Labeler, num_workers: int, batch_size: int
+              ) -> Iterator[tuple[ImageRecord, Any, str | None, str | None]]:
+    """:class:`_Prepared` of ``records`` in order; with ``num_workers`` > 0 in DataLoader worker
+    processes that keep about two batches ahead of the model."""
+    dataset = _Prepared(records, getattr(labeler, "prepare", None))
+    workers = min(num_workers, len(records))
+    if workers == 0:
+        return (dataset[i] for i in range(len(dataset)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                         collate_fn=_identity,
+                                         prefetch_factor=max(2, -(-2 * batch_size // workers)))
+    return iter(loader)
+
+
+def _label_shard(out: Path, name: str, items: Iterator[tuple[ImageRecord, Any, str | None, str | None]],
+                 n: int, labeler: Labeler, batch_size: int, bar: tqdm) -> dict[str, Any]:
+    """Label the next ``n`` prepared records of ``items`` in batches; write the shard; return its
+    part entry."""
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
     images: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    pending: list[tuple[ImageRecord, np.ndarray, str]] = []
+    pending: list[tuple[ImageRecord, Any, str]] = []
+    run = labeler.label_prepared if hasattr(labeler, "prepare") else labeler.label
 
     def flush() -> None:
-        outputs = _check_outputs(labeler.label([image for _, image, _ in pending]), len(pending))
+        outputs = _check_outputs(run([inputs for _, inputs, _ in pending]), len(pending))
         for key, value in outputs.items():
             if rows[key] and value.shape[1:] != rows[key][0].shape[1:]:
                 raise ValueError(f"labeler.label returned {key!r} rows of shape {tuple(value.shape[1:])} "
@@ -233,12 +293,13 @@ def _label_shard(out: Path, name: str, chunk: Sequence[ImageRecord], labeler: La
         bar.update(len(pending))
         pending.clear()
 
-    for record, image, reason in iter_images(chunk):
-        if image is None:
+    for _ in range(n):
+        record, inputs, digest, reason = next(items)
+        if inputs is None:
             skipped.append({"image_id": record.image_id, "relpath": record.relpath, "reason": reason or "?"})
             bar.update(1)
             continue
-        pending.append((record, image, _sha256(record.path.read_bytes())))
+        pending.append((record, inputs, digest or ""))
         if len(pending) == batch_size:
             flush()
     if pending:
@@ -258,13 +319,19 @@ def _label_shard(out: Path, name: str, chunk: Sequence[ImageRecord], labeler: La
 
 def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir: str | Path, *,
                       batch_size: int = 8, shard_size: int = 64, progress: bool = True,
-                      rank: int | None = None, world_size: int | None = None) -> CacheReport:
+                      rank: int | None = None, world_size: int | None = None,
+                      num_workers: int | None = None) -> CacheReport:
     """Label ``records`` with ``labeler`` into the cache folder ``out_dir``; resumes a killed run.
 
     Rank ``r`` of ``world_size`` labels ``sorted(records)[r::world_size]`` into its own shards of
     ``shard_size`` images (a multiple of ``batch_size``, so batches are identical on resume) and
     its manifest part. When every rank has finished (after a barrier if a process group is
     initialised), rank 0 merges the parts into ``manifest.json``.
+
+    ``num_workers`` processes (default :func:`default_workers`; 0 = this process) read, hash and
+    decode the files and, for a labeler with a ``prepare`` (e.g. :class:`teacher.labeler.Teacher`:
+    both views), prepare the model inputs, a few batches ahead of the model, which then runs
+    ``label_prepared`` on them; the labels are the same whatever the number.
 
     Raises:
         CacheMismatchError: ``out_dir`` holds labels of a different teacher or dataset plan.
@@ -308,12 +375,18 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
     atomic_write_json(part_path, part)
     n_reused = sum(len(e["images"]) + len(e["skipped"]) for e in shards.values())
     start = time.perf_counter()
+    workers = default_workers() if num_workers is None else num_workers
+    if workers < 0:
+        raise ValueError(f"num_workers={workers} must be >= 0 (0: prepare the images in this process)")
+    # One stream over every shard still to do: the workers start once and run across shard ends.
+    items = _prepared([r for i in todo for r in chunks[i]], labeler, workers, batch_size)
     with tqdm(total=len(mine), initial=n_reused, unit="img", desc=f"labeling (rank {rank}/{world_size})",
               disable=not progress, dynamic_ncols=True) as bar:
         for index in todo:
             name = f"labels-r{rank:03d}-{index:05d}.safetensors"
-            shards[str(index)] = _label_shard(out, name, chunks[index], labeler, batch_size, bar)
+            shards[str(index)] = _label_shard(out, name, items, len(chunks[index]), labeler, batch_size, bar)
             atomic_write_json(part_path, part)  # progress survives a kill from here on
+    del items  # the workers stop
     seconds = time.perf_counter() - start
     part["complete"] = True
     atomic_write_json(part_path, part)

@@ -41,13 +41,13 @@ from .model import (
     ours_to_official,
     revive_quality_branch,
 )
-from .semantic import SemanticConfig, SemanticEncoder
+from .semantic import SemanticConfig, SemanticEncoder, SquareInputs
 
 if TYPE_CHECKING:
     from .tiny_mllm import TinyMLLMConfig
 
 __all__ = ["TeacherConfig", "Teacher", "save_tiny_teacher", "read_teacher_config", "teacher_fingerprint",
-           "teacher_view", "TEACHER_CONFIG_NAME", "tiny_teacher_for"]
+           "teacher_view", "TeacherInputs", "TEACHER_CONFIG_NAME", "tiny_teacher_for"]
 
 TEACHER_CONFIG_NAME = "teacher.json"
 WEIGHTS_NAME = "ma_agiqa.safetensors"
@@ -223,16 +223,40 @@ class Teacher:
     def view(self, image: np.ndarray) -> np.ndarray:
         return teacher_view(image, self.config)
 
+    @property
+    def prepare(self) -> TeacherInputs:
+        """The per-image CPU work of a label, apart from the models and picklable, so labelling
+        workers run it: ``prepare(image)`` -> inputs for :meth:`label_prepared`."""
+        return TeacherInputs(self.config, self.encoder.inputs())
+
     @torch.inference_mode()
     def label(self, images: list[np.ndarray]) -> TeacherOutput:
         """Label a batch of ``(H, W, 3) uint8`` images: score (B,), semantic_vectors (B, S, D),
         quality_features (B, 784), gate_weights (B, E), on the CPU; crop results are averaged."""
-        semantic = self.encoder.encode([Image.fromarray(im) for im in images]).to(self.device).float()
-        views = torch.from_numpy(np.stack([self.view(im) for im in images])).to(self.device)
+        prepare = self.prepare
+        return self.label_prepared([prepare(im) for im in images])
+
+    @torch.inference_mode()
+    def label_prepared(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> TeacherOutput:
+        """:meth:`label` of images already through :attr:`prepare` (the same labels, bit for bit)."""
+        semantic = self.encoder.encode_prepared([s for _, s in inputs]).to(self.device).float()
+        views = torch.from_numpy(np.stack([v for v, _ in inputs])).to(self.device)
         size = self.model.maniqa.config.img_size
         crops = [self.model(views[:, :, top:top + size, left:left + size], semantic) for top, left in self._crops]
         mean = TeacherOutput(*(sum(v.float() for v in field) / len(crops) for field in zip(*crops)))
         return TeacherOutput(*(v.cpu() for v in mean._replace(semantic_vectors=semantic)))
+
+
+@dataclass(frozen=True)
+class TeacherInputs:
+    """One image's model inputs, made on the CPU (picklable, no model inside): ``(H, W, 3) uint8``
+    -> (MANIQA view ``(3, h, w) float32``, the MLLM's view from :class:`SquareInputs`)."""
+
+    config: TeacherConfig
+    semantic: SquareInputs
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return teacher_view(image, self.config), self.semantic(Image.fromarray(image))
 
 
 def tiny_teacher_for(cache_dir: str | os.PathLike) -> Path:

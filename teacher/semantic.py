@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ __all__ = [
     "MLLM_BACKENDS",
     "SemanticConfig",
     "SemanticEncoder",
+    "SquareInputs",
     "clip_pixel_values",
     "expand_to_square",
     "mllm_backend",
@@ -309,8 +310,16 @@ class _MplugOwl2Backend:
             self._ids[question] = self.tokenizer.image_prompt_ids(self.prompt_text(question))
         return self._ids[question]
 
+    @property
+    def pixel_processor(self):
+        """The image processor whose pixel values ``forward_pixels`` takes (made by ``SquareInputs``)."""
+        return self.image_processor
+
     def forward(self, images: list[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = clip_pixel_values(images, self.image_processor)
+        return self.forward_pixels(clip_pixel_values(images, self.image_processor), prompts)
+
+    def forward_pixels(self, pixels: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (B, 3, S, S) float32 from ``clip_pixel_values`` -> as ``forward``."""
         weight = self.model.lm_head.weight
         return self.model(pixels.to(weight.device, weight.dtype), [self.input_ids(q) for q in prompts])
 
@@ -348,6 +357,23 @@ def mllm_backend(model_type: str, model_path: str, trust_remote_code: bool = Fal
         "--trust-remote-code (SemanticConfig(trust_remote_code=True)) if you trust it")
 
 
+@dataclass(frozen=True)
+class SquareInputs:
+    """The encoder's per-image CPU work, apart from the model and picklable (for labelling workers):
+    an image -> RGB, padded to a square with the processor's mean colour, then either the
+    ``(3, S, S) float32`` pixel values (``processor`` set: a backend with ``forward_pixels``) or the
+    square itself as ``(S, S, 3) uint8`` (the backend's processor runs at encode time)."""
+
+    image_mean: tuple[float, ...]
+    processor: Any = None
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        square = expand_to_square(image if image.mode == "RGB" else image.convert("RGB"), self.image_mean)
+        if self.processor is None:
+            return np.asarray(square)
+        return clip_pixel_values([square], self.processor)[0].numpy()
+
+
 class SemanticEncoder:
     """Frozen multimodal LLM -> (B, P, D) semantic vectors, one per (image, prompt)."""
 
@@ -370,6 +396,10 @@ class SemanticEncoder:
         """D: the width of the language model's last hidden layer (4096 for mPLUG-Owl2 llama2-7b)."""
         return self.backend.hidden_size
 
+    def inputs(self) -> SquareInputs:
+        """The per-image preparation ``encode_prepared`` takes (picklable; no model inside)."""
+        return SquareInputs(tuple(self.backend.image_mean), getattr(self.backend, "pixel_processor", None))
+
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """images: B PIL images -> (B, P, D) float32 on CPU; [:, p] answers config.prompts[p].
 
@@ -382,15 +412,24 @@ class SemanticEncoder:
             raise ValueError("encode() needs at least one image")
         if not all(isinstance(im, Image.Image) for im in images):
             raise TypeError("encode() takes PIL.Image.Image objects only")
+        prepare = self.inputs()
+        return self.encode_prepared([prepare(im) for im in images])
+
+    def encode_prepared(self, inputs: Sequence[np.ndarray]) -> torch.Tensor:
+        """B outputs of :meth:`inputs` (pixel values or squares) -> (B, P, D) float32 on CPU, equal
+        to :meth:`encode` of the images they were made from."""
+        if len(inputs) == 0:
+            raise ValueError("encode_prepared() needs at least one image")
+        pixels = getattr(self.backend, "pixel_processor", None) is not None
         prompts = self.config.prompts
         chunks: list[torch.Tensor] = []
         with torch.inference_mode():
-            for start in range(0, len(images), self.config.batch_size):
-                batch = [
-                    expand_to_square(im if im.mode == "RGB" else im.convert("RGB"), self.backend.image_mean)
-                    for im in images[start : start + self.config.batch_size]
-                ]
-                hidden, mask = self.backend.forward(batch, prompts)
+            for start in range(0, len(inputs), self.config.batch_size):
+                batch = inputs[start : start + self.config.batch_size]
+                if pixels:
+                    hidden, mask = self.backend.forward_pixels(torch.from_numpy(np.stack(batch)), prompts)
+                else:
+                    hidden, mask = self.backend.forward([Image.fromarray(a) for a in batch], prompts)
                 vectors = pool_hidden(hidden, mask, self.config.pooling)
                 chunks.append(vectors.view(len(batch), len(prompts), -1).cpu())
         return torch.cat(chunks, dim=0)

@@ -127,20 +127,20 @@ def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkey
 
     # Same teacher, killed after 4 images (the batch that would pass 5), then resumed.
     teacher_dir = tmp_path / "full.tiny_teacher"
-    real_label = Teacher.label
+    real_label = Teacher.label_prepared  # what the cache calls, on the workers' prepared inputs
     calls = {"n": 0}
 
-    def dying_label(self, images):  # type: ignore[no-untyped-def]
-        calls["n"] += len(images)
+    def dying_label(self, inputs):  # type: ignore[no-untyped-def]
+        calls["n"] += len(inputs)
         if calls["n"] > 5:
             raise KeyboardInterrupt
-        return real_label(self, images)
+        return real_label(self, inputs)
 
-    monkeypatch.setattr(labeler_module.Teacher, "label", dying_label)
+    monkeypatch.setattr(labeler_module.Teacher, "label_prepared", dying_label)
     args = ["label", str(folder), "--teacher", str(teacher_dir), "--out", str(tmp_path / "resumed"),
-            "--batch-size", "2", "--no-progress"]
+            "--batch-size", "2", "--no-progress", "--workers", "2"]
     assert runner.invoke(app, args).exit_code == 130
-    monkeypatch.setattr(labeler_module.Teacher, "label", real_label)
+    monkeypatch.setattr(labeler_module.Teacher, "label_prepared", real_label)
     assert runner.invoke(app, args).exit_code == 0
     resumed = LabelCache.open(tmp_path / "resumed")
     assert resumed.image_ids == full.image_ids

@@ -1,0 +1,85 @@
+"""The labelling pipeline: workers prepare inputs ahead of the model, with the same labels."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.data import DatasetSpec, load_records
+from edge_runtime.images import ImageLoadError, load_rgb
+from teacher.cache import LabelCache, build_label_cache
+from teacher.labeler import Teacher, save_tiny_teacher
+
+
+def _folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(7):
+        arr = (rng.random((40 + 6 * i, 56 - 3 * i, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(root / f"img{i:02d}.{'jpg' if i % 2 else 'png'}")
+    Image.fromarray(arr[:, :, 0]).save(root / "grey.png")  # not RGB: converted on the way
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Teacher:
+    return Teacher.from_pretrained(save_tiny_teacher(tmp_path_factory.mktemp("t") / "teacher"), device="cpu")
+
+
+def test_workers_give_the_same_cache_bit_for_bit(tmp_path: Path, teacher: Teacher) -> None:
+    records = load_records(DatasetSpec("folder", _folder(tmp_path / "data")))
+    caches = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        report = build_label_cache(records, teacher, out, batch_size=2, shard_size=4, progress=False,
+                                   num_workers=workers)
+        assert (report.n_labeled, report.n_skipped) == (8, 2)
+        caches[workers] = LabelCache.open(out)
+    a, b = caches[0], caches[2]
+    assert a.image_ids == b.image_ids and a.skipped == b.skipped
+    assert dict(a.skipped)["empty.png"].startswith("empty file")
+    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+    shards = sorted(p.name for p in (tmp_path / "w0").glob("*.safetensors"))
+    assert shards and all((tmp_path / "w0" / n).read_bytes() == (tmp_path / "w2" / n).read_bytes() for n in shards)
+    assert (tmp_path / "w0/manifest.json").read_text() == (tmp_path / "w2/manifest.json").read_text()
+    # ... and equal to Teacher.label (what other callers use) on the same batch: shard 0 is
+    # broken.jpg, empty.png, grey.png, img00.png, so its one batch is grey.png and img00.png.
+    record = next(r for r in records if r.image_id == "grey.png")
+    pair = [load_rgb(next(r for r in records if r.image_id == i).path) for i in ("grey.png", "img00.png")]
+    direct = teacher.label(pair)
+    assert torch.equal(direct.score, torch.stack([a.get("grey.png").score, a.get("img00.png").score]))
+    assert torch.equal(direct.semantic_vectors[0].half(), a.get("grey.png").semantic_vectors)
+    entry = next(i for i in a.manifest["images"] if i["image_id"] == "grey.png")
+    assert entry["sha256"] == hashlib.sha256(record.path.read_bytes()).hexdigest()
+
+
+def test_prepared_inputs_are_picklable_numpy(teacher: Teacher) -> None:
+    import pickle
+
+    image = (np.random.default_rng(0).random((30, 50, 3)) * 255).astype(np.uint8)
+    prepare = pickle.loads(pickle.dumps(teacher.prepare))  # what a spawned worker gets
+    view, semantic = prepare(image)
+    assert view.dtype == np.float32 and view.shape == (3, 224, 224)
+    assert isinstance(semantic, np.ndarray)
+    out = teacher.label_prepared([(view, semantic)])
+    assert all(torch.equal(x, y) for x, y in zip(out, teacher.label([image])))
+
+
+def test_load_rgb_from_bytes_matches_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((20, 30, 3)) * 255).astype(np.uint8)).save(buffer, "JPEG")
+    path.write_bytes(buffer.getvalue())
+    assert np.array_equal(load_rgb(path, data=path.read_bytes()), load_rgb(path))
+    with pytest.raises(ImageLoadError, match="empty file"):
+        load_rgb(tmp_path / "x.png", data=b"")
+    with pytest.raises(ImageLoadError, match=r"x\.png: not an image"):
+        load_rgb(tmp_path / "x.png", data=b"garbage")
