@@ -68,7 +68,7 @@ class StudentConfig:
     # a saved config.json always holds the values the weights were trained with.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    # Local contrast normalisation in front of the backbone (ContrastStem), whose first conv then
+    # Local contrast normalisation in front of the backbone (LuminanceMSCNStem), whose first conv then
     # takes 4 channels (timm adapts ImageNet weights to them). False: the plain backbone.
     contrast_stem: bool = False
 
@@ -122,7 +122,7 @@ class StudentOutput(NamedTuple):
     gate_logits: torch.Tensor  # (B, E) pre-softmax gate, for the distiller's KL
 
 
-class ContrastStem(nn.Module):
+class LuminanceMSCNStem(nn.Module):
     """``(B, 3, H, W)`` normalised image -> ``(B, 4, H, W)``: the MSCN coefficients of its
     luminance, then the image.
 
@@ -130,7 +130,7 @@ class ContrastStem(nn.Module):
     normalisation (the demo: held-out SRCC to its teacher 0.89 -> 0.92 in the same 10 epochs).
     MSCN as in BRISQUE (Mittal et al. 2012): ``(I - mu) / (sigma + 1)`` of the 0-255 luminance
     (BT.601 weights) with a 7 x 7 Gaussian window (sigma 7/6), the normalisation the demo teacher's
-    ``teacher.maniqa.ContrastStem`` applies to each RGB channel. Written for the device: luminance
+    ``teacher.maniqa.MSCNPatchEmbed`` applies to each RGB channel. Written for the device: luminance
     as fixed 1 x 1 convolutions (which also undo the input normalisation), zero padding
     renormalised by the window's mass at the borders (XNNPACK has no replicate padding), ``relu``
     as the variance clamp, so the delegate takes every op. Export keeps it in fp32 (only
@@ -203,11 +203,11 @@ class StudentIQA(nn.Module):
         if config.backbone_weights:
             kwargs["pretrained_cfg_overlay"] = {"file": str(config.backbone_weights)}
         if config.contrast_stem:
-            kwargs["in_chans"] = ContrastStem.out_channels
+            kwargs["in_chans"] = LuminanceMSCNStem.out_channels
         self.backbone = timm.create_model(config.backbone, pretrained=bool(config.backbone_weights),
                                           num_classes=0, **kwargs)
         self.config = config = backbone_normalization(config, self.backbone)
-        self.stem = ContrastStem(config.mean, config.std, config.input_size) if config.contrast_stem else None
+        self.stem = LuminanceMSCNStem(config.mean, config.std, config.input_size) if config.contrast_stem else None
         width = self.backbone.num_features if not hasattr(self.backbone, "head_hidden_size") \
             else self.backbone.head_hidden_size
         self.semantic_head = nn.Linear(width, config.num_semantic * config.semantic_dim)

@@ -56,7 +56,7 @@ class ManiqaConfig:
     scale: float = 0.8  # Swin layer residual: x = scale * layer(x) + x (0.8 KonIQ/KADID/MA-AGIQA; 0.13 PIPAL22)
     drop: float = 0.1  # dropout of the TA blocks, the Swin input and the score/weight heads
     drop_path_rate: float = 0.1  # Swin stochastic depth, 0 -> rate linearly over the blocks of a stage
-    stem: str = "patch"  # ViT patch embedding: "patch" (official, linear) | "contrast" (ContrastStem, from scratch)
+    stem: str = "patch"  # ViT patch embedding: "patch" (official, linear) | "contrast" (MSCNPatchEmbed, from scratch)
     stem_width: int = 16  # "contrast" only: channels of its first convolution (doubling to at most 8x)
 
     def __post_init__(self) -> None:
@@ -92,7 +92,7 @@ class ManiqaConfig:
 STEMS = ("patch", "contrast")
 
 
-class ContrastStem(nn.Module):
+class MSCNPatchEmbed(nn.Module):
     """The ViT patch embedding of a MANIQA trained from random weights: local contrast
     normalisation, then a convolutional stem. ``(B, 3, H, W)`` in [-1, 1] -> ``(B, embed_dim, H / p, W / p)``.
 
@@ -265,7 +265,7 @@ class Maniqa(nn.Module):
             img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.vit_embed_dim, depth=cfg.vit_depth,
             num_heads=cfg.vit_num_heads, num_classes=cfg.vit_num_classes)
         if cfg.stem == "contrast":
-            self.vit.patch_embed.proj = ContrastStem(cfg.vit_embed_dim, cfg.patch_size, cfg.stem_width)
+            self.vit.patch_embed.proj = MSCNPatchEmbed(cfg.vit_embed_dim, cfg.patch_size, cfg.stem_width)
         n, d = cfg.num_patches, cfg.embed_dim
         self.tablock1 = nn.ModuleList(TABlock(n, cfg.drop) for _ in range(cfg.num_tab))
         self.conv1 = nn.Conv2d(cfg.vit_embed_dim * len(cfg.tap_blocks), d, 1, 1, 0)
@@ -318,7 +318,7 @@ _PRESETS: dict[str, ManiqaConfig] = {
                          embed_dim=32, num_heads=(2, 2), dim_mlp=32),
     # the demo's teacher, trained from scratch on a CPU in two minutes: 16 x 16 patches (196, so a
     # 196-d quality feature) make attention and the transposed-attention blocks 16x cheaper than 8 x 8;
-    # the contrast stem is what lets it learn quality without ImageNet weights (see ContrastStem)
+    # the contrast stem is what lets it learn quality without ImageNet weights (see MSCNPatchEmbed)
     "demo": ManiqaConfig(patch_size=16, vit_embed_dim=48, vit_depth=2, vit_num_heads=3, vit_num_classes=10,
                          tap_blocks=(0, 1), embed_dim=48, depths=(1, 1), num_heads=(3, 3), dim_mlp=64, window_size=7,
                          stem="contrast"),

@@ -309,7 +309,7 @@ def test_run_folder_is_read_through_the_shared_layout(student_dir, images, tmp_p
 
 
 def test_contrast_stem_student_exports_whole_to_the_delegate_and_stays_fp32(workdir, images):
-    """The demo students read local contrast normalisation (student.model.ContrastStem): every op
+    """The demo students read local contrast normalisation (student.model.LuminanceMSCNStem): every op
     of it is taken by XNNPACK, and int8 quantizes only the backbone, never the stem's moments."""
     torch.manual_seed(0)
     student = create_student("tiny", contrast_stem=True).eval()

@@ -388,9 +388,9 @@ def test_contrast_stem_mscn_matches_an_independent_computation():
     (sigma 7/6) with replicated borders; computed here with scipy.ndimage instead of a conv."""
     from scipy import ndimage
 
-    from teacher.maniqa import ContrastStem
+    from teacher.maniqa import MSCNPatchEmbed
 
-    stem = ContrastStem(embed_dim=8, patch_size=16)
+    stem = MSCNPatchEmbed(embed_dim=8, patch_size=16)
     x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     taps = np.exp(-np.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
     window = np.outer(taps, taps) / taps.sum() ** 2

@@ -141,10 +141,10 @@ def test_contrast_stem_is_the_luminance_mscn_with_mass_renormalised_borders() ->
     stem does, for the device) everywhere."""
     from scipy import ndimage
 
-    from student.model import ContrastStem
+    from student.model import LuminanceMSCNStem
 
     mean, std = IMAGENET
-    stem = ContrastStem(mean, std, (40, 48))
+    stem = LuminanceMSCNStem(mean, std, (40, 48))
     rgb = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(0))
     x = (rgb - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     out = stem(x)
@@ -196,10 +196,10 @@ def test_contrast_stem_factored_window_equals_the_7x7_window() -> None:
     checkpoints were fitted with) to float32 rounding, in eval and in training mode."""
     import torch.nn.functional as F
 
-    from student.model import ContrastStem
+    from student.model import LuminanceMSCNStem
 
     mean, std = IMAGENET
-    stem = ContrastStem(mean, std, (40, 48))
+    stem = LuminanceMSCNStem(mean, std, (40, 48))
     assert stem.state_dict() == {}  # only non-persistent buffers: checkpoints load unchanged
     x = torch.randn(2, 3, 40, 48, generator=torch.Generator().manual_seed(1)) * 1.5
     taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
@@ -215,3 +215,23 @@ def test_contrast_stem_factored_window_equals_the_7x7_window() -> None:
         out = stem.train(mode)(x)
         assert torch.equal(out[:, 1:], x)
         torch.testing.assert_close(out[:, :1], expected, rtol=0, atol=1e-4)
+
+
+def test_student_and_teacher_stems_share_their_mscn_window() -> None:
+    """The student's luminance stem and the demo teacher's MANIQA patch embedding normalise with
+    the same BRISQUE window: its 1-d factors' product is the teacher's 7 x 7 window bit for bit, and
+    on a grey image (luminance = each channel) both give the same MSCN away from the borders,
+    where only their padding differs (replicate in the teacher, renormalised zeros in the student)."""
+    from student.model import LuminanceMSCNStem
+    from teacher.maniqa import MSCNPatchEmbed
+
+    mean, std = IMAGENET
+    student, teacher = LuminanceMSCNStem(mean, std, (40, 48)).eval(), MSCNPatchEmbed(embed_dim=8, patch_size=16)
+    assert torch.equal(student.taps_h[0, 0] * student.taps_w[0, 0], teacher.window[0, 0])
+    grey = torch.rand(1, 1, 40, 48, generator=torch.Generator().manual_seed(2)).expand(1, 3, 40, 48)
+    x = (grey - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours = student(x)[:, :1, 3:-3, 3:-3]
+        theirs = teacher.mscn(grey * 2 - 1)[:, :, 3:-3, 3:-3]
+    for channel in range(3):
+        torch.testing.assert_close(ours, theirs[:, channel:channel + 1], rtol=1e-4, atol=1e-3)
