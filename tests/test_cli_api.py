@@ -107,6 +107,7 @@ def test_run_result_is_typed_and_says_whether_this_process_evaluated() -> None:
     assert metrics["steps"] == 4 and "model_card" not in metrics and "plots" not in metrics
 
 
+@pytest.mark.slow
 def test_two_stage_teacher_training_leaves_the_stage_one_maniqa_untouched(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--maniqa-epochs trains MANIQA alone first; --freeze-maniqa then trains only the fusion, so

@@ -123,6 +123,7 @@ def test_exit_codes_are_documented_in_help_and_readme() -> None:
     assert table == set(EXIT_CODE_MEANINGS)
 
 
+@pytest.mark.slow
 def test_real_bad_input_exits_2_with_one_line_through_each_command(tmp_path: Path) -> None:
     """The mapping seen from a shell: a missing file given to each command."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

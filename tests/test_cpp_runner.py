@@ -24,6 +24,7 @@ from PIL import Image
 from edge_runtime import Scorer
 from edge_runtime.golden import golden_path, read_golden
 
+pytestmark = [pytest.mark.cpp, pytest.mark.slow]  # builds the C++ scorer (native and aarch64)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "edge_runtime" / "cpp"))
 sys.path.insert(0, str(ROOT / "tests"))

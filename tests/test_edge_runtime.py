@@ -277,6 +277,7 @@ def test_edited_contract_is_refused(program, tmp_path, field):
         Scorer.from_file(forged)  # ...but not what the program embeds
 
 
+@pytest.mark.slow
 def test_corrupt_program_with_matching_hash_is_one_line(program, tmp_path):
     data = program.read_bytes()
     for name, garbage in (("truncated", data[: len(data) // 2]), ("garbage", b"\x00garbage" * 64)):
@@ -402,6 +403,7 @@ def test_golden_pairs_are_reproduced_at_load(golden_program):
     assert Scorer.from_file(golden_program, verify_golden=False).golden_report is None
 
 
+@pytest.mark.slow
 def test_tampered_golden_score_is_refused_in_one_line(golden_program, tmp_path):
     from edge_runtime.golden import GoldenError
 

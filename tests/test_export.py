@@ -148,6 +148,7 @@ def test_hash_mismatch_is_refused(fp32, tmp_path):
         Scorer.from_file(other)
 
 
+@pytest.mark.slow
 def test_threshold_failure_exits_nonzero(workdir, student_dir, images):
     out = workdir / "rejected" / "model.pte"
     result = CliRunner().invoke(export_app, [
@@ -191,6 +192,7 @@ def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, im
     assert Path(int8.program).stat().st_size < Path(fp32.program).stat().st_size / 2
 
 
+@pytest.mark.slow
 def test_failed_reexport_keeps_the_earlier_good_program(fp32, student_dir, images):
     out = Path(fp32.program)
     before = out.read_bytes(), contract_path(out).read_text()
@@ -269,6 +271,7 @@ def test_mismatched_student_config_is_one_line(student_dir, images, tmp_path):
     assert "expert_width changed after training" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_verify_images_are_named_and_a_killed_exports_staging_is_removed(
         student_dir, images, realistic_images, tmp_path):
     other = realistic_images(tmp_path / "other", count=6)
@@ -308,6 +311,7 @@ def test_run_folder_is_read_through_the_shared_layout(student_dir, images, tmp_p
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_contrast_stem_student_exports_whole_to_the_delegate_and_stays_fp32(workdir, images):
     """The demo students read local contrast normalisation (student.model.LuminanceMSCNStem): every op
     of it is taken by XNNPACK, and int8 quantizes only the backbone, never the stem's moments."""
@@ -328,6 +332,7 @@ def test_contrast_stem_student_exports_whole_to_the_delegate_and_stays_fp32(work
     assert Scorer.from_file(fp32.program).score(path) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_calibration_images_are_named_and_int8_fidelity_is_shown_on_both_sets(
         student_dir, images, realistic_images, tmp_path):
     """--calibration-images replaces the calibration set; the report names it and shows the int8

@@ -150,6 +150,7 @@ def _cli(*args: str, slow: bool = False) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_killed_run_resumes_to_the_uninterrupted_output(program, tmp_path, fmt):
     folder = tmp_path / "photos"
