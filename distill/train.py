@@ -23,6 +23,7 @@ from safetensors.torch import load, save
 from torch.utils.data import DataLoader, Dataset
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.workers import die_with_parent
 from edge_runtime.preprocess import PreprocessSpec
 from student.layout import BEST, LAST, RunLayout
 from student.model import StudentIQA, StudentOutput, state_mismatch
@@ -255,7 +256,7 @@ def train(cfg: RunConfig, run: RunLayout, model: StudentIQA, train_split: Split,
     started = time.time()
     consistent = True  # weights, optimizer and state.step describe the same moment
     # Workers decode images ahead of the loop when the split is not preloaded in RAM.
-    loader = DataLoader(train_split.images, num_workers=cfg.data.num_workers,
+    loader = DataLoader(train_split.images, num_workers=cfg.data.num_workers, worker_init_fn=die_with_parent(),
                         batch_sampler=_StepBatches(n, t.batch_size, t.seed, state.step, total, rank, world),
                         persistent_workers=False)
     try:
