@@ -100,6 +100,11 @@ class RunSplits:
     holdout: list[str]
     student_train: list[str]
 
+    @property
+    def n_unlabeled_trained(self) -> int:
+        """Images of the unlabeled pool the student trains on (the pool less the holdout)."""
+        return len(self.student_train) - len(self.splits["train"])
+
     def parts(self) -> dict[str, list[str]]:
         """What the student is trained and evaluated on, by name (empty parts left out)."""
         return {name: ids for name, ids in {**self.splits, "train": self.student_train, HOLDOUT: self.holdout}.items()
@@ -306,7 +311,7 @@ def distil(cfg: RunConfig, run: RunLayout, setup: StudentSetup, splits: RunSplit
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
 
-    n_train, n_extra = len(splits.splits["train"]), len(splits.student_train) - len(splits.splits["train"])
+    n_train, n_extra = len(splits.splits["train"]), splits.n_unlabeled_trained
     ctx.say(f"[4/6] distillation: {cfg.student.variant} ({setup.config.backbone}) on {len(splits.student_train)} "
             f"images ({n_train} train + {n_extra} unlabeled"
             + (f"; {len(splits.holdout)} more unlabeled held out" if splits.holdout else "")
@@ -348,7 +353,7 @@ def evaluate_and_report(cfg: RunConfig, run: RunLayout, images: RunImages, label
         unlabeled_holdout=unlabeled,
         best_step=state.best_step, best_val_srcc=state.best_val_srcc, steps=state.step,
         images={**{k: len(v) for k, v in splits.splits.items()},
-                "unlabeled": len(splits.student_train) - len(splits.splits["train"]), HOLDOUT: len(splits.holdout)},
+                "unlabeled": splits.n_unlabeled_trained, HOLDOUT: len(splits.holdout)},
         skipped_images=labels.skipped, seconds=time.time() - started,
         student={"variant": cfg.student.variant, "backbone": setup.config.backbone,
                  "params": sum(p.numel() for p in best.parameters())},
