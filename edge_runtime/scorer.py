@@ -31,6 +31,7 @@ import numpy as np
 
 from _agiqa.quiet import quiet_toolchain
 
+from .camera import CameraFrame, preprocess_frame
 from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
 from .golden import GoldenCheck, GoldenError, GoldenReport, check_golden, golden_path
 from .images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_image
@@ -269,6 +270,18 @@ class Scorer:
                                  f"{tuple(image.shape)}")
             return spec(image)
         return self._load_input(image)
+
+    def preprocess_frame(self, frame: CameraFrame, *, rotation: int = 0,
+                         crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """A camera frame (YUV 4:2:0 or RGBA/BGRA, :mod:`edge_runtime.camera`), rotated
+        clockwise by ``rotation`` and cropped to ``crop = (left, top, width, height)`` (buffer
+        coordinates) -> ``(3, H, W) float32``, by the camera rule the C++ scorer reproduces."""
+        return preprocess_frame(self.contract.preprocess, frame, rotation=rotation, crop=crop)
+
+    def score_frame(self, frame: CameraFrame, *, rotation: int = 0,
+                    crop: tuple[int, int, int, int] | None = None) -> float:
+        """Score one camera frame (see :meth:`preprocess_frame`)."""
+        return self._score_tensor(self.preprocess_frame(frame, rotation=rotation, crop=crop))
 
     def _load_input(self, path: str | os.PathLike) -> np.ndarray:
         """``spec.load(path)``, the same values bit for bit, with the resize done in Pillow on
