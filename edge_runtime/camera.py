@@ -39,7 +39,8 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["CameraFrame", "Plane", "FRAME_FORMATS", "COLOR_MATRICES", "COLOR_RANGES",
-           "yuv_coefficients", "reduce_factor", "frame_to_rgb", "preprocess_frame", "rgb_to_frame"]
+           "yuv_coefficients", "reduce_factor", "frame_layout", "frame_from_layout",
+           "frame_to_rgb", "preprocess_frame", "rgb_to_frame"]
 
 FRAME_FORMATS = ("yuv420", "rgba", "bgra")
 COLOR_MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}  # (Kr, Kb)
@@ -163,6 +164,44 @@ class CameraFrame:
         """4-byte pixels (Android ``RGBA_8888``, iOS ``kCVPixelFormatType_32BGRA``)."""
         row_stride = 4 * width if row_stride is None else row_stride
         return cls(order, width, height, (Plane(buffer, row_stride, 4),))
+
+
+def frame_layout(frame: CameraFrame) -> tuple[np.ndarray, dict]:
+    """The frame as bytes and a JSON-able layout (the golden file's ``camera{j}.frame`` and
+    ``camera{j}.layout``): ``{"format", "width", "height", "matrix", "range", "planes":
+    [[offset, row_stride, pixel_stride], ...]}``, offsets into the bytes. Planes that are views
+    of one buffer (NV21's interleaved chroma, a contiguous I420) keep that one buffer."""
+    bounds = [np.lib.array_utils.byte_bounds(plane.data) for plane in frame.planes]
+    low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
+    if high - low <= sum(plane.data.size for plane in frame.planes):  # one region: keep it
+        region = np.frombuffer(_region(frame.planes, bounds, low, high), np.uint8)
+        offsets = [b[0] - low for b in bounds]
+    else:
+        region = np.concatenate([plane.data for plane in frame.planes])
+        offsets = np.cumsum([0] + [plane.data.size for plane in frame.planes[:-1]]).tolist()
+    layout = {"format": frame.format, "width": frame.width, "height": frame.height,
+              "matrix": frame.matrix, "range": frame.range,
+              "planes": [[int(o), p.row_stride, p.pixel_stride] for o, p in zip(offsets, frame.planes)]}
+    return np.array(region, np.uint8), layout
+
+
+def _region(planes, bounds, low: int, high: int) -> bytes:
+    """The bytes from address ``low`` to ``high``, read through the planes that cover them."""
+    out = bytearray(high - low)
+    for plane, (start, end) in zip(planes, bounds):
+        out[start - low:end - low] = plane.data.tobytes()
+    return bytes(out)
+
+
+def frame_from_layout(buffer: np.ndarray, layout: dict) -> CameraFrame:
+    """Inverse of :func:`frame_layout`. Raises ``ValueError`` for a layout that does not fit."""
+    buffer = np.asarray(buffer, np.uint8).reshape(-1)
+    try:
+        planes = tuple(Plane(buffer[int(offset):], int(row), int(pixel)) for offset, row, pixel in layout["planes"])
+        return CameraFrame(layout["format"], int(layout["width"]), int(layout["height"]), planes,
+                           matrix=layout.get("matrix", "bt601"), range=layout.get("range", "video"))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"camera frame layout lacks or misstates {exc}") from None
 
 
 def yuv_coefficients(matrix: str = "bt601", color_range: str = "video") -> dict[str, int]:
@@ -297,11 +336,14 @@ def rgb_to_frame(rgb: np.ndarray, format: str = "nv21", *, matrix: str = "bt601"
     row_stride = width + row_padding
     y_plane = np.zeros((height, row_stride), np.uint8)
     y_plane[:, :width] = luma
-    if format == "i420":
+    if format == "i420":  # one allocation, Y then U then V (as Android's I420 buffers are laid out)
         chroma_stride = cw + row_padding
-        u_plane, v_plane = (np.zeros((ch, chroma_stride), np.uint8) for _ in range(2))
+        buffer = np.zeros(y_plane.size + 2 * ch * chroma_stride, np.uint8)
+        buffer[:y_plane.size] = y_plane.reshape(-1)
+        u_plane = buffer[y_plane.size:y_plane.size + ch * chroma_stride].reshape(ch, chroma_stride)
+        v_plane = buffer[y_plane.size + ch * chroma_stride:].reshape(ch, chroma_stride)
         u_plane[:, :cw], v_plane[:, :cw] = u, v
-        return CameraFrame.i420(y_plane.reshape(-1), u_plane.reshape(-1), v_plane.reshape(-1), width, height,
+        return CameraFrame.i420(buffer[:y_plane.size], u_plane.reshape(-1), v_plane.reshape(-1), width, height,
                                 row_stride=row_stride, chroma_row_stride=chroma_stride, matrix=matrix,
                                 range=color_range)
     if format not in ("nv21", "nv12"):

@@ -16,10 +16,20 @@ float32, and one float32 tensor per program output, named as in ``model.json`` (
 ``program_sha256``, ``pairs``, ``pair{i}.name``, and the tolerances ``score_tolerance``,
 ``gate_tolerance`` (max abs diff of any output value) and ``preprocess_tolerance`` (max abs diff
 of the model input: identical pixels after the resize).
+
+Camera pairs (optional; ``camera_pairs`` in the metadata): camera frames made of the same images
+(:mod:`edge_runtime.camera`, every layout and rotation, see ``export.golden.CAMERA_FRAMES``), so
+a device proves its camera path too. Per pair ``j``: ``camera{j}.frame`` (N,) uint8 (the frame's
+bytes), ``camera{j}.input`` (1, 3, h, w) float32 (the numpy camera rule), one tensor per program
+output on that input, and ``camera{j}.layout``: JSON with the planes' ``[offset, row_stride,
+pixel_stride]``, ``format``, ``width``, ``height``, ``matrix``, ``range``, ``rotation``,
+``crop``, ``name`` and ``encoding``. A runtime preprocesses the frame itself, compares with the
+stored input, runs the program on *its own* input and compares the outputs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from .camera import CameraFrame, frame_from_layout
 from .contract import ContractError
 
 __all__ = ["GOLDEN_FORMAT", "GoldenCheck", "GoldenError", "GoldenPair", "GoldenPairResult",
-           "GoldenReport", "GoldenSet", "check_golden", "golden_path", "read_golden"]
+           "GoldenCameraPair", "GoldenReport", "GoldenSet", "check_golden", "golden_path", "read_golden"]
 
 GOLDEN_FORMAT = "agiqa-edge.golden"
 GOLDEN_VERSION = 1
@@ -77,12 +88,23 @@ class GoldenPair:
 
 
 @dataclass(frozen=True)
+class GoldenCameraPair:
+    name: str  # e.g. "camera0 (nv21, 90 deg) of photo.jpg"
+    frame: CameraFrame
+    rotation: int  # degrees clockwise
+    crop: tuple[int, int, int, int] | None  # (left, top, width, height), buffer coordinates
+    input: np.ndarray  # (1, 3, h, w) float32, edge_runtime.camera.preprocess_frame
+    outputs: dict[str, np.ndarray]  # program outputs on that input, by name
+
+
+@dataclass(frozen=True)
 class GoldenSet:
     program_sha256: str
     score_tolerance: float
     gate_tolerance: float
     preprocess_tolerance: float
     pairs: tuple[GoldenPair, ...]
+    camera_pairs: tuple[GoldenCameraPair, ...] = ()
 
 
 def read_golden(path: str | os.PathLike) -> GoldenSet:
@@ -112,9 +134,25 @@ def read_golden(path: str | os.PathLike) -> GoldenSet:
                                     tensors[prefix + "input"], outputs))
         return GoldenSet(meta["program_sha256"], float(meta["score_tolerance"]),
                          float(meta["gate_tolerance"]), float(meta["preprocess_tolerance"]),
-                         tuple(pairs))
-    except (KeyError, ValueError) as exc:
+                         tuple(pairs), _camera_pairs(meta, tensors))
+    except (KeyError, ValueError, TypeError) as exc:
         raise GoldenError(f"{path}: incomplete golden file ({exc}); re-export the program") from None
+
+
+def _camera_pairs(meta: dict[str, str], tensors: dict[str, np.ndarray]) -> tuple[GoldenCameraPair, ...]:
+    pairs = []
+    for j in range(int(meta.get("camera_pairs", 0))):
+        prefix = f"camera{j}."
+        layout = json.loads(meta[prefix + "layout"])
+        outputs = {k[len(prefix):]: v for k, v in tensors.items()
+                   if k.startswith(prefix) and k not in (prefix + "frame", prefix + "input")}
+        crop = layout.get("crop")
+        encoding = layout.get("encoding", layout["format"])
+        name = f"camera{j} ({encoding}, {layout['rotation']} deg) of {layout.get('name', '?')}"
+        pairs.append(GoldenCameraPair(name, frame_from_layout(tensors[prefix + "frame"], layout),
+                                      int(layout["rotation"]), None if crop is None else tuple(crop),
+                                      tensors[prefix + "input"], outputs))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -139,6 +177,7 @@ class GoldenReport:
     preprocess_tolerance: float
     pairs: tuple[GoldenPairResult, ...] = field(default=())
     failure: str = ""
+    camera_pairs: tuple[GoldenPairResult, ...] = field(default=())
 
     @property
     def passed(self) -> bool:
@@ -147,7 +186,8 @@ class GoldenReport:
 
 def check_golden(path: str | os.PathLike, contract: Any,
                  preprocess: Callable[[np.ndarray], np.ndarray],
-                 run: Callable[[np.ndarray], dict[str, np.ndarray]]) -> GoldenReport:
+                 run: Callable[[np.ndarray], dict[str, np.ndarray]],
+                 preprocess_frame: Callable[..., np.ndarray] | None = None) -> GoldenReport:
     """Reproduce every pair of the golden file ``path`` as ``agiqa::Scorer::check_golden`` does.
 
     ``contract`` is the program's :class:`~edge_runtime.contract.ModelContract`;
@@ -156,6 +196,9 @@ def check_golden(path: str | os.PathLike, contract: Any,
     ``score_tolerance``, ``gate_weights`` (when the program has it) against ``gate_tolerance``,
     both on the *stored* input, and then this runtime's preprocessing of the stored RGB against
     the stored input within ``preprocess_tolerance``; the first pair outside reports the failure.
+    With ``preprocess_frame(frame, rotation=, crop=) -> (3, h, w)``, the camera pairs too: this
+    runtime's camera preprocessing against the stored input, then the program on *that* input
+    against the stored outputs (end to end: the camera path as a device runs it).
 
     Raises :class:`GoldenError` when the file itself is unusable (missing, malformed, another
     program's, no pairs, a tensor missing or of the wrong shape); never for a failed pair.
@@ -167,39 +210,63 @@ def check_golden(path: str | os.PathLike, contract: Any,
                           "re-export the program")
     if not golden.pairs:
         raise GoldenError(f"{path}: holds no golden pairs; re-export the program")
-    score_name = contract.score_output
-    results, failure = [], ""
+    results, failures = [], []
     for pair in golden.pairs:
-        missing = [n for n in contract.output_names if n not in pair.outputs]
-        if missing or pair.rgb.dtype != np.uint8 or pair.rgb.ndim != 3 or pair.rgb.shape[2] != 3:
-            raise GoldenError(f"{path}: pair '{pair.name}' lacks {missing or 'an (H, W, 3) uint8 rgb'}; "
-                              "re-export the program")
-        mine = preprocess(pair.rgb)[None]
-        if mine.shape != pair.input.shape:
-            raise GoldenError(f"{path}: '{pair.name}' input has the wrong size; re-export")
+        if pair.rgb.dtype != np.uint8 or pair.rgb.ndim != 3 or pair.rgb.shape[2] != 3:
+            raise GoldenError(f"{path}: pair '{pair.name}' lacks an (H, W, 3) uint8 rgb; re-export the program")
+        mine = _input(path, pair.name, preprocess(pair.rgb), pair.input)
         got = run(np.ascontiguousarray(pair.input, dtype=np.float32))
-        score = float(np.asarray(got[score_name]).reshape(-1)[0])
-        expected = float(pair.outputs[score_name].reshape(-1)[0])
-        gate = 0.0
-        if "gate_weights" in pair.outputs and "gate_weights" in got:
-            ours, theirs = (np.asarray(a, np.float64).reshape(-1)
-                            for a in (got["gate_weights"], pair.outputs["gate_weights"]))
-            n = min(ours.size, theirs.size)  # as the C++ does
-            gate = float(np.abs(ours[:n] - theirs[:n]).max(initial=0.0))
-        result = GoldenPairResult(
-            pair.name, float(np.abs(mine.astype(np.float64) - pair.input).max(initial=0.0)),
-            abs(score - expected), gate, score, expected)
-        results.append(result)
-        if failure:
-            continue
-        if result.score_abs_diff > golden.score_tolerance or gate > golden.gate_tolerance:
-            failure = (f"golden pair '{pair.name}' scores {score:.6g}, expected {expected:.6g} "
-                       f"(|diff| {result.score_abs_diff:.3g}, gate |diff| {gate:.3g}; tolerances "
-                       f"{golden.score_tolerance:.3g}, {golden.gate_tolerance:.3g}): this "
-                       "CPU/runtime computes wrong outputs")
-        elif result.preprocess_max_abs_diff > golden.preprocess_tolerance:
-            failure = (f"golden pair '{pair.name}' preprocesses differently from numpy (max |diff| "
-                       f"{result.preprocess_max_abs_diff:.3g} > {golden.preprocess_tolerance:.3g}); "
-                       "this build's resize is wrong")
+        results.append(_compare(path, contract, golden, pair.name, mine, pair, got, failures,
+                                "this build's resize is wrong"))
+    camera_results = []
+    for pair in golden.camera_pairs if preprocess_frame is not None else ():
+        mine = _input(path, pair.name, preprocess_frame(pair.frame, rotation=pair.rotation, crop=pair.crop),
+                      pair.input)
+        camera_results.append(_compare(path, contract, golden, pair.name, mine, pair, run(mine), failures,
+                                       "this build's camera conversion is wrong"))
     return GoldenReport(str(path), golden.score_tolerance, golden.gate_tolerance,
-                        golden.preprocess_tolerance, tuple(results), failure)
+                        golden.preprocess_tolerance, tuple(results), failures[0] if failures else "",
+                        tuple(camera_results))
+
+
+def _input(path: Path, name: str, mine: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    mine = np.ascontiguousarray(mine[None], dtype=np.float32)
+    if mine.shape != stored.shape:
+        raise GoldenError(f"{path}: '{name}' input has the wrong size; re-export")
+    return mine
+
+
+def _compare(path: Path, contract: Any, golden: GoldenSet, name: str, mine: np.ndarray,
+             pair: GoldenPair | GoldenCameraPair, got: dict[str, np.ndarray], failures: list[str],
+             wrong_preprocessing: str) -> GoldenPairResult:
+    """One pair's result; its failure (if any) appended to ``failures``."""
+    missing = [n for n in contract.output_names if n not in pair.outputs]
+    if missing:
+        raise GoldenError(f"{path}: pair '{name}' lacks {missing}; re-export the program")
+    score_name = contract.score_output
+    score = float(np.asarray(got[score_name]).reshape(-1)[0])
+    expected = float(pair.outputs[score_name].reshape(-1)[0])
+    gate = 0.0
+    if "gate_weights" in pair.outputs and "gate_weights" in got:
+        ours, theirs = (np.asarray(a, np.float64).reshape(-1)
+                        for a in (got["gate_weights"], pair.outputs["gate_weights"]))
+        n = min(ours.size, theirs.size)  # as the C++ does
+        gate = float(np.abs(ours[:n] - theirs[:n]).max(initial=0.0))
+    result = GoldenPairResult(name, float(np.abs(mine.astype(np.float64) - pair.input).max(initial=0.0)),
+                              abs(score - expected), gate, score, expected)
+    camera = isinstance(pair, GoldenCameraPair)
+    kind = "golden camera pair" if camera else "golden pair"
+    wrong_outputs = result.score_abs_diff > golden.score_tolerance or gate > golden.gate_tolerance
+    wrong_input = result.preprocess_max_abs_diff > golden.preprocess_tolerance
+    # An RGB pair runs the stored input, so its outputs judge the program alone; a camera pair
+    # runs this runtime's own input, so a wrong input explains wrong outputs and is named first.
+    if wrong_outputs and not (camera and wrong_input):
+        failures.append(f"{kind} '{name}' scores {score:.6g}, expected {expected:.6g} "
+                        f"(|diff| {result.score_abs_diff:.3g}, gate |diff| {gate:.3g}; tolerances "
+                        f"{golden.score_tolerance:.3g}, {golden.gate_tolerance:.3g}): this "
+                        "CPU/runtime computes wrong outputs")
+    elif wrong_input:
+        failures.append(f"{kind} '{name}' preprocesses differently from numpy (max |diff| "
+                        f"{result.preprocess_max_abs_diff:.3g} > {golden.preprocess_tolerance:.3g}); "
+                        f"{wrong_preprocessing}")
+    return result

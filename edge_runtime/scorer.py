@@ -197,7 +197,8 @@ class Scorer:
 
     def _verify_golden(self, gpath: Path) -> None:
         """Refuse, in one line, a program whose golden pairs this runtime does not reproduce."""
-        report = check_golden(gpath, self.contract, self.contract.preprocess, self.run)
+        report = check_golden(gpath, self.contract, self.contract.preprocess, self.run,
+                              self.preprocess_frame)
         if not report.passed:
             raise GoldenError(f"{self.path}: refused: {report.failure} (pairs in {gpath}); see "
                               "docs/edge.md (Golden pairs, SME); re-export the program if the "

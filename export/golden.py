@@ -9,6 +9,7 @@ usable alone on any program with its contract::
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from _agiqa.atomic import atomic_write_bytes
+from edge_runtime.camera import frame_layout, preprocess_frame, rgb_to_frame
 from edge_runtime.golden import GOLDEN_FORMAT, GOLDEN_VERSION, golden_path
 from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import resize_rgb
 from edge_runtime.scorer import Scorer
 
-__all__ = ["GOLDEN_PAIRS", "TOLERANCES", "PREPROCESS_TOLERANCE", "write_golden"]
+__all__ = ["CAMERA_FRAMES", "GOLDEN_PAIRS", "TOLERANCES", "PREPROCESS_TOLERANCE", "write_golden"]
 
 GOLDEN_PAIRS = 3
 # Candidates scored to pick the pairs from: the lowest, middle and highest score among them,
@@ -41,6 +43,52 @@ PREPROCESS_TOLERANCE = 1e-5
 _MAX_SCALE = 2
 
 
+# Camera frames made of the pairs' images, as cameras deliver them, so a device checks its camera
+# path at load (``camera{j}.*``): every layout, both matrices and ranges, every rotation, a crop
+# with odd offsets, padded rows. (encoding, matrix, range, rotation, row padding, reduced): the
+# reduced frame is resized to >= 4x the input so the camera rule takes its reduction path, as
+# for a 1080p frame (about 1.3 MB for a 224 model), the others stay at the stored images' size
+# (full resolution, nearest chroma).
+CAMERA_FRAMES = (("nv21", "bt601", "video", 90, 16, True), ("nv12", "bt709", "full", 270, 16, False),
+                 ("i420", "bt601", "full", 180, 8, False), ("bgra", "bt709", "video", 0, 12, False),
+                 ("rgba", "bt601", "video", 90, 0, False))
+_CROP_MARGIN = (3, 1, 4, 3)  # left, top, right, bottom pixels cut off: odd offsets on purpose
+
+
+def _camera_frame(rgb: np.ndarray, input_size: tuple[int, int], encoding: str, matrix: str,
+                  color_range: str, padding: int, reduced: bool):
+    """The frame and crop of one ``CAMERA_FRAMES`` entry made of ``rgb``."""
+    if reduced:  # >= 4x the input on both sides after the crop, in either orientation
+        side = 4 * max(input_size) + 10
+        rgb = resize_rgb(rgb, (side, side))
+    frame = rgb_to_frame(rgb, encoding, matrix=matrix, color_range=color_range, row_padding=padding,
+                         alpha=7)  # alpha is ignored: a value that would show if it were not
+    left, top, right, bottom = _CROP_MARGIN
+    crop = (left, top, frame.width - left - right, frame.height - top - bottom)
+    return frame, crop
+
+
+def _camera_tensors(scorer: Scorer, images: Sequence[tuple[str, np.ndarray]]) -> tuple[dict, dict]:
+    """Tensors and metadata of the camera pairs, made of ``images`` = ``[(name, rgb), ...]``
+    in turn; the reference input (:func:`edge_runtime.camera.preprocess_frame`) and the
+    program's outputs on it."""
+    spec = scorer.contract.preprocess
+    tensors, meta = {}, {}
+    for j, (encoding, matrix, color_range, rotation, padding, reduced) in enumerate(CAMERA_FRAMES):
+        name, rgb = images[j % len(images)]
+        frame, crop = _camera_frame(rgb, spec.input_size, encoding, matrix, color_range, padding, reduced)
+        x = preprocess_frame(spec, frame, rotation=rotation, crop=crop)[None]
+        buffer, layout = frame_layout(frame)
+        prefix = f"camera{j}."
+        tensors[prefix + "frame"], tensors[prefix + "input"] = buffer, x
+        for output, value in scorer.run(x).items():
+            tensors[prefix + output] = np.ascontiguousarray(value, dtype=np.float32)
+        meta[prefix + "layout"] = json.dumps({**layout, "rotation": rotation, "crop": list(crop),
+                                              "name": name, "encoding": encoding})
+    meta["camera_pairs"] = str(len(CAMERA_FRAMES))
+    return tensors, meta
+
+
 def _stored_rgb(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     height, width = rgb.shape[:2]
     limit_h, limit_w = (_MAX_SCALE * s for s in input_size)
@@ -53,7 +101,8 @@ def _stored_rgb(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
 def write_golden(program: str | os.PathLike, images: Sequence[str | os.PathLike],
                  count: int = GOLDEN_PAIRS) -> Path:
     """Store ``count`` golden pairs of ``program``: among the first readable ``images``
-    (at most 16), those with the lowest, middle and highest score.
+    (at most 16), those with the lowest, middle and highest score; and the camera pairs
+    (``CAMERA_FRAMES``) made of the same images.
 
     Returns the path written (``model.golden.safetensors`` beside ``program``).
     """
@@ -94,4 +143,7 @@ def write_golden(program: str | os.PathLike, images: Sequence[str | os.PathLike]
             tensors[prefix + output] = np.ascontiguousarray(value, dtype=np.float32)
         meta[prefix + "name"] = name
     meta["pairs"] = str(len(picks))
+    camera_tensors, camera_meta = _camera_tensors(scorer, [candidates[p][1:3] for p in picks])
+    tensors.update(camera_tensors)
+    meta.update(camera_meta)
     return atomic_write_bytes(golden_path(program), save(tensors, metadata=meta))

@@ -403,6 +403,44 @@ def test_golden_pairs_are_reproduced_at_load(golden_program):
     assert Scorer.from_file(golden_program, verify_golden=False).golden_report is None
 
 
+def test_golden_camera_pairs_cover_every_layout_and_are_reproduced(golden_program):
+    """The camera frames stored with the program: every layout, rotation and colour setting
+    (export.golden.CAMERA_FRAMES), one of them on the reduction path, all reproduced exactly."""
+    from edge_runtime.camera import frame_to_rgb, reduce_factor
+    from edge_runtime.golden import golden_path, read_golden
+    from export.golden import CAMERA_FRAMES
+
+    scorer = Scorer.from_file(golden_program)
+    golden = read_golden(golden_path(golden_program))
+    assert len(scorer.golden_report.camera_pairs) == len(golden.camera_pairs) == len(CAMERA_FRAMES)
+    for result in scorer.golden_report.camera_pairs:
+        assert result.preprocess_max_abs_diff == 0 and result.score_abs_diff == 0
+    seen = {(p.frame.format, p.frame.matrix, p.frame.range, p.rotation) for p in golden.camera_pairs}
+    assert {fmt for fmt, *_ in seen} == {"yuv420", "rgba", "bgra"}
+    assert {rot for *_, rot in seen} == {0, 90, 180, 270} and len(seen) == len(CAMERA_FRAMES)
+    factors = [reduce_factor(p.crop[2:], SPEC.input_size, p.rotation) for p in golden.camera_pairs]
+    assert factors.count(1) == len(factors) - 1 and max(factors) == 2
+    # Each frame's content is its source image (rotated upright): not a blank frame.
+    first = golden.camera_pairs[1]
+    assert frame_to_rgb(first.frame, rotation=first.rotation, crop=first.crop).std() > 10
+
+
+def test_tampered_golden_camera_frame_is_refused(golden_program, tmp_path):
+    from edge_runtime.golden import GoldenError
+
+    def swap_chroma(tensors, meta):  # an NV21 frame read as NV12: what a wrong conversion does
+        layout = json.loads(meta["camera0.layout"])
+        (_, _, _), (u, *u_rest), (v, *v_rest) = layout["planes"]
+        layout["planes"][1], layout["planes"][2] = [v, *u_rest], [u, *v_rest]
+        meta["camera0.layout"] = json.dumps(layout)
+
+    bad = _copy_with_golden(golden_program, tmp_path / "bad", swap_chroma)
+    with pytest.raises(GoldenError, match=r"refused: golden camera pair 'camera0 \(nv21, 90 deg\).*"
+                                          r"preprocesses differently.*camera conversion is wrong"):
+        Scorer.from_file(bad)
+    assert Scorer.from_file(bad, verify_golden=False).golden_report is None
+
+
 @pytest.mark.slow
 def test_tampered_golden_score_is_refused_in_one_line(golden_program, tmp_path):
     from edge_runtime.golden import GoldenError
