@@ -28,7 +28,7 @@ from PIL import Image
 
 from .images import load_rgb
 
-__all__ = ["INTERPOLATIONS", "PreprocessSpec", "resize_rgb", "resize_cv2_bicubic", "normalize"]
+__all__ = ["INTERPOLATIONS", "PreprocessSpec", "pillow_resize", "resize_rgb", "resize_cv2_bicubic", "normalize"]
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "area": Image.Resampling.BOX}
@@ -46,8 +46,24 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int], interpolation: str = "bil
         return rgb
     if interpolation == "cv2_bicubic":
         return resize_cv2_bicubic(rgb, size)
-    resized = Image.fromarray(rgb).resize((width, height), resample=_FILTERS[interpolation])
-    return np.asarray(resized, dtype=np.uint8)
+    return np.asarray(pillow_resize(Image.fromarray(rgb), size, interpolation), dtype=np.uint8)
+
+
+def pillow_resize(image: Image.Image, size: tuple[int, int], interpolation: str) -> Image.Image:
+    """Pillow's antialiased resize to ``size = (height, width)``, width first, then height.
+
+    Each pass rounds to uint8, so the order of the two passes changes pixels by 1. One
+    ``Image.resize`` call lets Pillow pick the order (Pillow 13 runs the vertical pass first for
+    some sizes, older versions always the horizontal one); two calls fix it, so every Pillow
+    version and the C++ scorer (``resize_rgb8``, horizontal first) give the same bytes.
+    """
+    height, width = size
+    resample = _FILTERS[interpolation]
+    if image.width != width:
+        image = image.resize((width, image.height), resample=resample)
+    if image.height != height:
+        image = image.resize((width, height), resample=resample)
+    return image
 
 
 def _cubic_taps(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:

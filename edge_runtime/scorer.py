@@ -35,7 +35,7 @@ from .camera import CameraFrame, preprocess_frame
 from .contract import CONTRACT_METHOD, ContractError, ModelContract, read_program
 from .golden import GoldenCheck, GoldenError, GoldenReport, check_golden, golden_path
 from .images import IMAGE_SUFFIXES, ImageLoadError, find_images, load_image
-from .preprocess import _FILTERS, normalize
+from .preprocess import _FILTERS, normalize, pillow_resize
 
 __all__ = ["IMAGE_SUFFIXES", "RuntimeUnavailableError", "ScoreResult", "Scorer", "find_images",
            "default_decode_threads", "rank_results"]
@@ -292,10 +292,7 @@ class Scorer:
         image = load_image(path, min_size=spec.input_size if spec.jpeg_draft else None)
         if spec.interpolation not in _FILTERS:  # cv2_bicubic works on arrays
             return spec(np.asarray(image))
-        height, width = spec.input_size
-        if image.size != (width, height):
-            image = image.resize((width, height), resample=_FILTERS[spec.interpolation])
-        return normalize(np.asarray(image), spec.mean, spec.std)
+        return normalize(np.asarray(pillow_resize(image, spec.input_size, spec.interpolation)), spec.mean, spec.std)
 
     def score(self, image: str | os.PathLike | np.ndarray) -> float:
         """Score one image. Raises ``ImageLoadError`` when a file cannot be decoded."""
