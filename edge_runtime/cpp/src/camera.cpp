@@ -203,6 +203,32 @@ void yuv_row(const Source& s, int r, int c0, int c1, Scratch& t, uint8_t* out) {
   }
 }
 
+// The 1080p case: f = 2 from NV12/NV21 (chroma pixel stride 2, U and V one byte apart) or
+// I420 (stride 1): each output pixel is a 2x2 luma mean and one chroma sample. One loop, no
+// scratch, so the compiler vectorises it.
+template <int CPS>
+void yuv_row_half(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* __restrict out) {
+  const Frame& fr = *s.frame;
+  const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
+  const int n = c1 - c0, y = s.plan.top + 2 * r, x0 = s.plan.left + 2 * c0;
+  const uint8_t* __restrict y0 = Y.data + size_t(y) * Y.row_stride + size_t(x0);
+  const uint8_t* __restrict y1 = y0 + Y.row_stride;
+  const uint8_t* __restrict u = U.data + size_t(y / 2) * U.row_stride + size_t(x0 / 2) * CPS;
+  const uint8_t* __restrict v = V.data + size_t(y / 2) * V.row_stride + size_t(x0 / 2) * CPS;
+  const YuvCoefficients k = s.k;
+  for (int i = 0; i < n; ++i) {
+    const int32_t luma_sum = y0[2 * i] + y0[2 * i + 1] + y1[2 * i] + y1[2 * i + 1];
+    const int32_t luma = k.cy * (((luma_sum + 2) >> 2) - k.y_offset) + (1 << (kShift - 1));
+    const int32_t cb = u[CPS * i] - 128, cr = v[CPS * i] - 128;
+    const int32_t rr = (luma + k.crv * cr) >> kShift;
+    const int32_t gg = (luma - k.cgu * cb - k.cgv * cr) >> kShift;
+    const int32_t bb = (luma + k.cbu * cb) >> kShift;
+    out[3 * i + 0] = static_cast<uint8_t>(rr < 0 ? 0 : (rr > 255 ? 255 : rr));
+    out[3 * i + 1] = static_cast<uint8_t>(gg < 0 ? 0 : (gg > 255 ? 255 : gg));
+    out[3 * i + 2] = static_cast<uint8_t>(bb < 0 ? 0 : (bb > 255 ? 255 : bb));
+  }
+}
+
 // 4-byte pixels: channel RC (0 for RGBA, 2 for BGRA) is red, 2 - RC blue.
 template <int F, int RC>
 void packed_row(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* out) {
@@ -238,8 +264,8 @@ template <int F>
 RowFn yuv_for(const Frame& fr) {
   const size_t yps = fr.planes[0].pixel_stride, ups = fr.planes[1].pixel_stride;
   const bool same = ups == fr.planes[2].pixel_stride;
-  if (yps == 1 && same && ups == 2) return yuv_row<F, 1, 2>;  // NV12 / NV21
-  if (yps == 1 && same && ups == 1) return yuv_row<F, 1, 1>;  // I420
+  if (yps == 1 && same && ups == 2) return F == 2 ? yuv_row_half<2> : yuv_row<F, 1, 2>;  // NV
+  if (yps == 1 && same && ups == 1) return F == 2 ? yuv_row_half<1> : yuv_row<F, 1, 1>;  // I420
   return yuv_row<F, 0, 0>;
 }
 
