@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "edge_runtime" / "cpp"))
 
 import build as cpp_build  # noqa: E402  (edge_runtime/cpp/build.py)
+
 from edge_runtime import Scorer  # noqa: E402
 from edge_runtime.camera import frame_layout, frame_to_rgb, preprocess_frame, rgb_to_frame  # noqa: E402
 
