@@ -118,7 +118,87 @@ GoldenFile GoldenFile::read(const std::string& path, const Contract& contract) {
     golden.pairs.push_back(std::move(pair));
   }
   if (golden.pairs.empty()) throw Error(path + ": holds no golden pairs; re-export the program");
+  const int cameras = meta.count("camera_pairs") ? static_cast<int>(number(meta, "camera_pairs", path)) : 0;
+  for (int j = 0; j < cameras; ++j) {
+    GoldenCameraPair pair;
+    const std::string prefix = "camera" + std::to_string(j) + ".";
+    auto take = [&](const std::string& key, const char* dtype) {
+      auto it = tensors.find(prefix + key);
+      if (it == tensors.end() || it->second.dtype != dtype)
+        throw Error(path + ": tensor '" + prefix + key + "' (" + dtype +
+                    ") missing; re-export the program");
+      return it->second;
+    };
+    if (!meta.count(prefix + "layout"))
+      throw Error(path + ": metadata '" + prefix + "layout' missing; re-export the program");
+    pair.layout = CameraLayout::parse(meta[prefix + "layout"], path + ": '" + prefix + "layout'");
+    pair.frame = take("frame", "U8");
+    pair.layout.frame(pair.frame.bytes, path + ": '" + prefix + "frame'");  // fits its bytes
+    pair.input = take("input", "F32");
+    for (const auto& name : contract.output_names) pair.outputs[name] = take(name, "F32");
+    std::string source = "?";
+    try {
+      source = nlohmann::json::parse(meta[prefix + "layout"]).value("name", "?");
+    } catch (const nlohmann::json::exception&) {
+    }
+    pair.name = "camera" + std::to_string(j) + " (" + pair.layout.encoding + ", " +
+                std::to_string(pair.layout.rotation) + " deg) of " + source;
+    golden.camera_pairs.push_back(std::move(pair));
+  }
   return golden;
+}
+
+CameraLayout CameraLayout::parse(const std::string& text, const std::string& where) {
+  const std::string bad = where + ": not a camera frame layout (";
+  CameraLayout l;
+  try {
+    const auto j = nlohmann::json::parse(text);
+    const auto format = j.at("format").get<std::string>();
+    if (format == "yuv420") l.format = FrameFormat::YUV420;
+    else if (format == "rgba") l.format = FrameFormat::RGBA;
+    else if (format == "bgra") l.format = FrameFormat::BGRA;
+    else throw Error(bad + "format '" + format + "' is not yuv420, rgba or bgra)");
+    l.width = j.at("width").get<int>();
+    l.height = j.at("height").get<int>();
+    for (const auto& p : j.at("planes")) l.planes.push_back(p.get<std::array<size_t, 3>>());
+    const auto matrix = j.value("matrix", std::string("bt601"));
+    const auto range = j.value("range", std::string("video"));
+    if (matrix != "bt601" && matrix != "bt709") throw Error(bad + "matrix '" + matrix + "')");
+    if (range != "video" && range != "full") throw Error(bad + "range '" + range + "')");
+    l.matrix = matrix == "bt601" ? ColorMatrix::BT601 : ColorMatrix::BT709;
+    l.range = range == "video" ? ColorRange::Video : ColorRange::Full;
+    l.rotation = j.value("rotation", 0);
+    if (j.contains("crop") && !j.at("crop").is_null()) {
+      const auto c = j.at("crop").get<std::array<int, 4>>();
+      l.crop = Crop{c[0], c[1], c[2], c[3]};
+    }
+    l.encoding = j.value("encoding", format);
+  } catch (const nlohmann::json::exception& exc) {
+    throw Error(bad + exc.what() + "); re-export the program");
+  }
+  const size_t want = l.format == FrameFormat::YUV420 ? 3 : 1;
+  if (l.planes.size() != want)
+    throw Error(bad + std::to_string(l.planes.size()) + " planes, the format has " +
+                std::to_string(want) + "); re-export the program");
+  return l;
+}
+
+Frame CameraLayout::frame(const std::vector<uint8_t>& bytes, const std::string& where) const {
+  Frame f;
+  f.format = format;
+  f.width = width;
+  f.height = height;
+  f.matrix = matrix;
+  f.range = range;
+  for (size_t i = 0; i < planes.size(); ++i) {
+    if (planes[i][0] >= bytes.size())
+      throw Error(where + ": plane " + std::to_string(i) + " starts at byte " +
+                  std::to_string(planes[i][0]) + " of " + std::to_string(bytes.size()) +
+                  "; re-export the program");
+    f.planes[i] = {bytes.data() + planes[i][0], planes[i][1], planes[i][2],
+                   bytes.size() - planes[i][0]};
+  }
+  return f;
 }
 
 void write_safetensors_f32(const std::string& path, const std::string& name,

@@ -10,11 +10,10 @@
 #include <cstring>
 
 #include "agiqa/scorer.h"
+#include "resample.h"
 
 namespace agiqa {
 namespace {
-
-constexpr int kPrecisionBits = 32 - 8 - 2;
 
 struct Filter {
   double (*weight)(double);
@@ -44,15 +43,10 @@ Filter filter_for(const std::string& interpolation) {
               "' in model.json; choose from area, bicubic, bilinear");
 }
 
-// Fixed-point weights for resampling `in_size` samples to `out_size`.
-struct Coefficients {
-  int ksize = 0;
-  std::vector<int> first;   // first source sample of each output sample
-  std::vector<int> count;   // number of source samples
-  std::vector<int32_t> k;   // out_size x ksize weights, kPrecisionBits fixed point
-};
+}  // namespace
 
-Coefficients precompute(int in_size, int out_size, const Filter& filter) {
+Coefficients precompute(int in_size, int out_size, const std::string& interpolation) {
+  const Filter filter = filter_for(interpolation);
   const double scale = static_cast<double>(in_size) / out_size;
   const double filterscale = scale < 1.0 ? 1.0 : scale;
   const double support = filter.support * filterscale;
@@ -87,13 +81,6 @@ Coefficients precompute(int in_size, int out_size, const Filter& filter) {
   return c;
 }
 
-inline uint8_t clip8(int32_t v) {
-  v >>= kPrecisionBits;
-  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
-}
-
-}  // namespace
-
 std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size_t stride,
                                  int out_width, int out_height,
                                  const std::string& interpolation) {
@@ -102,9 +89,8 @@ std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size
   if (stride < static_cast<size_t>(width) * 3)
     throw Error("resize_rgb8: stride " + std::to_string(stride) + " < 3 * width " +
                 std::to_string(width));
-  const Filter filter = filter_for(interpolation);
-  const Coefficients horiz = precompute(width, out_width, filter);
-  const Coefficients vert = precompute(height, out_height, filter);
+  const Coefficients horiz = precompute(width, out_width, interpolation);
+  const Coefficients vert = precompute(height, out_height, interpolation);
   const bool need_horizontal = out_width != width;
   const bool need_vertical = out_height != height;
 
@@ -176,20 +162,25 @@ std::vector<float> preprocess_rgb8(const PreprocessSpec& spec, const uint8_t* rg
     pixels = packed.data();
     row_bytes = static_cast<size_t>(w) * 3;
   }
+  std::vector<float> chw(static_cast<size_t>(3) * h * w);
+  normalize_rows(spec, pixels, row_bytes, 0, h, chw.data());
+  return chw;
+}
+
+void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t row_bytes,
+                    int row_begin, int row_end, float* chw) {
   // numpy: float32(v) * float32(1 / 255), then (x - mean) / std, all in float32. Built with
   // -ffp-contract=off so no fused multiply-add changes the last bit on aarch64.
+  const int h = spec.height, w = spec.width;
   const float inv255 = static_cast<float>(1.0 / 255.0);
-  std::vector<float> chw(static_cast<size_t>(3) * h * w);
-  for (int y = 0; y < h; ++y) {
+  for (int y = row_begin; y < row_end; ++y) {
     const uint8_t* row = pixels + static_cast<size_t>(y) * row_bytes;
-    for (int x = 0; x < w; ++x) {
-      for (int c = 0; c < 3; ++c) {
-        const float v = static_cast<float>(row[x * 3 + c]) * inv255;
-        chw[(static_cast<size_t>(c) * h + y) * w + x] = (v - spec.mean[c]) / spec.std[c];
-      }
+    for (int c = 0; c < 3; ++c) {
+      float* out = chw + (static_cast<size_t>(c) * h + y) * w;
+      for (int x = 0; x < w; ++x)
+        out[x] = (static_cast<float>(row[x * 3 + c]) * inv255 - spec.mean[c]) / spec.std[c];
     }
   }
-  return chw;
 }
 
 }  // namespace agiqa

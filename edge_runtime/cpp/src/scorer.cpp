@@ -1,7 +1,9 @@
 // agiqa::Scorer over executorch::extension::Module: the program is read once, its sha256
 // checked against model.json, loaded from exactly those bytes, its embedded contract digest
 // compared with model.json's, and proven on the golden pairs.
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
@@ -153,51 +155,89 @@ Score Scorer::score_rgb8(const uint8_t* rgb, int width, int height, size_t strid
   return run(preprocess_rgb8(impl_->contract.preprocess, rgb, width, height, stride));
 }
 
+Score Scorer::score_frame(const Frame& frame, int rotation, const std::optional<Crop>& crop,
+                          int threads) const {
+  return run(preprocess_frame(impl_->contract.preprocess, frame, rotation, crop, threads));
+}
+
+namespace {
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0.0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  return m;
+}
+
+// One pair's result; its failure, if any and the first, goes into `report` (the order and the
+// words of edge_runtime.golden._compare). A camera pair runs this runtime's own input, so a
+// wrong input explains wrong outputs and is named first.
+GoldenResult compare(const std::string& name, bool camera, const std::vector<float>& mine,
+                     const std::vector<float>& stored, const Score& got,
+                     const std::map<std::string, Tensor>& outputs, const std::string& score_name,
+                     GoldenReport& report) {
+  GoldenResult r;
+  r.name = name;
+  r.preprocess_max_abs_diff = max_abs_diff(mine, stored);
+  r.score = got.score;
+  r.expected_score = outputs.at(score_name).floats().at(0);
+  r.score_abs_diff = std::fabs(double(got.score) - r.expected_score);
+  if (outputs.count("gate_weights"))
+    r.gate_max_abs_diff = max_abs_diff(got.gate_weights, outputs.at("gate_weights").floats());
+  const bool wrong_outputs = r.score_abs_diff > report.score_tolerance ||
+                             r.gate_max_abs_diff > report.gate_tolerance;
+  const bool wrong_input = r.preprocess_max_abs_diff > report.preprocess_tolerance;
+  const std::string kind = camera ? "golden camera pair '" : "golden pair '";
+  if (report.passed && wrong_outputs && !(camera && wrong_input)) {
+    report.passed = false;
+    report.failure = kind + name + "' scores " + fmt(r.score, 6) + ", expected " +
+                     fmt(r.expected_score, 6) + " (|diff| " + fmt(r.score_abs_diff) +
+                     ", gate |diff| " + fmt(r.gate_max_abs_diff) + "; tolerances " +
+                     fmt(report.score_tolerance) + ", " + fmt(report.gate_tolerance) +
+                     "): this CPU/runtime computes wrong outputs; see docs/edge.md (SME)";
+  } else if (report.passed && wrong_input) {
+    report.passed = false;
+    report.failure = kind + name + "' preprocesses differently from numpy (max |diff| " +
+                     fmt(r.preprocess_max_abs_diff) + " > " + fmt(report.preprocess_tolerance) +
+                     "); " + (camera ? "this build's camera conversion is wrong"
+                                     : "this build's resize is wrong");
+  }
+  return r;
+}
+
+}  // namespace
+
 GoldenReport Scorer::check_golden(const std::string& golden_file) const {
   const GoldenFile golden = GoldenFile::read(golden_file, impl_->contract);
   GoldenReport report;
   report.score_tolerance = golden.score_tolerance;
   report.gate_tolerance = golden.gate_tolerance;
   report.preprocess_tolerance = golden.preprocess_tolerance;
-  const std::string& score_name = impl_->contract.score_output;
+  const Contract& c = impl_->contract;
+  const size_t numel = static_cast<size_t>(3) * c.preprocess.height * c.preprocess.width;
   for (const auto& pair : golden.pairs) {
-    GoldenResult r;
-    r.name = pair.name;
     const int h = static_cast<int>(pair.rgb.shape[0]), w = static_cast<int>(pair.rgb.shape[1]);
-    const auto mine = preprocess_rgb8(impl_->contract.preprocess, pair.rgb.bytes.data(), w, h,
+    const auto mine = preprocess_rgb8(c.preprocess, pair.rgb.bytes.data(), w, h,
                                       static_cast<size_t>(w) * 3);
-    const auto expected_input = pair.input.floats();
-    if (mine.size() != expected_input.size())
+    const auto stored = pair.input.floats();
+    if (mine.size() != stored.size())
       throw Error(golden_file + ": '" + pair.name + "' input has the wrong size; re-export");
-    for (size_t i = 0; i < mine.size(); ++i)
-      r.preprocess_max_abs_diff =
-          std::max(r.preprocess_max_abs_diff, std::fabs(double(mine[i]) - expected_input[i]));
-    const Score got = run(expected_input);
-    r.score = got.score;
-    r.expected_score = pair.outputs.at(score_name).floats().at(0);
-    r.score_abs_diff = std::fabs(double(got.score) - r.expected_score);
-    if (pair.outputs.count("gate_weights")) {
-      const auto gate = pair.outputs.at("gate_weights").floats();
-      for (size_t i = 0; i < gate.size() && i < got.gate_weights.size(); ++i)
-        r.gate_max_abs_diff =
-            std::max(r.gate_max_abs_diff, std::fabs(double(got.gate_weights[i]) - gate[i]));
+    report.pairs.push_back(compare(pair.name, false, mine, stored, run(stored), pair.outputs,
+                                   c.score_output, report));
+  }
+  for (const auto& pair : golden.camera_pairs) {
+    const Frame frame = pair.layout.frame(pair.frame.bytes, golden_file);
+    std::vector<float> mine;
+    try {
+      mine = preprocess_frame(c.preprocess, frame, pair.layout.rotation, pair.layout.crop);
+    } catch (const Error& exc) {
+      throw Error(golden_file + ": '" + pair.name + "': " + exc.what() + "; re-export");
     }
-    if (report.passed && (r.score_abs_diff > golden.score_tolerance ||
-                          r.gate_max_abs_diff > golden.gate_tolerance)) {
-      report.passed = false;
-      report.failure = "golden pair '" + r.name + "' scores " + fmt(r.score, 6) + ", expected " +
-                       fmt(r.expected_score, 6) + " (|diff| " + fmt(r.score_abs_diff) +
-                       ", gate |diff| " + fmt(r.gate_max_abs_diff) + "; tolerances " +
-                       fmt(golden.score_tolerance) + ", " + fmt(golden.gate_tolerance) +
-                       "): this CPU/runtime computes wrong outputs; see docs/edge.md (SME)";
-    }
-    if (report.passed && r.preprocess_max_abs_diff > golden.preprocess_tolerance) {
-      report.passed = false;
-      report.failure = "golden pair '" + r.name + "' preprocesses differently from numpy " +
-                       "(max |diff| " + fmt(r.preprocess_max_abs_diff) + " > " +
-                       fmt(golden.preprocess_tolerance) + "); this build's resize is wrong";
-    }
-    report.pairs.push_back(r);
+    const auto stored = pair.input.floats();
+    if (mine.size() != stored.size() || stored.size() != numel)
+      throw Error(golden_file + ": '" + pair.name + "' input has the wrong size; re-export");
+    report.camera_pairs.push_back(compare(pair.name, true, mine, stored, run(mine), pair.outputs,
+                                          c.score_output, report));
   }
   return report;
 }

@@ -15,11 +15,7 @@ namespace agiqa {
 // Pillow's limit (2 x its 89,478,485-pixel warning threshold), as in edge_runtime.images.
 constexpr uint64_t kMaxImagePixels = 2ull * 89478485ull;
 
-struct Image {
-  int width = 0;
-  int height = 0;
-  std::vector<uint8_t> rgb;  // height x width x 3, tightly packed
-};
+// Decoders return an agiqa::Image (agiqa/camera.h): height x width x 3 RGB8, tightly packed.
 
 // Thrown for a file that cannot be scored; reason() is short ("empty file (0 bytes)").
 class ImageLoadError : public Error {

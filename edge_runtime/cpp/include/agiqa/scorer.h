@@ -1,9 +1,11 @@
 // agiqa-edge C++ scorer: load an exported model.pte with its model.json contract and score
-// RGB8 images with the ExecuTorch runtime (XNNPACK), exactly as edge_runtime.Scorer does.
+// RGB8 images or camera frames (agiqa/camera.h) with the ExecuTorch runtime (XNNPACK), exactly
+// as edge_runtime.Scorer does.
 //
 //   agiqa::Scorer scorer = agiqa::Scorer::load("model.pte");  // contract, sha256, golden check
 //   agiqa::Score s = scorer.score_rgb8(pixels, width, height, stride);
 //   s.score; s.gate_weights;
+//   agiqa::Score f = scorer.score_frame(agiqa::Frame::nv21(bytes, 1920, 1080), /*rotation=*/90);
 //
 // Every failure is an agiqa::Error whose what() is one line naming the file and the fix.
 #pragma once
@@ -15,6 +17,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "agiqa/camera.h"
 
 namespace agiqa {
 
@@ -87,6 +91,9 @@ struct GoldenResult {
 
 struct GoldenReport {
   std::vector<GoldenResult> pairs;
+  // Camera pairs: this runtime's preprocess_frame vs the stored input, then the program on
+  // *that* input vs the stored outputs (the camera path end to end).
+  std::vector<GoldenResult> camera_pairs;
   double score_tolerance = 0.0;
   double gate_tolerance = 0.0;
   double preprocess_tolerance = 0.0;
@@ -120,6 +127,10 @@ class Scorer {
   Score run(const std::vector<float>& input) const;
   // Preprocesses then runs: width x height RGB8 pixels, rows `stride` bytes apart.
   Score score_rgb8(const uint8_t* rgb, int width, int height, size_t stride) const;
+  // Preprocesses a camera frame (agiqa/camera.h: crop, reduce, convert, rotate, resize) on
+  // `threads` threads, then runs the program.
+  Score score_frame(const Frame& frame, int rotation = 0,
+                    const std::optional<Crop>& crop = std::nullopt, int threads = 2) const;
   // Runs every golden pair of `golden_file` and compares (no throw; see GoldenReport::passed).
   GoldenReport check_golden(const std::string& golden_file) const;
 

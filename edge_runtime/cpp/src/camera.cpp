@@ -1,0 +1,574 @@
+// The camera path (agiqa/camera.h), bitwise equal to edge_runtime/camera.py.
+//
+// One pass: a row converter turns one row of the reduced crop C (buffer orientation) into RGB8,
+// chosen once per frame by format, reduction and pixel stride (templates: no branch on the
+// format per pixel). The resize then consumes those rows directly. Pillow resizes the *rotated*
+// image R: first along R's x (rounded to uint8), then along R's y. For 0/180 degrees R's x is
+// C's x: each C row is converted and filtered along x at once, then the kept rows are filtered
+// along y. For 90/270 degrees R's x is C's y: a ring of converted C rows is combined into one
+// intermediate line per output column, then filtered along C's x. A rotation that reverses an
+// axis mirrors that axis's coefficients. The integer sums are the same terms as Pillow's, so
+// the bytes are the same; no full-size RGB image is written.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <thread>
+
+#include "agiqa/scorer.h"
+#include "resample.h"
+
+namespace agiqa {
+namespace {
+
+constexpr int kShift = 16;  // fixed-point bits of the YUV -> RGB coefficients
+
+struct YuvCoefficients {
+  int32_t y_offset, cy, crv, cgu, cgv, cbu;
+};
+
+// edge_runtime.camera.yuv_coefficients: the same float64 expressions, rounded half to even
+// like Python's round().
+YuvCoefficients yuv_coefficients(ColorMatrix matrix, ColorRange range) {
+  const double kr = matrix == ColorMatrix::BT601 ? 0.299 : 0.2126;
+  const double kb = matrix == ColorMatrix::BT601 ? 0.114 : 0.0722;
+  const double kg = 1.0 - kr - kb;
+  const bool video = range == ColorRange::Video;
+  const double y_scale = video ? 255.0 / 219.0 : 1.0, c_scale = video ? 255.0 / 224.0 : 1.0;
+  const double one = 1 << kShift;
+  auto r = [](double v) { return static_cast<int32_t>(std::nearbyint(v)); };
+  return {video ? 16 : 0, r(y_scale * one), r(2 * (1 - kr) * c_scale * one),
+          r(2 * kb * (1 - kb) / kg * c_scale * one), r(2 * kr * (1 - kr) / kg * c_scale * one),
+          r(2 * (1 - kb) * c_scale * one)};
+}
+
+// Where the reduced crop C comes from: after rounding for the reduction, C is rows x cols
+// pixels, pixel (r, c) averaging the f x f block at buffer (left + c f, top + r f).
+struct Plan {
+  int left = 0, top = 0, f = 1, rows = 0, cols = 0;
+};
+
+void check_plane(const Plane& p, const char* name, size_t width, size_t height, size_t bytes) {
+  // `bytes` per sample (4 for packed pixels, whose pixel_stride is 4).
+  const std::string where = std::string("camera frame: ") + name + " plane: ";
+  if (p.data == nullptr) throw Error(where + "no data; pass the plane's buffer");
+  if (p.pixel_stride < 1 || p.row_stride < 1)
+    throw Error(where + "strides must be positive (row_stride " + std::to_string(p.row_stride) +
+                ", pixel_stride " + std::to_string(p.pixel_stride) + ")");
+  const size_t row = (width - 1) * p.pixel_stride + bytes;
+  if (p.row_stride < row)
+    throw Error(where + "row_stride " + std::to_string(p.row_stride) + " is shorter than a row of " +
+                std::to_string(width) + " samples at pixel_stride " +
+                std::to_string(p.pixel_stride) + " (" + std::to_string(row) + " bytes)");
+  const size_t need = (height - 1) * p.row_stride + row;
+  if (p.size != 0 && p.size < need)
+    throw Error(where + std::to_string(p.size) + " bytes, a " + std::to_string(width) + "x" +
+                std::to_string(height) + " plane with row_stride " +
+                std::to_string(p.row_stride) + " needs " + std::to_string(need));
+}
+
+void check_frame(const Frame& frame, int rotation) {
+  if (rotation != 0 && rotation != 90 && rotation != 180 && rotation != 270)
+    throw Error("camera frame: rotation must be 0, 90, 180 or 270 degrees clockwise, got " +
+                std::to_string(rotation));
+  if (frame.width < 1 || frame.height < 1)
+    throw Error("camera frame: size must be positive, got " + std::to_string(frame.width) + "x" +
+                std::to_string(frame.height));
+  const size_t w = frame.width, h = frame.height;
+  if (frame.format == FrameFormat::YUV420) {
+    check_plane(frame.planes[0], "Y", w, h, 1);
+    check_plane(frame.planes[1], "U", (w + 1) / 2, (h + 1) / 2, 1);
+    check_plane(frame.planes[2], "V", (w + 1) / 2, (h + 1) / 2, 1);
+  } else {
+    if (frame.planes[0].pixel_stride != 4)
+      throw Error("camera frame: RGBA/BGRA pixels are 4 bytes (pixel_stride 4), got pixel_stride " +
+                  std::to_string(frame.planes[0].pixel_stride));
+    check_plane(frame.planes[0], frame.format == FrameFormat::RGBA ? "RGBA" : "BGRA", w, h, 4);
+  }
+}
+
+// edge_runtime.camera: _crop_rect, reduce_factor and the even rounding of frame_to_rgb.
+Plan make_plan(const Frame& frame, int rotation, const std::optional<Crop>& crop,
+               const std::optional<InputSize>& input) {
+  check_frame(frame, rotation);
+  Crop c = crop.value_or(Crop{0, 0, frame.width, frame.height});
+  if (c.left < 0 || c.top < 0 || c.width < 1 || c.height < 1 ||
+      c.left > frame.width - c.width || c.top > frame.height - c.height)
+    throw Error("camera frame: crop (left " + std::to_string(c.left) + ", top " +
+                std::to_string(c.top) + ", width " + std::to_string(c.width) + ", height " +
+                std::to_string(c.height) + ") is not inside the " + std::to_string(frame.width) +
+                "x" + std::to_string(frame.height) + " frame");
+  Plan plan;
+  if (input) {
+    const bool turned = rotation == 90 || rotation == 270;
+    const int in_h = turned ? input->width : input->height;
+    const int in_w = turned ? input->height : input->width;
+    int f = std::min(c.width / (2 * in_w), c.height / (2 * in_h));
+    f -= f % 2;
+    plan.f = f >= 2 ? f : 1;
+  }
+  if (plan.f > 1) {
+    c.left -= c.left % 2;
+    c.top -= c.top % 2;
+    c.width = std::min(c.width, frame.width - c.left);
+    c.height = std::min(c.height, frame.height - c.top);
+  }
+  plan.left = c.left;
+  plan.top = c.top;
+  plan.rows = c.height / plan.f;
+  plan.cols = c.width / plan.f;
+  return plan;
+}
+
+// -- rows of C ------------------------------------------------------------------------------
+struct Source {
+  const Frame* frame;
+  Plan plan;
+  YuvCoefficients k;
+};
+
+// Scratch of one thread: the Y, U, V samples of a row before conversion.
+struct Scratch {
+  std::vector<int32_t> y, u, v;
+};
+
+using RowFn = void (*)(const Source&, int r, int c0, int c1, Scratch&, uint8_t* out);
+
+inline uint8_t clamp8(int32_t v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); }
+
+// YUV samples of C row r, columns [c0, c1): block means of f x f luma and f/2 x f/2 chroma
+// (F: f when known at compile time, 0 = runtime), or, unreduced, the chroma sample (x/2, y/2).
+// YPS, CPS: the luma and chroma pixel strides when known (0 = runtime).
+template <int F, int YPS, int CPS>
+void yuv_row(const Source& s, int r, int c0, int c1, Scratch& t, uint8_t* out) {
+  const Frame& fr = *s.frame;
+  const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
+  const size_t yps = YPS ? YPS : Y.pixel_stride, cps = CPS ? CPS : U.pixel_stride;
+  const size_t vps = CPS ? CPS : V.pixel_stride;
+  const int f = F ? F : s.plan.f, n = c1 - c0;
+  int32_t* ys = t.y.data();
+  int32_t* us = t.u.data();
+  int32_t* vs = t.v.data();
+  if (f == 1) {
+    const int y = s.plan.top + r, x0 = s.plan.left + c0;
+    const uint8_t* yrow = Y.data + size_t(y) * Y.row_stride + size_t(x0) * yps;
+    const uint8_t* urow = U.data + size_t(y / 2) * U.row_stride;
+    const uint8_t* vrow = V.data + size_t(y / 2) * V.row_stride;
+    for (int i = 0; i < n; ++i) {
+      const size_t cx = size_t(x0 + i) >> 1;
+      ys[i] = yrow[size_t(i) * yps];
+      us[i] = urow[cx * cps];
+      vs[i] = vrow[cx * vps];
+    }
+  } else {
+    const int g = f / 2, nl = f * f, nc = g * g;
+    const int y = s.plan.top + r * f, x0 = s.plan.left + c0 * f;
+    std::fill(ys, ys + n, nl / 2);
+    std::fill(us, us + n, nc / 2);
+    std::fill(vs, vs + n, nc / 2);
+    for (int dy = 0; dy < f; ++dy) {
+      const uint8_t* row = Y.data + size_t(y + dy) * Y.row_stride + size_t(x0) * yps;
+      for (int i = 0; i < n; ++i) {
+        int32_t sum = 0;
+        for (int dx = 0; dx < f; ++dx) sum += row[(size_t(i) * f + dx) * yps];
+        ys[i] += sum;
+      }
+    }
+    for (int dy = 0; dy < g; ++dy) {
+      const size_t cy = size_t(y / 2 + dy);
+      const uint8_t* urow = U.data + cy * U.row_stride + size_t(x0 / 2) * cps;
+      const uint8_t* vrow = V.data + cy * V.row_stride + size_t(x0 / 2) * vps;
+      for (int i = 0; i < n; ++i) {
+        int32_t su = 0, sv = 0;
+        for (int dx = 0; dx < g; ++dx) {
+          su += urow[(size_t(i) * g + dx) * cps];
+          sv += vrow[(size_t(i) * g + dx) * vps];
+        }
+        us[i] += su;
+        vs[i] += sv;
+      }
+    }
+    for (int i = 0; i < n; ++i) {  // (sum + n / 2) // n, sums are non-negative
+      ys[i] /= nl;
+      us[i] /= nc;
+      vs[i] /= nc;
+    }
+  }
+  const YuvCoefficients& k = s.k;
+  for (int i = 0; i < n; ++i) {
+    const int32_t luma = k.cy * (ys[i] - k.y_offset) + (1 << (kShift - 1));
+    const int32_t cb = us[i] - 128, cr = vs[i] - 128;
+    out[3 * i + 0] = clamp8((luma + k.crv * cr) >> kShift);
+    out[3 * i + 1] = clamp8((luma - k.cgu * cb - k.cgv * cr) >> kShift);
+    out[3 * i + 2] = clamp8((luma + k.cbu * cb) >> kShift);
+  }
+}
+
+// The 1080p case: f = 2 from NV12/NV21 (chroma pixel stride 2, U and V one byte apart) or
+// I420 (stride 1): each output pixel is a 2x2 luma mean and one chroma sample. One loop, no
+// scratch, so the compiler vectorises it.
+template <int CPS>
+void yuv_row_half(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* __restrict out) {
+  const Frame& fr = *s.frame;
+  const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
+  const int n = c1 - c0, y = s.plan.top + 2 * r, x0 = s.plan.left + 2 * c0;
+  const uint8_t* __restrict y0 = Y.data + size_t(y) * Y.row_stride + size_t(x0);
+  const uint8_t* __restrict y1 = y0 + Y.row_stride;
+  const uint8_t* __restrict u = U.data + size_t(y / 2) * U.row_stride + size_t(x0 / 2) * CPS;
+  const uint8_t* __restrict v = V.data + size_t(y / 2) * V.row_stride + size_t(x0 / 2) * CPS;
+  const YuvCoefficients k = s.k;
+  for (int i = 0; i < n; ++i) {
+    const int32_t luma_sum = y0[2 * i] + y0[2 * i + 1] + y1[2 * i] + y1[2 * i + 1];
+    const int32_t luma = k.cy * (((luma_sum + 2) >> 2) - k.y_offset) + (1 << (kShift - 1));
+    const int32_t cb = u[CPS * i] - 128, cr = v[CPS * i] - 128;
+    const int32_t rr = (luma + k.crv * cr) >> kShift;
+    const int32_t gg = (luma - k.cgu * cb - k.cgv * cr) >> kShift;
+    const int32_t bb = (luma + k.cbu * cb) >> kShift;
+    out[3 * i + 0] = static_cast<uint8_t>(rr < 0 ? 0 : (rr > 255 ? 255 : rr));
+    out[3 * i + 1] = static_cast<uint8_t>(gg < 0 ? 0 : (gg > 255 ? 255 : gg));
+    out[3 * i + 2] = static_cast<uint8_t>(bb < 0 ? 0 : (bb > 255 ? 255 : bb));
+  }
+}
+
+// 4-byte pixels: channel RC (0 for RGBA, 2 for BGRA) is red, 2 - RC blue.
+template <int F, int RC>
+void packed_row(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* out) {
+  const Plane& P = s.frame->planes[0];
+  const int f = F ? F : s.plan.f, n = c1 - c0, nb = f * f;
+  const int y = s.plan.top + r * f, x0 = s.plan.left + c0 * f;
+  const uint8_t* base = P.data + size_t(y) * P.row_stride + size_t(x0) * 4;
+  if (f == 1) {
+    for (int i = 0; i < n; ++i) {
+      out[3 * i + 0] = base[4 * i + RC];
+      out[3 * i + 1] = base[4 * i + 1];
+      out[3 * i + 2] = base[4 * i + 2 - RC];
+    }
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    int32_t sr = nb / 2, sg = nb / 2, sb = nb / 2;
+    for (int dy = 0; dy < f; ++dy) {
+      const uint8_t* p = base + size_t(dy) * P.row_stride + size_t(i) * f * 4;
+      for (int dx = 0; dx < f; ++dx) {
+        sr += p[4 * dx + RC];
+        sg += p[4 * dx + 1];
+        sb += p[4 * dx + 2 - RC];
+      }
+    }
+    out[3 * i + 0] = static_cast<uint8_t>(sr / nb);
+    out[3 * i + 1] = static_cast<uint8_t>(sg / nb);
+    out[3 * i + 2] = static_cast<uint8_t>(sb / nb);
+  }
+}
+
+template <int F>
+RowFn yuv_for(const Frame& fr) {
+  const size_t yps = fr.planes[0].pixel_stride, ups = fr.planes[1].pixel_stride;
+  const bool same = ups == fr.planes[2].pixel_stride;
+  if (yps == 1 && same && ups == 2) return F == 2 ? yuv_row_half<2> : yuv_row<F, 1, 2>;  // NV
+  if (yps == 1 && same && ups == 1) return F == 2 ? yuv_row_half<1> : yuv_row<F, 1, 1>;  // I420
+  return yuv_row<F, 0, 0>;
+}
+
+RowFn row_function(const Frame& fr, int f) {
+  if (fr.format == FrameFormat::YUV420)
+    return f == 1 ? yuv_for<1>(fr) : f == 2 ? yuv_for<2>(fr) : yuv_for<0>(fr);
+  if (fr.format == FrameFormat::RGBA)
+    return f == 1 ? packed_row<1, 0> : f == 2 ? packed_row<2, 0> : packed_row<0, 0>;
+  return f == 1 ? packed_row<1, 2> : f == 2 ? packed_row<2, 2> : packed_row<0, 2>;
+}
+
+struct Converter {
+  Source source;
+  RowFn fn;
+
+  Converter(const Frame& frame, const Plan& plan)
+      : source{&frame, plan, yuv_coefficients(frame.matrix, frame.range)},
+        fn(row_function(frame, plan.f)) {}
+  Scratch scratch() const {
+    const size_t n = source.plan.cols;
+    return {std::vector<int32_t>(n), std::vector<int32_t>(n), std::vector<int32_t>(n)};
+  }
+  void row(int r, int c0, int c1, Scratch& t, uint8_t* out) const {
+    fn(source, r, c0, c1, t, out);
+  }
+};
+
+// -- the fused resize -----------------------------------------------------------------------
+// The coefficients of an axis read backwards (a rotation that reverses it).
+Coefficients mirrored(const Coefficients& c, int in_size) {
+  Coefficients m = c;
+  for (size_t i = 0; i < c.first.size(); ++i) {
+    m.first[i] = in_size - c.first[i] - c.count[i];
+    for (int j = 0; j < c.count[i]; ++j)
+      m.k[i * c.ksize + j] = c.k[i * c.ksize + c.count[i] - 1 - j];
+  }
+  return m;
+}
+
+// The source samples [lo, hi) that outputs [o0, o1) of `c` read.
+std::pair<int, int> span(const Coefficients& c, int o0, int o1) {
+  int lo = c.first[o0], hi = c.first[o0] + c.count[o0];
+  for (int o = o0 + 1; o < o1; ++o) {
+    lo = std::min(lo, c.first[o]);
+    hi = std::max(hi, c.first[o] + c.count[o]);
+  }
+  return {lo, hi};
+}
+
+// One filtered line along x: out[o * 3 + ch] for outputs o of `c` from interleaved RGB `in`
+// whose first pixel is source sample `in_first`.
+void filter_along_x(const Coefficients& c, const uint8_t* in, int in_first, uint8_t* out) {
+  const int n = static_cast<int>(c.first.size());
+  for (int o = 0; o < n; ++o) {
+    const int32_t* k = &c.k[size_t(o) * c.ksize];
+    const uint8_t* p = in + size_t(c.first[o] - in_first) * 3;
+    int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+    for (int x = 0; x < c.count[o]; ++x) {
+      s0 += p[x * 3 + 0] * k[x];
+      s1 += p[x * 3 + 1] * k[x];
+      s2 += p[x * 3 + 2] * k[x];
+    }
+    out[o * 3 + 0] = clip8(s0);
+    out[o * 3 + 1] = clip8(s1);
+    out[o * 3 + 2] = clip8(s2);
+  }
+}
+
+// out[i] = clip8(sum_j rows[j][i] * k[j]) for i < n: the across-rows filter, vectorisable.
+void filter_across(const uint8_t* const* rows, const int32_t* k, int count, int n,
+                   std::vector<int32_t>& acc, uint8_t* out) {
+  int32_t* a = acc.data();
+  std::fill(a, a + n, 1 << (kPrecisionBits - 1));
+  for (int j = 0; j < count; ++j) {
+    const uint8_t* row = rows[j];
+    const int32_t w = k[j];
+    for (int i = 0; i < n; ++i) a[i] += row[i] * w;
+  }
+  for (int i = 0; i < n; ++i) out[i] = clip8(a[i]);
+}
+
+struct Resize {
+  const Converter* conv;
+  bool turned;       // 90/270: R's x is C's y
+  Coefficients first;   // R's x pass, in C coordinates (C's x, or C's y when turned)
+  Coefficients second;  // R's y pass, in C coordinates
+  int out_w, out_h;
+
+  // Output rows [y0, y1) into `out` (out_h x out_w x 3).
+  void rows(int y0, int y1, uint8_t* out) const {
+    if (y0 >= y1) return;
+    if (turned) return rows_turned(y0, y1, out);
+    const Plan& p = conv->source.plan;
+    const auto [lo, hi] = span(second, y0, y1);           // C rows needed
+    const auto [c0, c1] = span(first, 0, out_w);          // C columns needed
+    Scratch t = conv->scratch();
+    std::vector<uint8_t> line(size_t(p.cols) * 3);
+    const size_t tw = size_t(out_w) * 3;
+    std::vector<uint8_t> tmp(size_t(hi - lo) * tw);
+    for (int r = lo; r < hi; ++r) {
+      conv->row(r, c0, c1, t, line.data());
+      filter_along_x(first, line.data(), c0, &tmp[size_t(r - lo) * tw]);
+    }
+    std::vector<int32_t> acc(tw);
+    std::vector<const uint8_t*> src(second.ksize);
+    for (int y = y0; y < y1; ++y) {
+      for (int j = 0; j < second.count[y]; ++j) src[j] = &tmp[size_t(second.first[y] + j - lo) * tw];
+      filter_across(src.data(), &second.k[size_t(y) * second.ksize], second.count[y],
+                    static_cast<int>(tw), acc, out + size_t(y) * tw);
+    }
+  }
+
+  void rows_turned(int y0, int y1, uint8_t* out) const {
+    const auto [c0, c1] = span(second, y0, y1);  // C columns needed
+    const int n = (c1 - c0) * 3;
+    // R's x pass along C's y, output column by output column, over a ring of C rows; the
+    // windows move forward through C when the columns are visited in this order.
+    const bool backwards = out_w > 1 && first.first[0] > first.first[out_w - 1];
+    int cap = 1;
+    for (int c : first.count) cap = std::max(cap, c);
+    std::vector<uint8_t> ring(size_t(cap) * n);
+    std::vector<uint8_t> tmp(size_t(out_w) * n);
+    std::vector<int32_t> acc(n);
+    std::vector<const uint8_t*> src(cap);
+    Scratch t = conv->scratch();
+    int next = 0;  // next C row to convert
+    for (int step = 0; step < out_w; ++step) {
+      const int x = backwards ? out_w - 1 - step : step;
+      const int a = first.first[x], b = a + first.count[x];
+      for (int r = std::max(next, a); r < b; ++r)
+        conv->row(r, c0, c1, t, &ring[size_t(r % cap) * n]);
+      next = std::max(next, b);
+      for (int j = 0; j < first.count[x]; ++j) src[j] = &ring[size_t((a + j) % cap) * n];
+      filter_across(src.data(), &first.k[size_t(x) * first.ksize], first.count[x], n, acc,
+                    &tmp[size_t(x) * n]);
+    }
+    // R's y pass along C's x: output (y, x) from intermediate line x.
+    for (int y = y0; y < y1; ++y) {
+      const int32_t* k = &second.k[size_t(y) * second.ksize];
+      uint8_t* o = out + size_t(y) * out_w * 3;
+      for (int x = 0; x < out_w; ++x) {
+        const uint8_t* q = &tmp[size_t(x) * n + size_t(second.first[y] - c0) * 3];
+        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+        for (int j = 0; j < second.count[y]; ++j) {
+          s0 += q[j * 3 + 0] * k[j];
+          s1 += q[j * 3 + 1] * k[j];
+          s2 += q[j * 3 + 2] * k[j];
+        }
+        o[x * 3 + 0] = clip8(s0);
+        o[x * 3 + 1] = clip8(s1);
+        o[x * 3 + 2] = clip8(s2);
+      }
+    }
+  }
+};
+
+Resize make_resize(const Converter& conv, int rotation, int out_w, int out_h,
+                   const std::string& interpolation) {
+  const Plan& p = conv.source.plan;
+  const bool turned = rotation == 90 || rotation == 270;
+  const int r_w = turned ? p.rows : p.cols, r_h = turned ? p.cols : p.rows;
+  Coefficients h = precompute(r_w, out_w, interpolation);
+  Coefficients v = precompute(r_h, out_h, interpolation);
+  // R[i][j] = C[i][j] (0), C[rows-1-i][cols-1-j] (180), C[rows-1-j][i] (90), C[j][cols-1-i] (270).
+  if (rotation == 180 || rotation == 90) h = mirrored(h, r_w);
+  if (rotation == 180 || rotation == 270) v = mirrored(v, r_h);
+  return {&conv, turned, std::move(h), std::move(v), out_w, out_h};
+}
+
+// Runs part(y0, y1) over `threads` slices of [0, n) rows, the first on this thread.
+template <typename Part>
+void split_rows(int n, int threads, const Part& part) {
+  threads = std::max(1, std::min(threads, n));
+  std::vector<std::thread> workers;
+  for (int i = 1; i < threads; ++i)
+    workers.emplace_back([&, i] { part(n * i / threads, n * (i + 1) / threads); });
+  part(0, n / threads);
+  for (auto& w : workers) w.join();
+}
+
+}  // namespace
+
+// -- makers ---------------------------------------------------------------------------------
+Frame Frame::yuv420(int width, int height, Plane y, Plane u, Plane v, ColorMatrix matrix,
+                    ColorRange range) {
+  return {FrameFormat::YUV420, width, height, {y, u, v}, matrix, range};
+}
+
+namespace {
+Frame semi_planar(const uint8_t* data, int width, int height, size_t row_stride,
+                  size_t chroma_row_stride, size_t chroma_offset, size_t size, bool vu,
+                  ColorMatrix matrix, ColorRange range) {
+  row_stride = row_stride ? row_stride : size_t(std::max(width, 0));
+  chroma_row_stride = chroma_row_stride ? chroma_row_stride : row_stride;
+  chroma_offset = chroma_offset ? chroma_offset : row_stride * size_t(std::max(height, 0));
+  auto from = [&](size_t offset) {
+    return Plane{data + offset, 0, 2, size && size > offset ? size - offset : (size ? 1 : 0)};
+  };
+  Plane first = from(chroma_offset), second = from(chroma_offset + 1);
+  first.row_stride = second.row_stride = chroma_row_stride;
+  const Plane y{data, row_stride, 1, size};
+  return Frame::yuv420(width, height, y, vu ? second : first, vu ? first : second, matrix, range);
+}
+
+Frame packed(FrameFormat format, const uint8_t* data, int width, int height, size_t row_stride,
+             size_t size) {
+  Frame f;
+  f.format = format;
+  f.width = width;
+  f.height = height;
+  f.planes[0] = {data, row_stride ? row_stride : 4 * size_t(std::max(width, 0)), 4, size};
+  return f;
+}
+}  // namespace
+
+Frame Frame::nv21(const uint8_t* data, int width, int height, size_t row_stride,
+                  size_t chroma_row_stride, size_t chroma_offset, size_t size, ColorMatrix matrix,
+                  ColorRange range) {
+  return semi_planar(data, width, height, row_stride, chroma_row_stride, chroma_offset, size,
+                     true, matrix, range);
+}
+
+Frame Frame::nv12(const uint8_t* data, int width, int height, size_t row_stride,
+                  size_t chroma_row_stride, size_t chroma_offset, size_t size, ColorMatrix matrix,
+                  ColorRange range) {
+  return semi_planar(data, width, height, row_stride, chroma_row_stride, chroma_offset, size,
+                     false, matrix, range);
+}
+
+Frame Frame::i420(const uint8_t* y, const uint8_t* u, const uint8_t* v, int width, int height,
+                  size_t row_stride, size_t chroma_row_stride, ColorMatrix matrix,
+                  ColorRange range) {
+  row_stride = row_stride ? row_stride : size_t(std::max(width, 0));
+  chroma_row_stride = chroma_row_stride ? chroma_row_stride : size_t(std::max(width + 1, 0) / 2);
+  return yuv420(width, height, {y, row_stride, 1, 0}, {u, chroma_row_stride, 1, 0},
+                {v, chroma_row_stride, 1, 0}, matrix, range);
+}
+
+Frame Frame::rgba(const uint8_t* data, int width, int height, size_t row_stride, size_t size) {
+  return packed(FrameFormat::RGBA, data, width, height, row_stride, size);
+}
+
+Frame Frame::bgra(const uint8_t* data, int width, int height, size_t row_stride, size_t size) {
+  return packed(FrameFormat::BGRA, data, width, height, row_stride, size);
+}
+
+// -- the two entry points -------------------------------------------------------------------
+Image frame_to_rgb8(const Frame& frame, int rotation, const std::optional<Crop>& crop,
+                    const std::optional<InputSize>& reduce_for_input) {
+  const Plan plan = make_plan(frame, rotation, crop, reduce_for_input);
+  const Converter conv(frame, plan);
+  const bool turned = rotation == 90 || rotation == 270;
+  Image image;
+  image.width = turned ? plan.rows : plan.cols;
+  image.height = turned ? plan.cols : plan.rows;
+  image.rgb.resize(size_t(plan.rows) * plan.cols * 3);
+  Scratch t = conv.scratch();
+  std::vector<uint8_t> line(size_t(plan.cols) * 3);
+  const size_t w = image.width;
+  for (int r = 0; r < plan.rows; ++r) {
+    conv.row(r, 0, plan.cols, t, line.data());
+    for (int c = 0; c < plan.cols; ++c) {  // where C(r, c) lands in R
+      size_t i = r, j = c;
+      if (rotation == 180) i = plan.rows - 1 - r, j = plan.cols - 1 - c;
+      if (rotation == 90) i = c, j = plan.rows - 1 - r;
+      if (rotation == 270) i = plan.cols - 1 - c, j = r;
+      std::copy_n(&line[size_t(c) * 3], 3, &image.rgb[(i * w + j) * 3]);
+    }
+  }
+  return image;
+}
+
+namespace {
+// The fused path: part(resize, y0, y1) for slices of the output rows, on `threads` threads.
+template <typename Part>
+void fused(const PreprocessSpec& spec, const Frame& frame, int rotation,
+           const std::optional<Crop>& crop, int threads, const Part& part) {
+  std::optional<InputSize> reduce;  // the draft rule of photos, for frames
+  if (spec.jpeg_draft) reduce = InputSize{spec.height, spec.width};
+  const Plan plan = make_plan(frame, rotation, crop, reduce);
+  const Converter conv(frame, plan);
+  const Resize resize = make_resize(conv, rotation, spec.width, spec.height, spec.interpolation);
+  split_rows(spec.height, threads, [&](int y0, int y1) { part(resize, y0, y1); });
+}
+}  // namespace
+
+Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                            const std::optional<Crop>& crop, int threads) {
+  Image image{spec.width, spec.height, std::vector<uint8_t>(size_t(spec.width) * spec.height * 3)};
+  fused(spec, frame, rotation, crop, threads,
+        [&](const Resize& resize, int y0, int y1) { resize.rows(y0, y1, image.rgb.data()); });
+  return image;
+}
+
+std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                                    const std::optional<Crop>& crop, int threads) {
+  std::vector<uint8_t> rgb(size_t(spec.width) * spec.height * 3);
+  std::vector<float> chw(rgb.size());
+  fused(spec, frame, rotation, crop, threads, [&](const Resize& resize, int y0, int y1) {
+    resize.rows(y0, y1, rgb.data());
+    normalize_rows(spec, rgb.data(), size_t(spec.width) * 3, y0, y1, chw.data());
+  });
+  return chw;
+}
+
+}  // namespace agiqa

@@ -1,0 +1,39 @@
+// Internals shared by the photo path (preprocess.cpp) and the camera path (camera.cpp): Pillow's
+// fixed-point resampling coefficients and the normalisation, so both resize and normalise with
+// the very same arithmetic.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agiqa/scorer.h"
+
+namespace agiqa {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's PRECISION_BITS for 8-bit images
+
+// Fixed-point weights for resampling `in_size` samples to `out_size` (Pillow's
+// precompute_coeffs): output i reads source samples first[i] .. first[i] + count[i] - 1.
+struct Coefficients {
+  int ksize = 0;
+  std::vector<int> first;   // first source sample of each output sample
+  std::vector<int> count;   // number of source samples
+  std::vector<int32_t> k;   // out_size x ksize weights, kPrecisionBits fixed point
+};
+
+// Throws Error for an interpolation the C++ runtime does not implement.
+Coefficients precompute(int in_size, int out_size, const std::string& interpolation);
+
+inline uint8_t clip8(int32_t v) {
+  v >>= kPrecisionBits;
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+// Rows [row_begin, row_end) of a spec.height x spec.width RGB8 image (rows `row_bytes` apart)
+// into the (3, H, W) float32 input `chw`: x / 255, (x - mean) / std, as numpy rounds it.
+void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t row_bytes,
+                    int row_begin, int row_end, float* chw);
+
+}  // namespace agiqa
