@@ -128,10 +128,6 @@ def _golden(binary: Path, program: Path, *prefix: str) -> dict:
     return json.loads(done.stdout)
 
 
-# Pillow 13 sometimes resizes vertically first (92x121 -> 64x64 bilinear: its bytes are the
-# vertical-then-horizontal ones), which neither C++ resize reproduces yet: such pairs land one
-# grey level off. Reported to the owner of edge_runtime/preprocess.py.
-@pytest.mark.xfail(reason="Pillow 13's pass order differs from the C++ resize for some sizes", strict=False)
 def test_cpp_checks_golden_camera_pairs(camera_binary, int8_program):
     report = _golden(camera_binary, int8_program)
     assert report["passed"], report["failure"]
