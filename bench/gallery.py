@@ -3,9 +3,15 @@
     python bench/gallery.py --images photos/ --program model.pte
     python bench/gallery.py --images photos/ --program model.pte --threads 1 --decode-threads 1,2,3
     python bench/gallery.py --images photos/ --program model.pte --memory-files 10000
+    python bench/gallery.py --images photos/ --program model.pte --cpp build/cpp-host/cmake/agiqa-score-cpp
+    python bench/gallery.py --make-gallery /tmp/photos/x --images /tmp/gallery --program model.pte
 
 --images: a folder of photos (multi-megapixel JPEGs are the case that matters: phones shoot
 12-50 MP). --program: an exported .pte with its model.json (``agiqa-export executorch``).
+``--make-gallery SRC`` first writes such a folder into --images from the photographs under SRC
+(``bench/ood_photos.py --fetch``): ``--gallery-photos`` photos (default 40; distinct while
+they last), each
+resized to a size spread log-evenly over 1.3-18 MP, saved as JPEG q90.
 
 Rows, each over every image of the folder (after one untimed pass that warms the file cache):
 - ``decode only, N thread(s)``: ``PreprocessSpec.decode`` (EXIF, RGB8, the spec's JPEG draft
@@ -18,6 +24,13 @@ The ratio column is each rate over the two-thread decode-only rate (the goal: pi
 ``--memory-files N`` streams N paths (the folder repeated) through ``Scorer.iter_scores`` and
 prints the process RSS every 10% of them: flat means the pipeline holds no image it is done with.
 Run with an older tree on PYTHONPATH to measure it: rows its Scorer cannot do are left out.
+
+``--cpp BINARY`` adds the C++ CLI's rows (``agiqa-score-cpp``, build it with
+``python edge_runtime/cpp/build.py``): ``C++ one at a time`` (``--decode-threads 0``) and
+``C++ pipelined, N decode thread(s)``, each running the binary on every image of the folder. Their
+rate is the one the binary prints itself (``--timing``: from its first image to its last row,
+so the process start and the program load are left out); the runtime threads are its default.
+Their scores must equal each other exactly (not Python's: another decoder and resize build).
 """
 
 from __future__ import annotations
@@ -25,7 +38,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import itertools
+import math
 import os
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +66,53 @@ def rss_mb() -> float:
     return 0.0
 
 
+def make_gallery(src: Path, out: Path, photos: int = 40, smallest_mp: float = 1.3,
+                 largest_mp: float = 18.0, quality: int = 90) -> list[Path]:
+    """``photos`` JPEGs in ``out`` from the distinct photographs under ``src`` (taken in turn, so
+    with fewer photos than that some come twice, at two sizes), resized (bicubic, the aspect
+    kept) to sizes spread log-evenly from ``smallest_mp`` to ``largest_mp`` megapixels."""
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from ood_photos import distinct_photos
+
+    distinct = distinct_photos(src)
+    if not distinct:
+        sys.exit(f"error: {src}: no photos found; pass a folder from bench/ood_photos.py --fetch")
+    # Interleave sizes and photos: photo k % len(distinct) at the k-th size of a shuffled order.
+    order = sorted(range(photos), key=lambda k: (k * 7919) % photos)
+    sources = [distinct[k % len(distinct)] for k in order]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, source in zip(range(photos), sources):
+        megapixels = smallest_mp * (largest_mp / smallest_mp) ** (i / max(1, photos - 1))
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+            scale = math.sqrt(megapixels * 1e6 / (image.width * image.height))
+            size = (round(image.width * scale), round(image.height * scale))
+            name = source.parts[source.parts.index("contents") - 1] if "contents" in source.parts else source.stem
+            path = out / f"{i:03d}_{name}.jpg"
+            image.resize(size, Image.Resampling.BICUBIC).save(path, quality=quality)
+        written.append(path)
+    return written
+
+
+def cpp_rate(binary: Path, program: Path, paths: list[Path], decode_threads: int,
+             rounds: int) -> tuple[float, list[str]]:
+    """Images/s that ``binary --timing`` reports for ``paths`` (best of ``rounds``), and its rows."""
+    best, rows = 0.0, []
+    for _ in range(rounds):
+        done = subprocess.run([str(binary), "--timing", "--no-golden-check", "--decode-threads",
+                               str(decode_threads), str(program), *map(str, paths)],
+                              capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            sys.exit(f"error: {binary} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+        timing = [line for line in done.stderr.splitlines() if line.startswith("timing:")]
+        best = max(best, float(timing[-1].rsplit(": ", 1)[1].split()[0]))
+        rows = done.stdout.splitlines()
+    return best, rows
+
+
 def rate(fn, count: int, rounds: int) -> float:
     """Images/s of ``fn()`` (which handles ``count`` images), best of ``rounds``."""
     best = float("inf")
@@ -72,7 +134,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="Timed passes per row (best kept).")
     parser.add_argument("--memory-files", type=int, default=0,
                         help="Also stream this many paths (the folder repeated) and print the RSS.")
+    parser.add_argument("--cpp", type=Path, default=None,
+                        help="agiqa-score-cpp binary: add its one-at-a-time and pipelined rows.")
+    parser.add_argument("--make-gallery", type=Path, default=None, metavar="SRC",
+                        help="First write --images from the photos under SRC (see above).")
+    parser.add_argument("--gallery-photos", type=int, default=40,
+                        help="With --make-gallery: how many distinct photos.")
     args = parser.parse_args()
+
+    if args.make_gallery is not None:
+        make_gallery(args.make_gallery, args.images, args.gallery_photos)
 
     paths = find_images(args.images)
     if not paths:
@@ -127,6 +198,15 @@ def main() -> None:
             rows.append((f"pipelined, {threads} decode thread(s)", rate(run, len(paths), args.rounds)))
             if got != reference:
                 sys.exit(f"error: pipelined scores ({threads} decode threads) differ from one at a time")
+    if args.cpp is not None:
+        thread_counts = [0] + [int(t) for t in args.decode_threads.split(",")]
+        cpp_rows = {}
+        for threads in thread_counts:
+            name = "C++ one at a time" if threads == 0 else f"C++ pipelined, {threads} decode thread(s)"
+            value, cpp_rows[threads] = cpp_rate(args.cpp, args.program, paths, threads, args.rounds)
+            rows.append((name, value))
+            if cpp_rows[threads] != cpp_rows[0]:
+                sys.exit(f"error: C++ pipelined scores ({threads} decode threads) differ from one at a time")
     base = rows[1][1]
     print(f"{'row':<34} {'images/s':>9} {'x decode(2)':>12}")
     for name, value in rows:
@@ -134,6 +214,9 @@ def main() -> None:
     if pipelined:
         print("pipelined scores equal the one-at-a-time scores exactly "
               f"({sum(r.ok for r in reference)} scored, {sum(not r.ok for r in reference)} skipped)")
+    if args.cpp is not None:
+        print("C++ pipelined rows equal its one-at-a-time rows exactly; C++ rates from the binary's "
+              "own --timing (load left out)")
 
     if args.memory_files and pipelined:
         stream = itertools.islice(itertools.cycle(paths), args.memory_files)
