@@ -7,6 +7,7 @@ run, and the results files must be the ones agiqa-score writes: either tool resu
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -159,3 +160,17 @@ def test_cpp_results_options_fail_in_one_line(host_binary, programs, tmp_path):
     bad.write_text("rank,path,score\n")
     done = _run(host_binary, "--resume", "-o", str(bad), program, str(photo))
     assert done.returncode == 2 and "not an agiqa-score csv stream" in done.stderr
+
+
+def test_cpp_jsonl_escapes_paths_as_python_json_dumps(host_binary, programs, tmp_path):
+    """One escaper for the v1 digest and the results (contract_v1.h): a DEL, a non-ASCII letter,
+    a character above U+FFFF and a byte that is not UTF-8 are written as json.dumps writes them."""
+    names = [b"del\x7f.jpg", "caf\u00e9.jpg".encode(), "\U0001f600.jpg".encode(), b"bad\xff.jpg"]
+    paths = [os.fsencode(tmp_path) + b"/" + name for name in names]  # missing files: one row each
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run([str(host_binary), "-o", str(out), "--format", "jsonl", str(programs["int8"]), *paths],
+                          capture_output=True, timeout=300)
+    assert done.returncode == 1 and b"skipped 4" in done.stderr, done.stderr  # nothing scored: exit 1
+    lines = out.read_bytes().decode("ascii").splitlines()
+    expected = [json.dumps(os.fsdecode(p)) for p in paths]
+    assert [line.split(", ")[0].removeprefix('{"path": ') for line in lines] == expected

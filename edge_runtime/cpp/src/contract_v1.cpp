@@ -44,46 +44,63 @@ std::string python_float_repr(double v) {
   return sign + digits.substr(0, point) + "." + digits.substr(point);
 }
 
-// A UTF-8 string as Python's json.dumps writes it (ensure_ascii): \" \\ \n \r \t \b \f, and
-// \uXXXX (lowercase hex, surrogate pairs above U+FFFF) for everything outside ' '..'~'.
+}  // namespace
+
+// Declared in contract_v1.h. One escaper for the v1 digest (UTF-8 already validated by
+// nlohmann::json) and the CLI's JSON-lines results (paths: any bytes).
 void python_json_string(const std::string& s, std::string& out) {
-  auto escape = [&out](uint32_t unit) {
-    char buf[8];
-    std::snprintf(buf, sizeof(buf), "\\u%04x", unit);
-    out += buf;
-  };
   out += '"';
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    uint32_t code = c;
-    int extra = 0;
-    if (c >= 0xf0) code = c & 0x07, extra = 3;
-    else if (c >= 0xe0) code = c & 0x0f, extra = 2;
-    else if (c >= 0xc0) code = c & 0x1f, extra = 1;
-    for (int k = 1; k <= extra && i + k < s.size(); ++k)
-      code = (code << 6) | (static_cast<uint8_t>(s[i + k]) & 0x3f);
-    i += 1 + extra;  // nlohmann::json validated the UTF-8 when it parsed
-    switch (code) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (code >= 0x20 && code <= 0x7e) {
-          out += static_cast<char>(code);
-        } else if (code > 0xffff) {
-          code -= 0x10000;
-          escape(0xd800 | (code >> 10)), escape(0xdc00 | (code & 0x3ff));
-        } else {
-          escape(code);
-        }
+  char buf[16];
+  auto u = [&](unsigned v) { std::snprintf(buf, sizeof buf, "\\u%04x", v); out += buf; };
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          if (c < 0x20 || c == 0x7F) u(c); else out += static_cast<char>(c);  // outside ' '..'~'
+      }
+      ++i;
+      continue;
     }
+    int len = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+    if (c >= 0xF5) len = 0;
+    unsigned cp = len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+    bool valid = len > 0 && i + len <= n;
+    for (int k = 1; valid && k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) valid = false;
+      else cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8 either.
+    if (valid && ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) ||
+                  (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))))
+      valid = false;
+    if (!valid) {
+      u(0xDC00 + c);
+      ++i;
+      continue;
+    }
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      u(0xD800 + (cp >> 10));
+      u(0xDC00 + (cp & 0x3FF));
+    } else {
+      u(cp);
+    }
+    i += len;
   }
   out += '"';
 }
+
+namespace {
 
 // json.dumps(value, sort_keys=True, separators=(",", ":")) of the same JSON value. Object keys
 // come sorted by UTF-8 bytes, which is code point order, as Python sorts them. What Python reads

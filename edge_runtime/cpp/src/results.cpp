@@ -12,64 +12,18 @@
 #include <nlohmann/json.hpp>
 
 #include "agiqa/scorer.h"
+#include "contract_v1.h"
 
 namespace agiqa {
 namespace {
 
 constexpr const char* kCsvHeader = "path,score,skipped\n";
 
-// Python's json.dumps string: ASCII only, \uXXXX for the rest (UTF-16 pairs above U+FFFF);
-// a byte that is not UTF-8 becomes U+DC80..U+DCFF, as Python's surrogateescape reads it.
+// Python's json.dumps of a string (contract_v1.h: python_json_string).
 std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  char buf[16];
-  auto u = [&](unsigned v) { std::snprintf(buf, sizeof buf, "\\u%04x", v); out += buf; };
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  for (size_t i = 0; i < n;) {
-    const unsigned c = p[i];
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        default:
-          if (c < 0x20) u(c); else out += static_cast<char>(c);
-      }
-      ++i;
-      continue;
-    }
-    int len = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-    if (c >= 0xF5) len = 0;
-    unsigned cp = len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
-    bool valid = len > 0 && i + len <= n;
-    for (int k = 1; valid && k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) valid = false;
-      else cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8 either.
-    if (valid && ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) ||
-                  (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))))
-      valid = false;
-    if (!valid) {
-      u(0xDC00 + c);
-      ++i;
-      continue;
-    }
-    if (cp >= 0x10000) {
-      cp -= 0x10000;
-      u(0xD800 + (cp >> 10));
-      u(0xDC00 + (cp & 0x3FF));
-    } else {
-      u(cp);
-    }
-    i += len;
-  }
-  return out + "\"";
+  std::string out;
+  python_json_string(s, out);
+  return out;
 }
 
 // Python's csv.writer field (QUOTE_MINIMAL, lineterminator "\n").
