@@ -320,17 +320,8 @@ std::pair<int, int> span(const Coefficients& c, int o0, int o1) {
 void filter_along_x(const Coefficients& c, const uint8_t* in, int in_first, uint8_t* out) {
   const int n = static_cast<int>(c.first.size());
   for (int o = 0; o < n; ++o) {
-    const int32_t* k = &c.k[size_t(o) * c.ksize];
-    const uint8_t* p = in + size_t(c.first[o] - in_first) * 3;
-    int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-    for (int x = 0; x < c.count[o]; ++x) {
-      s0 += p[x * 3 + 0] * k[x];
-      s1 += p[x * 3 + 1] * k[x];
-      s2 += p[x * 3 + 2] * k[x];
-    }
-    out[o * 3 + 0] = clip8(s0);
-    out[o * 3 + 1] = clip8(s1);
-    out[o * 3 + 2] = clip8(s2);
+    filter_pixel3(in + size_t(c.first[o] - in_first) * 3, &c.k[size_t(o) * c.ksize], c.count[o],
+                  out + o * 3);
   }
 }
 
@@ -407,16 +398,7 @@ struct Resize {
       const int32_t* k = &second.k[size_t(y) * second.ksize];
       uint8_t* o = out + size_t(y) * out_w * 3;
       for (int x = 0; x < out_w; ++x) {
-        const uint8_t* q = &tmp[size_t(x) * n + size_t(second.first[y] - c0) * 3];
-        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-        for (int j = 0; j < second.count[y]; ++j) {
-          s0 += q[j * 3 + 0] * k[j];
-          s1 += q[j * 3 + 1] * k[j];
-          s2 += q[j * 3 + 2] * k[j];
-        }
-        o[x * 3 + 0] = clip8(s0);
-        o[x * 3 + 1] = clip8(s1);
-        o[x * 3 + 2] = clip8(s2);
+        filter_pixel3(&tmp[size_t(x) * n + size_t(second.first[y] - c0) * 3], k, second.count[y], o + x * 3);
       }
     }
   }

@@ -32,6 +32,15 @@ double number(const std::map<std::string, std::string>& meta, const char* key,
   }
 }
 
+// tensors[name], which must have `dtype`; an Error naming the golden file otherwise.
+const Tensor& tensor(const std::map<std::string, Tensor>& tensors, const std::string& name,
+                     const char* dtype, const std::string& path) {
+  auto it = tensors.find(name);
+  if (it == tensors.end() || it->second.dtype != dtype)
+    throw Error(path + ": tensor '" + name + "' (" + dtype + ") missing; re-export the program");
+  return it->second;
+}
+
 }  // namespace
 
 std::vector<float> Tensor::floats() const {
@@ -104,11 +113,7 @@ GoldenFile GoldenFile::read(const std::string& path, const Contract& contract) {
     const std::string prefix = "pair" + std::to_string(i) + ".";
     pair.name = meta.count(prefix + "name") ? meta[prefix + "name"] : prefix;
     auto take = [&](const std::string& key, const char* dtype) {
-      auto it = tensors.find(prefix + key);
-      if (it == tensors.end() || it->second.dtype != dtype)
-        throw Error(path + ": tensor '" + prefix + key + "' (" + dtype +
-                    ") missing; re-export the program");
-      return it->second;
+      return tensor(tensors, prefix + key, dtype, path);
     };
     pair.rgb = take("rgb", "U8");
     if (pair.rgb.shape.size() != 3 || pair.rgb.shape[2] != 3)
@@ -123,11 +128,7 @@ GoldenFile GoldenFile::read(const std::string& path, const Contract& contract) {
     GoldenCameraPair pair;
     const std::string prefix = "camera" + std::to_string(j) + ".";
     auto take = [&](const std::string& key, const char* dtype) {
-      auto it = tensors.find(prefix + key);
-      if (it == tensors.end() || it->second.dtype != dtype)
-        throw Error(path + ": tensor '" + prefix + key + "' (" + dtype +
-                    ") missing; re-export the program");
-      return it->second;
+      return tensor(tensors, prefix + key, dtype, path);
     };
     if (!meta.count(prefix + "layout"))
       throw Error(path + ": metadata '" + prefix + "layout' missing; re-export the program");

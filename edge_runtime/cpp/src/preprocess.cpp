@@ -109,19 +109,9 @@ std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size
     for (int y = 0; y < rows; ++y) {
       const uint8_t* in = rgb + static_cast<size_t>(y + row_first) * stride;
       uint8_t* out = temp.data() + static_cast<size_t>(y) * out_width * 3;
-      for (int xx = 0; xx < out_width; ++xx) {
-        const int32_t* k = &horiz.k[static_cast<size_t>(xx) * horiz.ksize];
-        const uint8_t* p = in + static_cast<size_t>(horiz.first[xx]) * 3;
-        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-        for (int x = 0; x < horiz.count[xx]; ++x) {
-          s0 += p[x * 3 + 0] * k[x];
-          s1 += p[x * 3 + 1] * k[x];
-          s2 += p[x * 3 + 2] * k[x];
-        }
-        out[xx * 3 + 0] = clip8(s0);
-        out[xx * 3 + 1] = clip8(s1);
-        out[xx * 3 + 2] = clip8(s2);
-      }
+      for (int xx = 0; xx < out_width; ++xx)
+        filter_pixel3(in + static_cast<size_t>(horiz.first[xx]) * 3,
+                      &horiz.k[static_cast<size_t>(xx) * horiz.ksize], horiz.count[xx], out + xx * 3);
     }
     src = temp.data();
     src_stride = static_cast<size_t>(out_width) * 3;

@@ -31,6 +31,20 @@ inline uint8_t clip8(int32_t v) {
   return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
+// One output pixel of a pass over interleaved RGB: sum_j p[j * 3 + ch] * k[j] for j < count,
+// rounded and clamped into out[0..2]. Every resize pass along samples 3 bytes apart uses it.
+inline void filter_pixel3(const uint8_t* p, const int32_t* k, int count, uint8_t* out) {
+  int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+  for (int j = 0; j < count; ++j) {
+    s0 += p[j * 3 + 0] * k[j];
+    s1 += p[j * 3 + 1] * k[j];
+    s2 += p[j * 3 + 2] * k[j];
+  }
+  out[0] = clip8(s0);
+  out[1] = clip8(s1);
+  out[2] = clip8(s2);
+}
+
 // Rows [row_begin, row_end) of a spec.height x spec.width RGB8 image (rows `row_bytes` apart)
 // into the (3, H, W) float32 input `chw`: x / 255, (x - mean) / std, as numpy rounds it.
 void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t row_bytes,
