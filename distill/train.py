@@ -23,10 +23,11 @@ from safetensors.torch import load, save
 from torch.utils.data import DataLoader, Dataset
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.checkpoints import shapes, state_mismatch
 from _agiqa.workers import die_with_parent
 from edge_runtime.preprocess import PreprocessSpec
 from student.layout import BEST, LAST, RunLayout
-from student.model import StudentIQA, StudentOutput, state_mismatch
+from student.model import StudentIQA, StudentOutput
 
 from .config import RunConfig
 from .context import DistContext
@@ -202,10 +203,9 @@ def load_checkpoint(directory: Path, model: StudentIQA, optimizer: torch.optim.O
         raise ValueError(f"{tensor_path}: not a safetensors file ({exc}); checkpoints are "
                          f"safetensors only, never pickle; {fix}") from None
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    problems = state_mismatch(model, weights)
+    problems = state_mismatch(shapes(model.state_dict()), shapes(weights))
     if problems:
-        raise ValueError(f"{tensor_path}: weights do not fit this run's student ({len(problems)} tensors, "
-                         f"e.g. {problems[0]}); {fix}")
+        raise ValueError(f"{tensor_path}: weights do not fit this run's student ({problems.summary(1)}); {fix}")
     model.load_state_dict(weights)
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

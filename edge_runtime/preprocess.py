@@ -14,7 +14,7 @@ need all of the content, and a crop could cut away the flawed hand), scale to [0
 ``cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)``, reimplemented in numpy so that the
 runtime needs no OpenCV: Keys cubic with A = -0.75, half-pixel centres, replicated border and
 *no* antialiasing when downscaling (the official teacher was trained on that aliased view).
-tests/test_official_view.py checks it against ``opencv-python-headless``.
+tests/teacher/test_official_view.py checks it against ``opencv-python-headless``.
 """
 
 from __future__ import annotations

@@ -15,12 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from _agiqa.quiet import quiet_toolchain
+from .backends import ExportBackend, get_backend
 
-from .backends import SUPPORTED_BACKENDS, ExportBackend, get_backend
-
-__all__ = ["LoweredProgram", "SUPPORTED_BACKENDS", "export_program", "quantize_int8",
-           "lower_to_executorch", "registered_runtime_backends", "quiet_toolchain"]
+__all__ = ["LoweredProgram", "export_program", "quantize_int8", "lower_to_executorch"]
 
 # The delegate's own plumbing: a node that is one of these is not "outside the delegate".
 _DELEGATE_PLUMBING = ("executorch_call_delegate", "getitem")
@@ -156,9 +153,3 @@ def _op_name(target: Any) -> str:
     # EdgeOpOverload names look like "aten.sum.dim_IntList"; builtins like "getitem".
     return str(name).split(":")[0].strip("<> ").replace("EdgeOpOverload ", "")
 
-
-def registered_runtime_backends() -> list[str]:
-    """Backends the installed ExecuTorch runtime can execute (imports the runtime)."""
-    from executorch.runtime import Runtime
-
-    return list(Runtime.get().backend_registry.registered_backend_names)

@@ -4,7 +4,7 @@
 toolchain classes by import path (loaded by :mod:`export._toolchain` only when an export runs, so
 this module imports no torch) and declares what its int8 recipe does to each tensor; the export
 contract (``model.json``) records these fields, not settings read back from the toolchain's
-objects. ``tests/test_export.py`` checks the declared settings against what the quantizer builds.
+objects. ``tests/export/test_export.py`` checks the declared settings against what the quantizer builds.
 
 Adding a backend = one ``ExportBackend`` entry in ``EXPORT_BACKENDS``; only a partitioner or
 quantizer that takes other arguments needs code in :mod:`export._toolchain` as well.
@@ -15,8 +15,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["EXPORT_BACKENDS", "SUPPORTED_BACKENDS", "XNNPACK", "ExportBackend", "Int8Recipe",
-           "TensorQuantization", "get_backend"]
+__all__ = ["EXPORT_BACKENDS", "QUANTIZE_MODES", "SUPPORTED_BACKENDS", "XNNPACK", "ExportBackend", "Int8Recipe",
+           "TensorQuantization", "get_backend", "registered_runtime_backends"]
+
+# Every ``--quantize`` value, declared here only: a backend with an int8 recipe takes all of them,
+# one without takes fp32 alone; the CLI's choices and the export's checks derive from this.
+QUANTIZE_MODES: tuple[str, ...] = ("int8", "fp32")
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class ExportBackend:
     modes: tuple[str, ...] = field(init=False)  # the --quantize values it takes
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "modes", ("int8", "fp32") if self.int8 else ("fp32",))
+        object.__setattr__(self, "modes", QUANTIZE_MODES if self.int8 else ("fp32",))
 
 
 _INT8_ACTIVATION = TensorQuantization(dtype="int8", quant_min=-128, quant_max=127,
@@ -110,8 +114,6 @@ def get_backend(name: str) -> ExportBackend:
     if name in EXPORT_BACKENDS:
         return EXPORT_BACKENDS[name]
     try:
-        from ._toolchain import registered_runtime_backends
-
         registered = ", ".join(registered_runtime_backends())
     except Exception as exc:  # the message must not fail; say why the list is missing
         registered = f"unknown ({exc})"
@@ -119,3 +121,10 @@ def get_backend(name: str) -> ExportBackend:
     raise ValueError(f"backend {name!r} is not supported; only {valid}. The installed ExecuTorch "
                      f"runtime registers [{registered}]: no Vulkan or CUDA backend, so a GPU "
                      "program could be neither verified at export nor scored here")
+
+
+def registered_runtime_backends() -> list[str]:
+    """Backends the installed ExecuTorch runtime can execute (imports the runtime, only when called)."""
+    from executorch.runtime import Runtime
+
+    return list(Runtime.get().backend_registry.registered_backend_names)

@@ -13,15 +13,14 @@ import typer
 from _agiqa.errors import exit_codes_help, one_line_errors
 from _agiqa.version import version_callback
 
-from .backends import SUPPORTED_BACKENDS
+from .backends import QUANTIZE_MODES, SUPPORTED_BACKENDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Export a distilled student for on-device scoring.")
 
 
-class Quantize(str, Enum):  # kept equal to export.QUANTIZE_MODES (tests/test_export.py checks)
-    int8 = "int8"
-    fp32 = "fp32"
+# One choice per export.backends.QUANTIZE_MODES entry (typer lists them and refuses others).
+Quantize = Enum("Quantize", {mode: mode for mode in QUANTIZE_MODES}, type=str)
 
 
 # One choice per entry of export.backends.EXPORT_BACKENDS (typer lists them and refuses others).

@@ -146,4 +146,16 @@ def write_golden(program: str | os.PathLike, images: Sequence[str | os.PathLike]
     camera_tensors, camera_meta = _camera_tensors(scorer, [candidates[p][1:3] for p in picks])
     tensors.update(camera_tensors)
     meta.update(camera_meta)
-    return atomic_write_bytes(golden_path(program), save(tensors, metadata=meta))
+    return atomic_write_bytes(golden_path(program), _canonical_header(save(tensors, metadata=meta)))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted, so the same pairs give the
+    same bytes: the writer emits the metadata in hash order, which varies from run to run. The
+    header is padded with spaces to its old length rule (a multiple of 8), so the tensor offsets,
+    which count from the header's end, stay valid."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]

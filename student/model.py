@@ -33,10 +33,11 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model
 from torch import nn
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
+from _agiqa.checkpoints import shapes, state_mismatch
 from edge_runtime.preprocess import PreprocessSpec
 
 __all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",
-           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "state_mismatch", "backbone_normalization"]
+           "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "backbone_normalization"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -293,11 +294,10 @@ class StudentIQA(nn.Module):
             raise StudentLoadError(f"{directory / CONFIG_NAME}: cannot build its backbone "
                                    f"({' '.join(str(exc).split())})") from None
         model.config = config
-        problems = state_mismatch(model, state)
+        problems = state_mismatch(shapes(model.state_dict()), shapes(state))
         if problems:
-            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} ({len(problems)} "
-                                   f"tensors: {'; '.join(problems[:3])}); restore the config.json saved "
-                                   "with these weights")
+            raise StudentLoadError(f"{weights}: does not match {directory / CONFIG_NAME} ({problems.summary(3)}); "
+                                   "restore the config.json saved with these weights")
         model.load_state_dict(state)
         return model.eval()
 
@@ -310,16 +310,6 @@ def backbone_normalization(config: StudentConfig, backbone: nn.Module) -> Studen
     data = resolve_model_data_config(backbone)
     return replace(config, mean=data["mean"] if config.mean is None else config.mean,
                    std=data["std"] if config.std is None else config.std)
-
-
-def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Why ``state`` cannot load into ``model``: missing, unexpected and wrongly shaped tensors
-    (empty when it fits). Checked before ``load_state_dict``, which raises a multi-line error."""
-    expected = model.state_dict()
-    return ([f"missing {k}" for k in sorted(set(expected) - set(state))]
-            + [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
-            + [f"shape mismatch {k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
-               for k, v in state.items() if k in expected and expected[k].shape != v.shape])
 
 
 # timm.create_model keywords that load weights from elsewhere: a saved student ignores them.

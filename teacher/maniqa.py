@@ -28,6 +28,8 @@ from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from _agiqa.checkpoints import shapes, state_mismatch
+
 MANIQA_MEAN = (0.5, 0.5, 0.5)  # per-channel mean for RGB in [0, 1] (official `Normalize(0.5, 0.5)`)
 MANIQA_STD = (0.5, 0.5, 0.5)  # per-channel std
 
@@ -403,15 +405,11 @@ def load_maniqa_weights(model: Maniqa, path: str | Path, *, allow_pickle: bool =
     ``relative_position_index`` / ``attn_mask`` may be absent from the file (they are rebuilt from the config).
     """
     state = read_state_dict(path, allow_pickle=allow_pickle)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(_DERIVED_BUFFERS)]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{path} does not match this MANIQA config: {len(missing)} missing keys {missing[:8]}, "
-                         f"{len(unexpected)} unexpected keys {unexpected[:8]}, "
-                         f"{len(shapes)} shape mismatches {shapes[:8]}")
+    problems = state_mismatch(shapes(model.state_dict()), shapes(state),
+                              optional=lambda k: k.endswith(_DERIVED_BUFFERS))
+    if problems:
+        raise ValueError(f"{path} does not match this MANIQA config ({problems.summary(8)}); check the "
+                         "MANIQA preset matches the weights")
     model.load_state_dict(state, strict=False)
 
 

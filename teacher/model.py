@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from _agiqa.checkpoints import shapes, state_mismatch
+
 from .maniqa import Maniqa, ManiqaConfig, create_maniqa, read_state_dict
 
 __all__ = ["FusionConfig", "MoEFusion", "MAAGIQA", "TeacherOutput", "official_to_ours",
@@ -166,15 +168,9 @@ def load_official_checkpoint(model: MAAGIQA, path: str | os.PathLike, *, allow_p
     missing, unexpected or of the wrong shape. Returns the skipped keys.
     """
     state, skipped = official_to_ours(read_state_dict(path, allow_pickle=allow_pickle))
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(f"{name}: {keys[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
-                           for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                              ("wrong shape", wrong)) if keys)
-        raise CheckpointError(f"{path}: not an MA-AGIQA checkpoint for this teacher config ({detail}); "
+    problems = state_mismatch(shapes(model.state_dict()), shapes(state))
+    if problems:
+        raise CheckpointError(f"{path}: not an MA-AGIQA checkpoint for this teacher config ({problems.summary()}); "
                               "check the teacher preset (maniqa size, MLLM hidden size) matches the weights")
     model.load_state_dict(state)
     return skipped

@@ -21,8 +21,7 @@ from _agiqa.errors import (
     CheckFailedError,
     exit_code_for,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO
 
 
 class _BelowThreshold(RuntimeError, CheckFailedError):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import REPO
+
 BASE = "_agiqa"  # file writing, exit codes, --version, quiet toolchain: under every package
 PACKAGES = {BASE, "teacher", "student", "distill", "export", "edge_runtime"}
 ALLOWED = {  # package -> our packages it may import
@@ -40,16 +41,16 @@ def _imports(path: Path) -> set[str]:
 def test_packages_import_only_lower_layers() -> None:
     violations = []
     for package, allowed in ALLOWED.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
+        for path in sorted((REPO / package).rglob("*.py")):
             bad = _imports(path) - allowed - {package}
             if bad:
-                violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+                violations.append(f"{path.relative_to(REPO)} imports {sorted(bad)}")
     assert not violations, "\n".join(violations)
 
 
 def test_base_imports_only_the_standard_library() -> None:
     """Every package stands on the base, so it may import nothing beyond the standard library."""
-    outside = [f"{path.relative_to(ROOT)} imports {m}" for path in sorted((ROOT / BASE).rglob("*.py"))
+    outside = [f"{path.relative_to(REPO)} imports {m}" for path in sorted((REPO / BASE).rglob("*.py"))
                for m in sorted(_top_level_imports(path)) if m not in sys.stdlib_module_names and m != BASE]
     assert not outside, "\n".join(outside)
 
@@ -58,7 +59,7 @@ def test_edge_runtime_import_is_lean() -> None:
     code = ("import sys, edge_runtime, edge_runtime.preprocess, edge_runtime.images\n"
             "heavy = {'torch', 'timm', 'transformers', 'torchao', 'teacher', 'student', 'distill', 'export'}\n"
             "print(sorted(heavy & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
@@ -69,10 +70,10 @@ def test_scoring_needs_only_the_core_dependencies() -> None:
     import re
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     core = {re.split(r"[<>=!~;\[ ]", dep)[0].lower() for dep in project["dependencies"]}
     distribution = {"PIL": "pillow"}  # import name -> distribution name, where they differ
-    imported = {m for package in ("edge_runtime", BASE) for path in (ROOT / package).rglob("*.py")
+    imported = {m for package in ("edge_runtime", BASE) for path in (REPO / package).rglob("*.py")
                 for m in _top_level_imports(path)}
     third_party = {distribution.get(m, m).lower() for m in imported
                    if m not in sys.stdlib_module_names and m not in {"edge_runtime", BASE}}

@@ -324,9 +324,9 @@ def test_mismatched_keys_are_reported(ref, tmp_path):
     state["fc39_784.0.weight"] = torch.zeros(1)
     path = tmp_path / "bad.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    with pytest.raises(ValueError, match=r"1 missing keys \['conv1.weight'\].*1 unexpected keys \['fc39_784"):
+    with pytest.raises(ValueError, match=r"missing \[conv1.weight\] \(1\); unexpected \[fc39_784"):
         load_maniqa_weights(create_maniqa("tiny"), path)
-    with pytest.raises(ValueError, match="shape mismatches"):
+    with pytest.raises(ValueError, match="wrong shape"):
         load_maniqa_weights(create_maniqa(ManiqaConfig(**{**create_maniqa("tiny").config.to_dict(),
                                                           "dim_mlp": 16})), tmp_path / "bad.safetensors")
 

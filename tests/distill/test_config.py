@@ -1,5 +1,5 @@
 """Run config: typed values at load and override time; checkpoints and their commit point
-(the CLI kill/resume test is tests/test_kill_resume.py)."""
+(the CLI kill/resume test is tests/distill/test_kill_resume.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import torch
 from safetensors.torch import save
 
 from distill.config import ConfigError, RunConfig, load_config
-
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO
 
 
 def test_numbers_written_as_strings_become_numbers(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The gallery pipeline: decoding ahead on threads, bounded read-ahead, streamed and resumable output.
 
-Uses the micro program of tests/test_edge_runtime.py (a strided conv + linear, lowered in about
+Uses the micro program of tests/edge_runtime/micro.py (a strided conv + linear, lowered in about
 a second). Speed is measured by bench/gallery.py, never here.
 """
 
@@ -17,17 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_edge_runtime import REPO, make_corpus, photo, write_program
 from typer.testing import CliRunner
 
 from edge_runtime import Scorer, ScoreResult
 from edge_runtime.cli import app as score_app
 from edge_runtime.results import ResultsFile, format_row, parse_row
-
-
-@pytest.fixture(scope="module")
-def program(tmp_path_factory) -> Path:
-    return write_program(tmp_path_factory.mktemp("micro"))
+from tests import REPO
+from tests.edge_runtime.micro import make_corpus, photo
 
 
 @pytest.fixture(scope="module")

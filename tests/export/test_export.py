@@ -21,8 +21,7 @@ from typer.testing import CliRunner
 from edge_runtime import ContractError, ModelContract, Scorer
 from edge_runtime.contract import contract_path, report_path, sha256_bytes
 from export import DEFAULT_MIN_SRCC, QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
-from export._toolchain import SUPPORTED_BACKENDS
-from export.backends import EXPORT_BACKENDS, get_backend
+from export.backends import EXPORT_BACKENDS, SUPPORTED_BACKENDS, get_backend
 from export.cli import Backend, Quantize
 from export.cli import app as export_app
 from student.model import StudentIQA, create_student
@@ -247,6 +246,25 @@ def test_bad_arguments_are_clear(student_dir, tmp_path):
     assert result.exit_code == 2 and "--images" in result.stderr
     with pytest.raises(ExportError, match="must end in .pte"):
         export_executorch(student_dir, tmp_path / "m.bin")
+
+
+def test_golden_file_bytes_are_reproducible(fp32, images, tmp_path):
+    """Writing the golden pairs again gives the same bytes (the safetensors writer emits its
+    metadata in hash order; write_golden sorts the header) and the same contents."""
+    from safetensors import safe_open
+
+    from export.golden import write_golden
+
+    program = tmp_path / "model.pte"
+    shutil.copy(fp32.program, program)
+    shutil.copy(contract_path(Path(fp32.program)), contract_path(program))
+    first = write_golden(program, sorted(images.iterdir())).read_bytes()
+    second = write_golden(program, sorted(images.iterdir())).read_bytes()
+    assert first == second
+    with safe_open(str(program.with_name("model.golden.safetensors")), "np") as golden:
+        meta = golden.metadata()
+        assert meta["pairs"] == "3" and meta["program_sha256"] == fp32.program_sha256
+        assert golden.get_tensor("pair0.rgb").dtype == np.uint8  # the offsets survived the rewrite
 
 
 def test_files_are_readable_by_others_under_umask_022(fp32):

@@ -25,9 +25,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests import REPO
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[1]
 KILLS = 10
 SETS = ["data.demo_images=40", "data.demo_unlabeled=8", "teacher.train.epochs=1", "teacher.train.maniqa_epochs=1",
         "student.variant=tiny", "train.epochs=5", "train.batch_size=8", "train.threads=1",

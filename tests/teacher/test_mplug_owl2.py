@@ -31,8 +31,8 @@ from teacher.mplug_owl2 import (
     prompt_text,
 )
 from teacher.semantic import DEFAULT_PROMPTS, SemanticConfig, SemanticEncoder, expand_to_square, pool_hidden
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mplug_owl2_tiny"
 ATOL = 1e-5  # fp32, original vs port
 

@@ -7,7 +7,7 @@ of ``edge_runtime.preprocess`` (no OpenCV at run time). The parity tests compare
 ``opencv-python-headless`` (the ``test`` extra) and skip without it; the fixed values below were
 produced by opencv-python-headless 4.14.0.94 on x86-64 and need no OpenCV.
 
-Parity figures: ``python -m pytest -q -s tests/test_official_view.py -k photo``.
+Parity figures: ``python -m pytest -q -s tests/teacher/test_official_view.py -k photo``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from PIL import Image
 from edge_runtime.images import load_rgb
 from edge_runtime.preprocess import PreprocessSpec, resize_cv2_bicubic, resize_rgb
 from teacher.labeler import TeacherConfig, read_teacher_config, teacher_view
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO / "tests" / "fixtures" / "photos"
 OFFICIAL_CONFIG = REPO / "configs" / "teacher_mplug_owl2.json"
 # Three real photos brought to sizes a labeller meets (width, height): upscaled with seeded noise so

@@ -23,56 +23,12 @@ from PIL import Image
 
 from edge_runtime import Scorer
 from edge_runtime.golden import golden_path, read_golden
+from tests import REPO
+from tests.contract_files import edit_fields, flip_one_byte_of_text
+from tests.edge_runtime.cpp.builds import QEMU_CPUS
+from tests.edge_runtime.cpp.builds import run as _run
 
 pytestmark = [pytest.mark.cpp, pytest.mark.slow]  # builds the C++ scorer (native and aarch64)
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "edge_runtime" / "cpp"))
-sys.path.insert(0, str(ROOT / "tests"))
-import build as cpp_build  # noqa: E402  (edge_runtime/cpp/build.py, a script)
-from contract_files import edit_fields, flip_one_byte_of_text  # noqa: E402  (tests/contract_files.py)
-
-QEMU_CPUS = ("cortex-a53", "cortex-a76", "neoverse-n1")
-SYSROOT = "/usr/aarch64-linux-gnu"
-
-
-def _build_root(tmp_path_factory) -> Path:
-    kept = os.environ.get("AGIQA_CPP_BUILD")
-    return Path(kept) if kept else tmp_path_factory.mktemp("cpp-build")
-
-
-def _build(target: str, tmp_path_factory) -> Path:
-    try:
-        return cpp_build.build(target, _build_root(tmp_path_factory) / target)
-    except cpp_build.ToolMissing as exc:
-        pytest.skip(str(exc))
-    except subprocess.CalledProcessError as exc:  # pip download: no registry reachable
-        pytest.skip(f"cannot download the aarch64 executorch wheel ({exc})")
-
-
-@pytest.fixture(scope="module")
-def host_binary(tmp_path_factory) -> Path:
-    return _build("host", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def aarch64_binary(tmp_path_factory) -> Path:
-    if shutil.which("qemu-aarch64") is None:
-        pytest.skip("qemu-aarch64 not found (apt-get install qemu-user)")
-    return _build("aarch64", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def programs(tiny_exports) -> dict[str, Path]:
-    """The tiny student's int8 and fp32 programs (conftest.py), each with its golden file."""
-    return {mode: Path(report.program) for mode, report in tiny_exports.items()}
-
-
-def _run(binary: Path, *args: str, cpu: str | None = None) -> subprocess.CompletedProcess:
-    command = [str(binary), *args]
-    if cpu is not None:
-        command = ["qemu-aarch64", "-L", SYSROOT, "-cpu", cpu, *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
-
 
 def _golden(binary: Path, program: Path, cpu: str | None = None) -> dict:
     done = _run(binary, "--check-golden", str(program), cpu=cpu)
@@ -270,7 +226,7 @@ def test_cpp_refuses_one_byte_of_contract_text_or_program(host_binary, programs,
         cpp = _refusal(host_binary, path, photo)
         python = subprocess.run([sys.executable, "-m", "edge_runtime", "--no-verify-golden", "-m",
                                  str(path), str(photo)], capture_output=True, text=True, timeout=300,
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         lines = python.stderr.strip().splitlines()
         assert python.returncode == 2 and python.stdout == "" and len(lines) == 1, python.stderr
         for error in (cpp, lines[0]):
@@ -284,7 +240,7 @@ def v1_program(programs, tmp_path_factory) -> Path:
     import dataclasses
 
     from edge_runtime.contract import ModelContract, contract_path
-    from export.executorch import lower_with_contract
+    from export.build import lower_with_contract
 
     contract = dataclasses.replace(ModelContract.load(programs["int8"]), format_version=1,
                                    program_sha256="", program_bytes=0, contract_sha256=None)

@@ -19,12 +19,8 @@ import pytest
 from PIL import Image
 
 from edge_runtime.results import format_row, parse_row
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_cpp_runner as cpp_runner  # noqa: E402  (its build fixtures and runner)
-
-ROOT, _run = cpp_runner.ROOT, cpp_runner._run
-host_binary, programs = cpp_runner.host_binary, cpp_runner.programs  # fixtures, shared
+from tests import REPO
+from tests.edge_runtime.cpp.builds import run as _run
 
 pytestmark = [pytest.mark.cpp, pytest.mark.slow]  # builds the C++ scorer
 
@@ -49,7 +45,7 @@ def _gallery(folder: Path, realistic_images, copies: int = 1) -> list[Path]:
 def _python_cli(program: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge_runtime", "--no-verify-golden", "-m",
                            str(program), *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def test_cpp_pipelined_rows_equal_one_at_a_time(host_binary, programs, realistic_images, tmp_path):

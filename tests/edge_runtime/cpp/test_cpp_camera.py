@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,11 @@ from PIL import Image
 from edge_runtime import PreprocessSpec
 from edge_runtime.camera import frame_layout, frame_to_rgb, preprocess_frame, rgb_to_frame
 from edge_runtime.golden import golden_path
+from tests import REPO
+from tests.conftest import _realistic_images
+from tests.edge_runtime.cpp.builds import QEMU_CPUS, SYSROOT
 
 pytestmark = [pytest.mark.cpp, pytest.mark.slow]  # builds the C++ scorer
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_cpp_runner import QEMU_CPUS, SYSROOT, _build  # noqa: E402  (the same cached builds)
 
 FORMATS = ("nv21", "nv12", "i420", "rgba", "bgra")
 COLOURS = (("bt601", "video"), ("bt709", "full"))
@@ -39,15 +38,13 @@ SPECS = (  # draft: reduced by 2 for the 117x83 frame's crop; no draft: full res
 
 
 @pytest.fixture(scope="module")
-def camera_binary(tmp_path_factory) -> Path:
-    return _build("host", tmp_path_factory).with_name("agiqa-bench-camera")
+def camera_binary(host_binary: Path) -> Path:
+    return host_binary.with_name("agiqa-bench-camera")
 
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> np.ndarray:
     """A real-looking 117x83 RGB image (odd sizes: the last chroma sample covers one column)."""
-    from conftest import _realistic_images
-
     folder = _realistic_images(tmp_path_factory.mktemp("camera-photo"), count=1)
     with Image.open(next(folder.iterdir())) as image:
         return np.asarray(image.convert("RGB").resize((117, 83)))
@@ -169,12 +166,10 @@ def test_cpp_refuses_a_tampered_golden_camera_frame(camera_binary, int8_program,
     assert "golden camera pair 'camera" in line and "camera conversion is wrong" in line, line
 
 
-def test_aarch64_camera_path(tmp_path_factory, camera_binary, photo, int8_program, tmp_path):
+def test_aarch64_camera_path(aarch64_binary, camera_binary, photo, int8_program, tmp_path):
     """The same bitwise cases on aarch64 under qemu (one CPU model), and the golden camera pairs
     preprocessed exactly as on the host."""
-    if shutil.which("qemu-aarch64") is None:
-        pytest.skip("qemu-aarch64 not found (apt-get install qemu-user)")
-    binary = _build("aarch64", tmp_path_factory).with_name("agiqa-bench-camera")
+    binary = aarch64_binary.with_name("agiqa-bench-camera")
     qemu = ("qemu-aarch64", "-L", SYSROOT, "-cpu", QEMU_CPUS[1])
     jobs, expected = _cases(photo, tmp_path)
     _assert_bitwise(_jobs(binary, jobs, tmp_path, *qemu), jobs, expected)
@@ -186,7 +181,7 @@ def test_aarch64_camera_path(tmp_path_factory, camera_binary, photo, int8_progra
 
 def test_camera_snippets_compile(tmp_path):
     """docs/edge.md's Android JNI glue and iOS glue compile against the real scorer.h."""
-    script = ROOT / "docs" / "snippets" / "check_camera.sh"
+    script = REPO / "docs" / "snippets" / "check_camera.sh"
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600)
     if done.returncode == 2:
         pytest.skip(done.stderr.strip())
