@@ -10,7 +10,7 @@ import typer
 
 from _agiqa.errors import exit_codes_help, one_line_errors
 
-from .config import TEACHER_SPLIT_SEED
+from .config import TEACHER_SPLIT_SEED, TeacherTrainConfig, demo_teacher_train
 from .data import DATASET_KINDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
@@ -149,6 +149,10 @@ def label(
                            "images_per_s": round(report.images_per_s, 2), "cache": str(out)}))
 
 
+# train-teacher's defaults are TeacherTrainConfig's (the official recipe); the demo's differ as stated there.
+_OFFICIAL, _DEMO = TeacherTrainConfig(), demo_teacher_train()
+
+
 @app.command("train-teacher", epilog=exit_codes_help())
 @_friendly_errors
 def train_teacher_cmd(
@@ -161,12 +165,14 @@ def train_teacher_cmd(
                                    + " with MOS (default: guessed)"),
     vit_weights: Path | None = typer.Option(None, "--vit-weights", help="Local ImageNet "
                                                "vit_base_patch8_224 weights (safetensors) to start from, as the paper"),
-    epochs: int = typer.Option(30, help="Official: 30"),
-    batch_size: int = typer.Option(8, help="Official: 8"),
-    lr: float = typer.Option(1e-5, help="Official: 1e-5 (Adam)"),
-    maniqa_epochs: int = typer.Option(0, min=0, help="Train the MANIQA branch alone on MOS for this many epochs first "
-                                      "(for a start from random weights, as the demo; official: 0)"),
-    freeze_maniqa: bool = typer.Option(False, "--freeze-maniqa/--no-freeze-maniqa",
+    epochs: int = typer.Option(_OFFICIAL.epochs, help=f"Official: {_OFFICIAL.epochs}"),
+    batch_size: int = typer.Option(_OFFICIAL.batch_size, help=f"Official: {_OFFICIAL.batch_size}"),
+    lr: float = typer.Option(_OFFICIAL.lr, help=f"Official: {_OFFICIAL.lr:g} (Adam)"),
+    maniqa_epochs: int = typer.Option(_OFFICIAL.maniqa_epochs, min=0,
+                                      help="Train the MANIQA branch alone on MOS for this many epochs first "
+                                      f"(for a start from random weights: the demo uses {_DEMO.maniqa_epochs}; "
+                                      f"official: {_OFFICIAL.maniqa_epochs})"),
+    freeze_maniqa: bool = typer.Option(_OFFICIAL.freeze_maniqa, "--freeze-maniqa/--no-freeze-maniqa",
                                        help="Then train only the fusion, on the fixed quality features"),
     split_seed: int = typer.Option(TEACHER_SPLIT_SEED, help="Official split: 70/10/20 with seed 20"),
     device: str | None = typer.Option(None, "--device"),
@@ -174,11 +180,12 @@ def train_teacher_cmd(
 ) -> None:
     """Train MA-AGIQA end to end with the official recipe (writes a teacher folder).
 
-    Without ImageNet weights (no --vit-weights), add --maniqa-epochs 8 --freeze-maniqa: the
-    demo's two-stage recipe, which lets a MANIQA from random weights learn quality.
+    Without ImageNet weights (no --vit-weights), add --maniqa-epochs 16 --freeze-maniqa: the
+    demo's two-stage recipe (distill.config.demo_teacher_train), which lets a MANIQA from random
+    weights learn quality.
     """
     from .data import dataset_spec_for, load_records
-    from .teacher_train import TeacherTrainConfig, train_teacher
+    from .teacher_train import train_teacher
 
     records = load_records(dataset_spec_for(dataset, kind))
     cfg = TeacherTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device,
