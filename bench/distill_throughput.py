@@ -18,7 +18,7 @@ import torch
 from distill.config import LossConfig
 from distill.losses import DistillationLoss, DistillTargets
 from student.model import DEFAULT_STUDENT, create_student, list_students
-from teacher.model import TeacherOutput
+from teacher.cache_schema import TeacherOutput
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import torch
 from distill.data import DatasetSpec, load_records
 from edge_runtime.images import load_rgb
 from teacher.cache import build_label_cache
+from teacher.cache_schema import TeacherOutput
 from teacher.labeler import Teacher, TeacherConfig, TeacherInputs, save_tiny_teacher
-from teacher.model import TeacherOutput
 from teacher.semantic import SquareInputs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from student.layout import RunLayout
-from teacher.cache import CacheError, LabelCache, build_label_cache, fingerprint_sha256
+from teacher.cache import build_label_cache
+from teacher.cache_read import LabelCache
+from teacher.cache_schema import CacheError, TeacherOutput, fingerprint_sha256
 from teacher.labeler import Teacher, TeacherConfig, read_teacher_config, teacher_fingerprint
-from teacher.model import TeacherOutput
 from teacher.records import ImageRecord
 
 from .config import RunConfig

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from student.model import StudentOutput
-from teacher.model import TeacherOutput
+from teacher.cache_schema import TeacherOutput
 
 from .config import LOSS_NAMES, LossConfig
 

@@ -28,7 +28,7 @@ import torch
 from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
-from teacher.model import TeacherOutput
+from teacher.cache_schema import TeacherOutput
 from teacher.records import ImageRecord
 
 from .compression import LinearCompression, save_compressions

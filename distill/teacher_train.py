@@ -24,7 +24,7 @@ from safetensors.torch import save
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from edge_runtime.images import load_rgb
 from student.layout import SPLITS_NAME
-from teacher.cache import LabelCache
+from teacher.cache_read import LabelCache
 from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, read_teacher_config, teacher_view
 from teacher.maniqa import read_state_dict
 from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch

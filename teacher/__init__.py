@@ -11,8 +11,10 @@ Where to start::
 The modules, one idea each: ``labeler`` (the teacher folder, its views and fingerprint),
 ``model`` (MA-AGIQA's fusion and its official checkpoints), ``maniqa`` (the quality branch),
 ``semantic`` (prompts -> semantic vectors with any Hugging Face MLLM), ``mplug_owl2`` (the paper's
-MLLM, ported), ``cache`` (the label cache), ``records`` (image lists), ``tiny_mllm`` (small random
-MLLMs for tests and the demo). Names are imported on first use, so ``import teacher`` stays cheap.
+MLLM, ported), the label cache in three (``cache_schema``: its format and errors, no model code;
+``cache``: building and merging; ``cache_read``: reading), ``records`` (image lists), ``tiny_mllm``
+(small random MLLMs for tests and the demo). Names are imported on first use: ``import teacher``
+stays cheap.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from typing import Any
 _HOMES = {
     "Teacher": "labeler", "TeacherConfig": "labeler", "TeacherInputs": "labeler",
     "read_teacher_config": "labeler", "save_tiny_teacher": "labeler", "teacher_fingerprint": "labeler",
-    "MAAGIQA": "model", "FusionConfig": "model", "TeacherOutput": "model", "CheckpointError": "model",
+    "MAAGIQA": "model", "FusionConfig": "model", "TeacherOutput": "cache_schema", "CheckpointError": "model",
     "load_official_checkpoint": "model",
     "Maniqa": "maniqa", "ManiqaConfig": "maniqa", "create_maniqa": "maniqa", "load_maniqa_weights": "maniqa",
     "SemanticConfig": "semantic", "SemanticEncoder": "semantic",
     "MplugOwl2": "mplug_owl2", "load_mplug_owl2": "mplug_owl2",
-    "LabelCache": "cache", "build_label_cache": "cache", "CacheError": "cache",
+    "LabelCache": "cache_read", "build_label_cache": "cache", "CacheError": "cache_schema",
     "ImageRecord": "records", "iter_images": "records",
 }
 

@@ -1,24 +1,14 @@
-"""The teacher's label cache: labels computed once on a GPU, read many times by the distiller.
+"""Building the teacher's label cache: sharded, resumable, multi-rank labelling, and the merge.
 
-Layout of a cache folder::
-
-    labels-r000-00000.safetensors      shard 0 of rank 0: rows of every ``TeacherOutput`` field, under
-                                       its name: score (N,) float32, semantic_vectors (N, P, D)
-                                       float16, quality_features (N, Q) float32, gate_weights (N, E) float32
-    manifest.part-000-of-001.json      rank 0's progress, rewritten after every shard
-    manifest.json                      the merged manifest, written once every rank has finished
-
-``manifest.json`` holds the teacher fingerprint (dict and sha256), library versions, every image
-(image_id, relpath, shard, row, sha256 of the file bytes), the skipped images with reasons and
-every shard's sha256. A run killed at any point resumes: completed shards are verified and kept,
-the unfinished one is redone with the same batches, so the result equals an uninterrupted run.
-A damaged or lost ``manifest.json`` is merged again from the finished parts and their verified
-shards, never relabelled.
+Its format is :mod:`teacher.cache_schema`; :mod:`teacher.cache_read` reads a finished cache.
+A run killed at any point resumes: completed shards are verified and kept, the unfinished one is
+redone with the same batches, so the result equals an uninterrupted run. Rank ``r`` writes its own
+shards and manifest part; rank 0 merges the parts into ``manifest.json``.
 """
+
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -27,7 +17,6 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +24,6 @@ import numpy as np
 import safetensors
 import torch
 import torch.distributed as dist
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
@@ -43,46 +31,30 @@ from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from _agiqa.workers import die_with_parent
 from edge_runtime.images import ImageLoadError, load_rgb
 
-from .model import TeacherOutput
+from .cache_schema import (
+    BUILD_COMMAND,
+    FIELDS,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PART_GLOB,
+    CacheCorruptError,
+    CacheCorruptWarning,
+    CacheError,
+    CacheMismatchError,
+    CacheMissingError,
+    TeacherOutput,
+    fingerprint_sha256,
+    part_path,
+    read_json,
+    sha256_hex,
+    shard_problem,
+)
 from .records import ImageRecord
 
-__all__ = ["FIELDS", "CacheCorruptError", "CacheCorruptWarning", "CacheError", "CacheMismatchError",
-           "CacheMissingError", "CacheReport", "LabelCache", "Labeler", "build_label_cache",
-           "default_workers", "fingerprint_sha256", "merge_manifests", "resolve_rank"]
+__all__ = ["CacheReport", "Labeler", "build_label_cache", "default_workers", "merge_manifests",
+           "resolve_rank"]
 
-FORMAT = "agiqa-edge/label-cache"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-# Stored dtype and number of dims (batch dim included) of every TeacherOutput field, in field
-# order; a field's safetensors key is its name.
-FIELDS: dict[str, tuple[torch.dtype, int]] = {
-    "score": (torch.float32, 1),  # (B,) teacher quality score
-    "semantic_vectors": (torch.float16, 3),  # (B, P, D) MLLM semantic features, one per prompt
-    "quality_features": (torch.float32, 2),  # (B, Q) MANIQA quality features
-    "gate_weights": (torch.float32, 2),  # (B, E) MoE gate weights
-}
-BUILD_COMMAND = "agiqa-distill label DATASET --out DIR"
-_PART_GLOB = "manifest.part-*-of-*.json"
-
-
-class CacheError(RuntimeError):
-    """A label cache cannot be used. The message is one line: the folder or file, and the fix."""
-
-
-class CacheMissingError(CacheError, FileNotFoundError):
-    """No finished cache at that folder."""
-
-
-class CacheMismatchError(CacheError):
-    """The cache was built by a different teacher (fingerprint) or for a different plan."""
-
-
-class CacheCorruptError(CacheError):
-    """A shard or manifest is damaged (hash mismatch, truncated, unreadable)."""
-
-
-class CacheCorruptWarning(UserWarning):
-    """A damaged shard found while resuming; its images are labeled again."""
 
 
 class Labeler(Protocol):
@@ -116,17 +88,6 @@ class CacheReport:
     world_size: int = 1
 
 
-def fingerprint_sha256(fingerprint: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a teacher fingerprint."""
-    if not isinstance(fingerprint, dict):
-        raise ValueError(f"labeler fingerprint must be a dict, got {type(fingerprint).__name__}")
-    try:
-        text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"labeler fingerprint is not JSON-serialisable ({exc}); use str/int/float/list/dict") from None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """(rank, world_size): given values, else torch.distributed's, else env RANK/WORLD_SIZE, else 0/1."""
     if rank is None or world_size is None:
@@ -145,50 +106,18 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
     return rank, world_size
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CacheCorruptError(f"{path}: unreadable ({exc}); delete {path.parent} and relabel "
-                                f"with `{BUILD_COMMAND}`") from None
-    if not isinstance(data, dict):
-        raise CacheCorruptError(f"{path}: not a JSON object; delete {path.parent} and relabel "
-                                f"with `{BUILD_COMMAND}`")
-    return data
-
-
-def _part_path(out: Path, rank: int, world_size: int) -> Path:
-    return out / f"manifest.part-{rank:03d}-of-{world_size:03d}.json"
-
-
 def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "numpy": np.__version__,
             "safetensors": safetensors.__version__, "python": platform.python_version()}
 
 
-def _shard_problem(out: Path, entry: dict[str, Any]) -> str | None:
-    """Why a shard on disk does not match its manifest entry, or None when it does."""
-    path = out / entry["file"]
-    if not path.is_file():
-        return "shard file is missing"
-    actual = _sha256(path.read_bytes())
-    if actual != entry["sha256"]:
-        return (f"content hash {actual[:16]} does not match the manifest's {entry['sha256'][:16]} "
-                f"(truncated or modified)")
-    return None
-
-
 def _check_fingerprints(out: Path, fp_sha: str) -> None:
-    parts = sorted(out.glob(_PART_GLOB))
+    parts = sorted(out.glob(PART_GLOB))
     for path in [out / MANIFEST, *parts]:
         if not path.is_file():
             continue
         try:
-            theirs = _read_json(path).get("fingerprint_sha256")
+            theirs = read_json(path).get("fingerprint_sha256")
         except CacheCorruptError:
             if path.name == MANIFEST and parts:
                 continue  # a damaged merged manifest is rebuilt from the parts at the end
@@ -202,7 +131,8 @@ def _check_fingerprints(out: Path, fp_sha: str) -> None:
 def _check_outputs(outputs: Any, n: int) -> dict[str, torch.Tensor]:
     """Validate a labeler's batch output and cast it to the stored dtypes."""
     if not isinstance(outputs, TeacherOutput):
-        raise ValueError(f"labeler.label must return a teacher.model.TeacherOutput, got {type(outputs).__name__}")
+        raise ValueError("labeler.label must return a teacher.cache_schema.TeacherOutput, "
+                         f"got {type(outputs).__name__}")
     checked = {}
     for name, (dtype, ndim) in FIELDS.items():
         value = getattr(outputs, name)
@@ -254,7 +184,7 @@ class _Prepared(torch.utils.data.Dataset):
         except ImageLoadError as exc:
             return record, None, None, exc.reason
         assert data is not None
-        return record, image if self.prepare is None else self.prepare(image), _sha256(data), None
+        return record, image if self.prepare is None else self.prepare(image), sha256_hex(data), None
 
 
 def _prepared(records: Sequence[ImageRecord], labeler: Labeler, num_workers: int, batch_size: int
@@ -313,7 +243,7 @@ def _label_shard(out: Path, name: str, items: Iterator[tuple[ImageRecord, Any, s
         data = save_safetensors(tensors, metadata={FORMAT: json.dumps(
             {"image_ids": [i["image_id"] for i in images]})})
         atomic_write_bytes(out / name, data)
-        entry.update(file=name, sha256=_sha256(data),
+        entry.update(file=name, sha256=sha256_hex(data),
                      fields={k: list(t.shape[1:]) for k, t in tensors.items()})
     return entry
 
@@ -351,16 +281,16 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
         raise ValueError("build_label_cache: duplicate image ids in records; load them with load_records")
     mine = ordered[rank::world_size]
     plan = {"n_total": len(ordered), "n_records": len(mine), "batch_size": batch_size, "shard_size": shard_size,
-            "ids_sha256": _sha256(json.dumps([r.image_id for r in mine]).encode())}
-    part_path = _part_path(out, rank, world_size)
-    old = _read_json(part_path) if part_path.is_file() else {"plan": plan, "shards": {}}
+            "ids_sha256": sha256_hex(json.dumps([r.image_id for r in mine]).encode())}
+    my_part = part_path(out, rank, world_size)
+    old = read_json(my_part) if my_part.is_file() else {"plan": plan, "shards": {}}
     if old["plan"] != plan:
-        raise CacheMismatchError(f"{part_path}: started for a different dataset or batch/shard size "
+        raise CacheMismatchError(f"{my_part}: started for a different dataset or batch/shard size "
                                  f"({old['plan']['n_records']} images, shard {old['plan']['shard_size']}); "
                                  f"pass a new --out folder or delete {out}")
     shards: dict[str, dict[str, Any]] = {}
     for key, entry in old["shards"].items():
-        problem = _shard_problem(out, entry) if entry["file"] else None
+        problem = shard_problem(out, entry) if entry["file"] else None
         if problem:
             warnings.warn(f"{out / entry['file']}: {problem}; labeling its {entry['rows']} images again",
                           CacheCorruptWarning, stacklevel=2)
@@ -373,7 +303,7 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
     todo = [i for i in range(len(chunks)) if str(i) not in shards]
     if todo:
         (out / MANIFEST).unlink(missing_ok=True)  # stale from here on; rewritten by the merge
-    atomic_write_json(part_path, part)
+    atomic_write_json(my_part, part)
     n_reused = sum(len(e["images"]) + len(e["skipped"]) for e in shards.values())
     start = time.perf_counter()
     workers = default_workers() if num_workers is None else num_workers
@@ -386,11 +316,11 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
         for index in todo:
             name = f"labels-r{rank:03d}-{index:05d}.safetensors"
             shards[str(index)] = _label_shard(out, name, items, len(chunks[index]), labeler, batch_size, bar)
-            atomic_write_json(part_path, part)  # progress survives a kill from here on
+            atomic_write_json(my_part, part)  # progress survives a kill from here on
     del items  # the workers stop
     seconds = time.perf_counter() - start
     part["complete"] = True
-    atomic_write_json(part_path, part)
+    atomic_write_json(my_part, part)
 
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
@@ -414,8 +344,8 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
 
 
 def _unfinished_ranks(out: Path, world_size: int) -> list[int]:
-    return [r for r in range(world_size) if not (p := _part_path(out, r, world_size)).is_file()
-            or not _read_json(p).get("complete")]
+    return [r for r in range(world_size) if not (p := part_path(out, r, world_size)).is_file()
+            or not read_json(p).get("complete")]
 
 
 def merge_manifests(out_dir: str | Path, *, verify: bool = True) -> Path:
@@ -424,7 +354,7 @@ def merge_manifests(out_dir: str | Path, *, verify: bool = True) -> Path:
     ``verify`` checks every shard's sha256 first. Returns the manifest path.
     """
     out = Path(out_dir)
-    parts = [_read_json(p) for p in sorted(out.glob(_PART_GLOB))]
+    parts = [read_json(p) for p in sorted(out.glob(PART_GLOB))]
     if not parts:
         raise CacheMissingError(f"{out}: no manifest parts to merge: the cache is missing or unfinished; "
                                 f"build it with `{BUILD_COMMAND}`")
@@ -448,7 +378,7 @@ def merge_manifests(out_dir: str | Path, *, verify: bool = True) -> Path:
             skipped.extend(entry["skipped"])
             if not entry["file"]:
                 continue
-            problem = _shard_problem(out, entry) if verify else None
+            problem = shard_problem(out, entry) if verify else None
             if problem:
                 raise CacheCorruptError(f"{out / entry['file']}: {problem}; rerun the label command with the "
                                         f"same --out to relabel it")
@@ -472,123 +402,3 @@ def merge_manifests(out_dir: str | Path, *, verify: bool = True) -> Path:
         "images": images, "skipped": skipped, "shards": shards,
     }
     return atomic_write_json(out / MANIFEST, manifest)
-
-
-def _rebuild_manifest(out: Path, problem: str, error: CacheError) -> dict[str, Any]:
-    """``manifest.json`` merged again from finished part manifests and their verified shards
-    (labelling a dataset with a 7B teacher takes hours; the merge takes seconds). Raises
-    ``error`` when the parts cannot give it (unfinished, damaged or absent)."""
-    try:
-        path = merge_manifests(out)  # checks that every rank finished and every shard's sha256
-    except (CacheError, KeyError, TypeError):
-        raise error from None
-    warnings.warn(f"{path}: was {problem}; rebuilt it from the part manifests and their verified shards",
-                  CacheCorruptWarning, stacklevel=3)
-    return _read_json(path)
-
-
-class LabelCache:
-    """A finished label cache, loaded in memory. Build one with :meth:`open`."""
-
-    def __init__(self, out_dir: Path, manifest: dict[str, Any], tensors: TeacherOutput) -> None:
-        self.out_dir = out_dir
-        self.manifest = manifest
-        self.image_ids: list[str] = [i["image_id"] for i in manifest["images"]]
-        self._index = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self._tensors = tensors
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self.manifest["fingerprint"]
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """(relpath, reason) of every image the teacher could not decode."""
-        return [(s["relpath"], s["reason"]) for s in self.manifest["skipped"]]
-
-    @classmethod
-    def open(cls, out_dir: str | Path, *, fingerprint: dict[str, Any] | str | None = None,
-             verify: bool = True) -> LabelCache:
-        """Load the cache in ``out_dir``. ``fingerprint`` (dict or its sha256) must match the teacher
-        that built it; ``verify`` checks every shard's sha256.
-
-        Raises:
-            CacheMissingError: no ``manifest.json`` (never built, or unfinished).
-            CacheMismatchError: built by a different teacher than ``fingerprint``.
-            CacheCorruptError: a shard is missing, modified, truncated or unreadable.
-        """
-        out = Path(out_dir)
-        path = out / MANIFEST
-        if not path.is_file():
-            n_parts = len(list(out.glob(_PART_GLOB))) if out.is_dir() else 0
-            hint = (f" ({n_parts} rank parts found: rerun the same label command to finish, or "
-                    f"merge_manifests)" if n_parts else "")
-            missing = CacheMissingError(f"{out}: no {MANIFEST}: the label cache is missing or unfinished"
-                                        f"{hint}; build it with `{BUILD_COMMAND}`")
-            manifest = _rebuild_manifest(out, "missing", missing)
-        else:
-            try:
-                manifest = _read_json(path)
-            except CacheCorruptError as exc:
-                manifest = _rebuild_manifest(out, "unreadable", exc)
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise CacheError(f"{path}: not a label cache of format {FORMAT} v{FORMAT_VERSION}; relabel "
-                             f"with `{BUILD_COMMAND}`")
-        if fingerprint is not None:
-            expected = fingerprint if isinstance(fingerprint, str) else fingerprint_sha256(fingerprint)
-            if expected != manifest["fingerprint_sha256"]:
-                raise CacheMismatchError(
-                    f"{out}: built by a different teacher (fingerprint {manifest['fingerprint_sha256'][:16]}, "
-                    f"expected {expected[:16]}); pass a new --out folder or delete {out} and relabel")
-        fix = f"rerun the label command with --out {out} to relabel it"
-        loaded: dict[str, dict[str, torch.Tensor]] = {}
-        for name, info in sorted(manifest["shards"].items()):
-            shard = out / name
-            if not shard.is_file():
-                raise CacheCorruptError(f"{shard}: shard file is missing; {fix}")
-            data = shard.read_bytes()
-            if verify and _sha256(data) != info["sha256"]:
-                raise CacheCorruptError(f"{shard}: content hash does not match the manifest (truncated or "
-                                        f"modified); {fix}")
-            try:
-                tensors = load_safetensors(data)
-            except Exception as exc:  # safetensors raises its own SafetensorError and others
-                raise CacheCorruptError(f"{shard}: unreadable safetensors ({exc}); {fix}") from None
-            bad = [k for k in FIELDS if k not in tensors or tensors[k].shape[0] != info["rows"]]
-            if bad:
-                raise CacheCorruptError(f"{shard}: tensors {bad} missing or not {info['rows']} rows; {fix}")
-            loaded[name] = tensors
-        return cls(out, manifest, _gather(manifest, loaded))
-
-    def tensors(self) -> TeacherOutput:
-        """All labels stacked in ``image_ids`` order: score (N,) float32, semantic_vectors (N, P, D)
-        float16, quality_features (N, Q) float32, gate_weights (N, E) float32. Shared, not copied."""
-        return self._tensors
-
-    def get(self, image_id: str) -> TeacherOutput:
-        """One image's labels: score (), semantic_vectors (P, D), quality_features (Q,), gate_weights (E,)."""
-        if image_id not in self._index:
-            raise KeyError(f"{image_id!r} is not in the label cache {self.out_dir} (skipped, or not in "
-                           f"the labeled dataset)")
-        i = self._index[image_id]
-        return TeacherOutput(*(v[i] for v in self._tensors))
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __contains__(self, image_id: object) -> bool:
-        return image_id in self._index
-
-
-def _gather(manifest: dict[str, Any], loaded: dict[str, dict[str, torch.Tensor]]) -> TeacherOutput:
-    """Stack the shards' rows in the manifest's image order."""
-    names = sorted(loaded)
-    starts = dict(zip(names, accumulate([0] + [manifest["shards"][n]["rows"] for n in names])))
-    bad = [i["image_id"] for i in manifest["images"]
-           if i["shard"] not in starts or not 0 <= i["row"] < manifest["shards"][i["shard"]]["rows"]]
-    if bad:
-        raise CacheCorruptError(f"{bad[0]}: its shard row does not "
-                                f"exist ({len(bad)} images); delete the cache and relabel with `{BUILD_COMMAND}`")
-    index = torch.tensor([starts[i["shard"]] + i["row"] for i in manifest["images"]], dtype=torch.long)
-    return TeacherOutput(**{key: torch.cat([loaded[n][key] for n in names]).index_select(0, index) if names
-                            else torch.empty((0,) * ndim, dtype=dtype) for key, (dtype, ndim) in FIELDS.items()})

@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from _agiqa.checkpoints import shapes, state_mismatch
 
+from .cache_schema import TeacherOutput
 from .maniqa import Maniqa, ManiqaConfig, create_maniqa, read_state_dict
 
 __all__ = ["FusionConfig", "MoEFusion", "MAAGIQA", "TeacherOutput", "official_to_ours",
@@ -43,22 +43,6 @@ class FusionConfig:
     quality_dim: int = 784  # MANIQA patches of a 224 crop: 28 x 28
     dropout: float = 0.1  # after the semantic experts' ReLU, as the official code
     gate_softmax: bool = False  # official: raw linear gate; True: softmax-normalised gate
-
-
-class TeacherOutput(NamedTuple):
-    """The teacher's labels: the one schema, and the one set of names, from the teacher to the losses.
-
-    :meth:`MAAGIQA.forward` and ``Teacher.label`` return it; the label cache stores each field as a
-    safetensors tensor under the field's name (``teacher.cache.FIELDS`` gives the stored dtypes)
-    and ``LabelCache.tensors``/``get`` return it; the distiller's targets hold it, with the two
-    vector fields in the student's compressed space; the student's ``StudentOutput`` predicts the
-    same fields under the same names.
-    """
-
-    score: torch.Tensor  # (B,) predicted MOS
-    semantic_vectors: torch.Tensor  # (B, S, D) the MLLM vectors the fusion consumed
-    quality_features: torch.Tensor  # (B, 784) MANIQA per-patch score x weight
-    gate_weights: torch.Tensor  # (B, E) gate over [semantic..., quality] experts (raw: no softmax officially)
 
 
 class MoEFusion(nn.Module):

@@ -16,7 +16,7 @@ from distill.config import ConfigError, LossConfig, load_config
 from distill.losses import DistillationLoss, DistillTargets, pairwise_rank_loss
 from distill.metrics import iqa_metrics
 from student.model import StudentIQA, create_student
-from teacher.model import TeacherOutput
+from teacher.cache_schema import TeacherOutput
 
 
 def test_config_defaults_file_and_overrides(tmp_path: Path) -> None:

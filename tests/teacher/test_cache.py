@@ -12,19 +12,17 @@ import torch
 from safetensors.torch import load_file
 
 from distill.data import DatasetSpec, load_records
-from teacher.cache import (
+from teacher.cache import build_label_cache, merge_manifests, resolve_rank
+from teacher.cache_read import LabelCache
+from teacher.cache_schema import (
     FIELDS,
     CacheCorruptError,
     CacheCorruptWarning,
     CacheMismatchError,
     CacheMissingError,
-    LabelCache,
-    build_label_cache,
+    TeacherOutput,
     fingerprint_sha256,
-    merge_manifests,
-    resolve_rank,
 )
-from teacher.model import TeacherOutput
 from teacher.records import ImageRecord, iter_images
 
 P, D, Q, E = 2, 6, 5, 3
@@ -235,7 +233,7 @@ def test_bad_arguments_and_labeler_outputs(records: list[ImageRecord], tmp_path:
 
     with pytest.raises(ValueError, match="'score' of shape"):
         build(records, tmp_path / "b", WrongShape())
-    with pytest.raises(ValueError, match="must return a teacher.model.TeacherOutput, got dict"):
+    with pytest.raises(ValueError, match="must return a teacher.cache_schema.TeacherOutput, got dict"):
         build(records, tmp_path / "c", UntypedOutput())
     with pytest.raises(CacheMissingError, match="agiqa-distill label"):
         LabelCache.open(tmp_path / "never-built")

@@ -13,7 +13,8 @@ from PIL import Image
 
 from distill.data import DatasetSpec, load_records
 from edge_runtime.images import ImageLoadError, load_rgb
-from teacher.cache import LabelCache, build_label_cache
+from teacher.cache import build_label_cache
+from teacher.cache_read import LabelCache
 from teacher.labeler import Teacher, save_tiny_teacher
 
 

@@ -434,7 +434,7 @@ def test_llava_in_the_same_process_still_works(tmp_path: Path, model) -> None:
 def test_label_cli_with_mplug_owl2_teacher_folder(tmp_path: Path, reference) -> None:
     """The user path: a teacher folder from configs/teacher_mplug_owl2.json and an mPLUG-Owl2 folder
     in the checkpoint's layout, labelled by `python -m distill label` in a subprocess."""
-    from teacher.cache import LabelCache
+    from teacher.cache_read import LabelCache
 
     teacher = tmp_path / "teacher"
     shutil.copytree(FIXTURE, teacher / "mplug-owl2-llama2-7b",

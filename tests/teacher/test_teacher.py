@@ -112,7 +112,7 @@ def _images(folder: Path, n: int) -> Path:
 def test_tiny_teacher_labels_from_cli_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from distill.cli import app
     from teacher import labeler as labeler_module
-    from teacher.cache import LabelCache
+    from teacher.cache_read import LabelCache
     from teacher.labeler import Teacher, save_tiny_teacher
 
     folder = _images(tmp_path / "imgs", 6)
@@ -252,7 +252,8 @@ def test_fingerprint_depends_on_content_not_folder_names(tmp_path: Path, tiny_te
     import shutil
 
     from distill.data import DatasetSpec, load_records
-    from teacher.cache import LabelCache, build_label_cache
+    from teacher.cache import build_label_cache
+    from teacher.cache_read import LabelCache
     from teacher.labeler import Teacher, read_teacher_config, save_tiny_teacher, teacher_fingerprint
 
     first = tiny_teacher_dir
