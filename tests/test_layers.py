@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests import REPO
+from tests import REPO, modules_loaded_by
 
 BASE = "_agiqa"  # file writing, exit codes, --version, quiet toolchain: under every package
 PACKAGES = {BASE, "teacher", "student", "distill", "export", "edge_runtime"}
@@ -56,11 +55,8 @@ def test_base_imports_only_the_standard_library() -> None:
 
 
 def test_edge_runtime_import_is_lean() -> None:
-    code = ("import sys, edge_runtime, edge_runtime.preprocess, edge_runtime.images\n"
-            "heavy = {'torch', 'timm', 'transformers', 'torchao', 'teacher', 'student', 'distill', 'export'}\n"
-            "print(sorted(heavy & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    heavy = {"torch", "timm", "transformers", "torchao", "teacher", "student", "distill", "export"}
+    assert modules_loaded_by("edge_runtime, edge_runtime.preprocess, edge_runtime.images", heavy) == []
 
 
 def test_scoring_needs_only_the_core_dependencies() -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 
 import pytest
 
-from tests import REPO
+from tests import modules_loaded_by
 
 
 def test_every_public_name_resolves_to_its_home() -> None:
@@ -23,15 +21,10 @@ def test_every_public_name_resolves_to_its_home() -> None:
 
 
 def test_import_teacher_is_cheap() -> None:
-    code = "import sys, teacher; print(sorted({'torch', 'timm', 'transformers'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert modules_loaded_by("teacher", {"torch", "timm", "transformers"}) == []
 
 
 def test_label_cache_schema_imports_no_model_code() -> None:
     """Reading labels needs the schema and torch, never MANIQA, timm or transformers."""
-    code = ("import sys, teacher.cache_schema, teacher.cache_read\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'transformers')\n"
-            "             or m in ('teacher.maniqa', 'teacher.model', 'teacher.semantic', 'teacher.labeler')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    model_code = {"timm", "transformers", "teacher.maniqa", "teacher.model", "teacher.semantic", "teacher.labeler"}
+    assert modules_loaded_by("teacher.cache_schema, teacher.cache_read", model_code) == []
