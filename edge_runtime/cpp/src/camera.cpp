@@ -154,6 +154,14 @@ inline void yuv_to_rgb(const YuvCoefficients& k, int32_t y, int32_t u, int32_t v
   b = clamp8((luma + k.cbu * cb) >> kShift);
 }
 
+// Step 3 for a row of samples.
+AGIQA_MULTIVERSION void yuv_line(const int32_t* __restrict y, const int32_t* __restrict u,
+                                 const int32_t* __restrict v, int n, const YuvCoefficients k,
+                                 uint8_t* __restrict r, uint8_t* __restrict g,
+                                 uint8_t* __restrict b) {
+  for (int i = 0; i < n; ++i) yuv_to_rgb(k, y[i], u[i], v[i], r[i], g[i], b[i]);
+}
+
 // YUV samples of C row r, columns [c0, c1): block means of f x f luma and f/2 x f/2 chroma
 // (F: f when known at compile time, 0 = runtime), or, unreduced, the chroma sample (x/2, y/2).
 // YPS, CPS: the luma and chroma pixel strides when known (0 = runtime).
@@ -212,7 +220,7 @@ AGIQA_MULTIVERSION void yuv_row(const Source& s, int r, int c0, int c1, Scratch&
       vs[i] /= nc;
     }
   }
-  for (int i = 0; i < n; ++i) yuv_to_rgb(s.k, ys[i], us[i], vs[i], out[i], out[n + i], out[2 * n + i]);
+  yuv_line(ys, us, vs, n, s.k, out, out + n, out + 2 * n);
 }
 
 // The 1080p case: f = 2 from NV12/NV21 (chroma pixel stride CPS 2, U and V one byte apart) or
