@@ -6,9 +6,14 @@
 // image R: first along R's x (rounded to uint8), then along R's y. For 0/180 degrees R's x is
 // C's x: each C row is converted and filtered along x at once, then the kept rows are filtered
 // along y. For 90/270 degrees R's x is C's y: a ring of converted C rows is combined into one
-// intermediate line per output column, then filtered along C's x. A rotation that reverses an
-// axis mirrors that axis's coefficients. The integer sums are the same terms as Pillow's, so
-// the bytes are the same; no full-size RGB image is written.
+// intermediate line per output column, the lines are transposed, and the transposed rows are
+// combined along C's x. A rotation that reverses an axis mirrors that axis's coefficients. The
+// integer sums are the same terms as Pillow's, so the bytes are the same; no full-size RGB
+// image is written.
+//
+// Rows are planar inside (each row's red samples, then its green, then its blue) so that every
+// hot loop reads and writes contiguous bytes and vectorises; on x86-64 those loops also get an
+// AVX2 clone (AGIQA_MULTIVERSION, resample.h).
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -120,6 +125,10 @@ Plan make_plan(const Frame& frame, int rotation, const std::optional<Crop>& crop
 }
 
 // -- rows of C ------------------------------------------------------------------------------
+// A converted row of C is planar: its n = c1 - c0 red samples, then n green, then n blue. Every
+// loop from here on then reads and writes contiguous bytes, which compilers vectorise
+// (interleaved RGB made the conversion's stores and the resize's loads 3 bytes apart, and they
+// stayed scalar).
 struct Source {
   const Frame* frame;
   Plan plan;
@@ -135,11 +144,29 @@ using RowFn = void (*)(const Source&, int r, int c0, int c1, Scratch&, uint8_t* 
 
 inline uint8_t clamp8(int32_t v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); }
 
+// Step 3 for one pixel: its Y, U, V samples (block means when reduced) -> R, G, B.
+inline void yuv_to_rgb(const YuvCoefficients& k, int32_t y, int32_t u, int32_t v, uint8_t& r,
+                       uint8_t& g, uint8_t& b) {
+  const int32_t luma = k.cy * (y - k.y_offset) + (1 << (kShift - 1));
+  const int32_t cb = u - 128, cr = v - 128;
+  r = clamp8((luma + k.crv * cr) >> kShift);
+  g = clamp8((luma - k.cgu * cb - k.cgv * cr) >> kShift);
+  b = clamp8((luma + k.cbu * cb) >> kShift);
+}
+
+// Step 3 for a row of samples.
+AGIQA_MULTIVERSION void yuv_line(const int32_t* __restrict y, const int32_t* __restrict u,
+                                 const int32_t* __restrict v, int n, const YuvCoefficients k,
+                                 uint8_t* __restrict r, uint8_t* __restrict g,
+                                 uint8_t* __restrict b) {
+  for (int i = 0; i < n; ++i) yuv_to_rgb(k, y[i], u[i], v[i], r[i], g[i], b[i]);
+}
+
 // YUV samples of C row r, columns [c0, c1): block means of f x f luma and f/2 x f/2 chroma
 // (F: f when known at compile time, 0 = runtime), or, unreduced, the chroma sample (x/2, y/2).
 // YPS, CPS: the luma and chroma pixel strides when known (0 = runtime).
 template <int F, int YPS, int CPS>
-void yuv_row(const Source& s, int r, int c0, int c1, Scratch& t, uint8_t* out) {
+AGIQA_MULTIVERSION void yuv_row(const Source& s, int r, int c0, int c1, Scratch& t, uint8_t* out) {
   const Frame& fr = *s.frame;
   const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
   const size_t yps = YPS ? YPS : Y.pixel_stride, cps = CPS ? CPS : U.pixel_stride;
@@ -193,54 +220,47 @@ void yuv_row(const Source& s, int r, int c0, int c1, Scratch& t, uint8_t* out) {
       vs[i] /= nc;
     }
   }
-  const YuvCoefficients& k = s.k;
+  yuv_line(ys, us, vs, n, s.k, out, out + n, out + 2 * n);
+}
+
+// The 1080p case: f = 2 from NV12/NV21 (chroma pixel stride CPS 2, U and V one byte apart) or
+// I420 (CPS 1): each output pixel is a 2x2 luma mean and one chroma sample. One loop over
+// restrict pointers, no scratch, so the compiler vectorises it.
+template <int CPS>
+AGIQA_MULTIVERSION void yuv_half_line(const uint8_t* __restrict y0, const uint8_t* __restrict y1,
+                                      const uint8_t* __restrict u, const uint8_t* __restrict v,
+                                      int n, const YuvCoefficients k, uint8_t* __restrict r,
+                                      uint8_t* __restrict g, uint8_t* __restrict b) {
   for (int i = 0; i < n; ++i) {
-    const int32_t luma = k.cy * (ys[i] - k.y_offset) + (1 << (kShift - 1));
-    const int32_t cb = us[i] - 128, cr = vs[i] - 128;
-    out[3 * i + 0] = clamp8((luma + k.crv * cr) >> kShift);
-    out[3 * i + 1] = clamp8((luma - k.cgu * cb - k.cgv * cr) >> kShift);
-    out[3 * i + 2] = clamp8((luma + k.cbu * cb) >> kShift);
+    const int32_t sum = y0[2 * i] + y0[2 * i + 1] + y1[2 * i] + y1[2 * i + 1];
+    yuv_to_rgb(k, (sum + 2) >> 2, u[CPS * i], v[CPS * i], r[i], g[i], b[i]);
   }
 }
 
-// The 1080p case: f = 2 from NV12/NV21 (chroma pixel stride 2, U and V one byte apart) or
-// I420 (stride 1): each output pixel is a 2x2 luma mean and one chroma sample. One loop, no
-// scratch, so the compiler vectorises it.
 template <int CPS>
-void yuv_row_half(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* __restrict out) {
+void yuv_row_half(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* out) {
   const Frame& fr = *s.frame;
   const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
   const int n = c1 - c0, y = s.plan.top + 2 * r, x0 = s.plan.left + 2 * c0;
-  const uint8_t* __restrict y0 = Y.data + size_t(y) * Y.row_stride + size_t(x0);
-  const uint8_t* __restrict y1 = y0 + Y.row_stride;
-  const uint8_t* __restrict u = U.data + size_t(y / 2) * U.row_stride + size_t(x0 / 2) * CPS;
-  const uint8_t* __restrict v = V.data + size_t(y / 2) * V.row_stride + size_t(x0 / 2) * CPS;
-  const YuvCoefficients k = s.k;
-  for (int i = 0; i < n; ++i) {
-    const int32_t luma_sum = y0[2 * i] + y0[2 * i + 1] + y1[2 * i] + y1[2 * i + 1];
-    const int32_t luma = k.cy * (((luma_sum + 2) >> 2) - k.y_offset) + (1 << (kShift - 1));
-    const int32_t cb = u[CPS * i] - 128, cr = v[CPS * i] - 128;
-    const int32_t rr = (luma + k.crv * cr) >> kShift;
-    const int32_t gg = (luma - k.cgu * cb - k.cgv * cr) >> kShift;
-    const int32_t bb = (luma + k.cbu * cb) >> kShift;
-    out[3 * i + 0] = static_cast<uint8_t>(rr < 0 ? 0 : (rr > 255 ? 255 : rr));
-    out[3 * i + 1] = static_cast<uint8_t>(gg < 0 ? 0 : (gg > 255 ? 255 : gg));
-    out[3 * i + 2] = static_cast<uint8_t>(bb < 0 ? 0 : (bb > 255 ? 255 : bb));
-  }
+  const uint8_t* y0 = Y.data + size_t(y) * Y.row_stride + size_t(x0);
+  const uint8_t* u = U.data + size_t(y / 2) * U.row_stride + size_t(x0 / 2) * CPS;
+  const uint8_t* v = V.data + size_t(y / 2) * V.row_stride + size_t(x0 / 2) * CPS;
+  yuv_half_line<CPS>(y0, y0 + Y.row_stride, u, v, n, s.k, out, out + n, out + 2 * n);
 }
 
 // 4-byte pixels: channel RC (0 for RGBA, 2 for BGRA) is red, 2 - RC blue.
 template <int F, int RC>
-void packed_row(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* out) {
+AGIQA_MULTIVERSION void packed_row(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* out) {
   const Plane& P = s.frame->planes[0];
   const int f = F ? F : s.plan.f, n = c1 - c0, nb = f * f;
   const int y = s.plan.top + r * f, x0 = s.plan.left + c0 * f;
   const uint8_t* base = P.data + size_t(y) * P.row_stride + size_t(x0) * 4;
+  uint8_t *red = out, *green = out + n, *blue = out + 2 * n;
   if (f == 1) {
     for (int i = 0; i < n; ++i) {
-      out[3 * i + 0] = base[4 * i + RC];
-      out[3 * i + 1] = base[4 * i + 1];
-      out[3 * i + 2] = base[4 * i + 2 - RC];
+      red[i] = base[4 * i + RC];
+      green[i] = base[4 * i + 1];
+      blue[i] = base[4 * i + 2 - RC];
     }
     return;
   }
@@ -254,9 +274,9 @@ void packed_row(const Source& s, int r, int c0, int c1, Scratch&, uint8_t* out) 
         sb += p[4 * dx + 2 - RC];
       }
     }
-    out[3 * i + 0] = static_cast<uint8_t>(sr / nb);
-    out[3 * i + 1] = static_cast<uint8_t>(sg / nb);
-    out[3 * i + 2] = static_cast<uint8_t>(sb / nb);
+    red[i] = static_cast<uint8_t>(sr / nb);
+    green[i] = static_cast<uint8_t>(sg / nb);
+    blue[i] = static_cast<uint8_t>(sb / nb);
   }
 }
 
@@ -288,6 +308,7 @@ struct Converter {
     const size_t n = source.plan.cols;
     return {std::vector<int32_t>(n), std::vector<int32_t>(n), std::vector<int32_t>(n)};
   }
+  // Planar C row r, columns [c0, c1), into out[0, 3 (c1 - c0)).
   void row(int r, int c0, int c1, Scratch& t, uint8_t* out) const {
     fn(source, r, c0, c1, t, out);
   }
@@ -315,29 +336,43 @@ std::pair<int, int> span(const Coefficients& c, int o0, int o1) {
   return {lo, hi};
 }
 
-// One filtered line along x: out[o * 3 + ch] for outputs o of `c` from interleaved RGB `in`
-// whose first pixel is source sample `in_first`.
-void filter_along_x(const Coefficients& c, const uint8_t* in, int in_first, uint8_t* out) {
+// One filtered line along one channel: out[o] for the outputs o of `c`, from the samples `in`
+// whose first is source sample `in_first`.
+AGIQA_MULTIVERSION void filter_line(const Coefficients& c, const uint8_t* __restrict in,
+                                    int in_first, uint8_t* __restrict out) {
   const int n = static_cast<int>(c.first.size());
   for (int o = 0; o < n; ++o) {
-    filter_pixel3(in + size_t(c.first[o] - in_first) * 3, &c.k[size_t(o) * c.ksize], c.count[o],
-                  out + o * 3);
+    const uint8_t* p = in + (c.first[o] - in_first);
+    const int32_t* k = &c.k[size_t(o) * c.ksize];
+    int32_t s = 1 << (kPrecisionBits - 1);
+    for (int j = 0; j < c.count[o]; ++j) s += p[j] * k[j];
+    out[o] = clip8(s);
   }
 }
 
 // out[i] = clip8(sum_j rows[j][i] * k[j]) for i < n: the across-rows filter, vectorisable.
-void filter_across(const uint8_t* const* rows, const int32_t* k, int count, int n,
-                   std::vector<int32_t>& acc, uint8_t* out) {
-  int32_t* a = acc.data();
-  std::fill(a, a + n, 1 << (kPrecisionBits - 1));
-  for (int j = 0; j < count; ++j) {
-    const uint8_t* row = rows[j];
-    const int32_t w = k[j];
-    for (int i = 0; i < n; ++i) a[i] += row[i] * w;
+AGIQA_MULTIVERSION void filter_across(const uint8_t* const* rows, const int32_t* k, int count,
+                                      int n, int32_t* __restrict acc, uint8_t* __restrict out) {
+  std::fill(acc, acc + n, 1 << (kPrecisionBits - 1));
+  // Two rows per sweep over acc, written out: GCC's own unroll-and-jam of the one-row loop
+  // made a two-row loop it left scalar, and that loop did most of the work.
+  int j = 0;
+  for (; j + 1 < count; j += 2) {
+    const uint8_t* __restrict r0 = rows[j];
+    const uint8_t* __restrict r1 = rows[j + 1];
+    const int32_t w0 = k[j], w1 = k[j + 1];
+    for (int i = 0; i < n; ++i) acc[i] += r0[i] * w0 + r1[i] * w1;
   }
-  for (int i = 0; i < n; ++i) out[i] = clip8(a[i]);
+  if (j < count) {
+    const uint8_t* __restrict r0 = rows[j];
+    const int32_t w0 = k[j];
+    for (int i = 0; i < n; ++i) acc[i] += r0[i] * w0;
+  }
+  for (int i = 0; i < n; ++i) out[i] = clip8(acc[i]);
 }
 
+// Output rows are planar (RowLayout::Planar): row y holds out_w red, then green, then blue
+// samples, 3 out_w bytes.
 struct Resize {
   const Converter* conv;
   bool turned;       // 90/270: R's x is C's y
@@ -345,61 +380,78 @@ struct Resize {
   Coefficients second;  // R's y pass, in C coordinates
   int out_w, out_h;
 
-  // Output rows [y0, y1) into `out` (out_h x out_w x 3).
+  // Output rows [y0, y1) into `out` (out_h rows of 3 out_w bytes).
   void rows(int y0, int y1, uint8_t* out) const {
     if (y0 >= y1) return;
     if (turned) return rows_turned(y0, y1, out);
-    const Plan& p = conv->source.plan;
     const auto [lo, hi] = span(second, y0, y1);           // C rows needed
     const auto [c0, c1] = span(first, 0, out_w);          // C columns needed
+    const int m = c1 - c0;
     Scratch t = conv->scratch();
-    std::vector<uint8_t> line(size_t(p.cols) * 3);
+    std::vector<uint8_t> line(size_t(m) * 3);
     const size_t tw = size_t(out_w) * 3;
     std::vector<uint8_t> tmp(size_t(hi - lo) * tw);
     for (int r = lo; r < hi; ++r) {
       conv->row(r, c0, c1, t, line.data());
-      filter_along_x(first, line.data(), c0, &tmp[size_t(r - lo) * tw]);
+      for (int ch = 0; ch < 3; ++ch)
+        filter_line(first, &line[size_t(ch) * m], c0, &tmp[size_t(r - lo) * tw + ch * out_w]);
     }
     std::vector<int32_t> acc(tw);
     std::vector<const uint8_t*> src(second.ksize);
     for (int y = y0; y < y1; ++y) {
       for (int j = 0; j < second.count[y]; ++j) src[j] = &tmp[size_t(second.first[y] + j - lo) * tw];
       filter_across(src.data(), &second.k[size_t(y) * second.ksize], second.count[y],
-                    static_cast<int>(tw), acc, out + size_t(y) * tw);
+                    static_cast<int>(tw), acc.data(), out + size_t(y) * tw);
     }
   }
 
   void rows_turned(int y0, int y1, uint8_t* out) const {
     const auto [c0, c1] = span(second, y0, y1);  // C columns needed
-    const int n = (c1 - c0) * 3;
+    const int m = c1 - c0, n = 3 * m;
+    const size_t tw = size_t(out_w) * 3;
     // R's x pass along C's y, output column by output column, over a ring of C rows; the
     // windows move forward through C when the columns are visited in this order.
     const bool backwards = out_w > 1 && first.first[0] > first.first[out_w - 1];
     int cap = 1;
     for (int c : first.count) cap = std::max(cap, c);
     std::vector<uint8_t> ring(size_t(cap) * n);
-    std::vector<uint8_t> tmp(size_t(out_w) * n);
-    std::vector<int32_t> acc(n);
-    std::vector<const uint8_t*> src(cap);
+    // The intermediate image transposed: row c (C column c0 + c) holds R's x for its three
+    // channels (planar), so R's y pass below is across rows too, the contiguous kind. Lines
+    // are transposed kBlock at a time: a byte store per line and column, each to a different
+    // row of tmp, made the transposition cost as much as the filtering.
+    constexpr int kBlock = 16;
+    std::vector<uint8_t> block(size_t(kBlock) * n);
+    std::vector<uint8_t> tmp(size_t(m) * tw);
+    std::vector<int32_t> acc(std::max(size_t(n), tw));
+    std::vector<const uint8_t*> src(std::max(cap, second.ksize));
     Scratch t = conv->scratch();
     int next = 0;  // next C row to convert
-    for (int step = 0; step < out_w; ++step) {
-      const int x = backwards ? out_w - 1 - step : step;
-      const int a = first.first[x], b = a + first.count[x];
-      for (int r = std::max(next, a); r < b; ++r)
-        conv->row(r, c0, c1, t, &ring[size_t(r % cap) * n]);
-      next = std::max(next, b);
-      for (int j = 0; j < first.count[x]; ++j) src[j] = &ring[size_t((a + j) % cap) * n];
-      filter_across(src.data(), &first.k[size_t(x) * first.ksize], first.count[x], n, acc,
-                    &tmp[size_t(x) * n]);
-    }
-    // R's y pass along C's x: output (y, x) from intermediate line x.
-    for (int y = y0; y < y1; ++y) {
-      const int32_t* k = &second.k[size_t(y) * second.ksize];
-      uint8_t* o = out + size_t(y) * out_w * 3;
-      for (int x = 0; x < out_w; ++x) {
-        filter_pixel3(&tmp[size_t(x) * n + size_t(second.first[y] - c0) * 3], k, second.count[y], o + x * 3);
+    for (int s0 = 0; s0 < out_w; s0 += kBlock) {
+      const int s1 = std::min(s0 + kBlock, out_w);
+      const int x_low = backwards ? out_w - s1 : s0;  // the block's output columns from x_low
+      for (int step = s0; step < s1; ++step) {
+        const int x = backwards ? out_w - 1 - step : step;
+        const int a = first.first[x], b = a + first.count[x];
+        for (int r = std::max(next, a); r < b; ++r)
+          conv->row(r, c0, c1, t, &ring[size_t(r % cap) * n]);
+        next = std::max(next, b);
+        for (int j = 0; j < first.count[x]; ++j) src[j] = &ring[size_t((a + j) % cap) * n];
+        filter_across(src.data(), &first.k[size_t(x) * first.ksize], first.count[x], n,
+                      acc.data(), &block[size_t(x - x_low) * n]);
       }
+      for (int ch = 0; ch < 3; ++ch) {
+        for (int c = 0; c < m; ++c) {
+          const uint8_t* in = &block[size_t(ch) * m + c];
+          uint8_t* o = &tmp[size_t(c) * tw + size_t(ch) * out_w + x_low];
+          for (int i = 0; i < s1 - s0; ++i) o[i] = in[size_t(i) * n];
+        }
+      }
+    }
+    // R's y pass along C's x.
+    for (int y = y0; y < y1; ++y) {
+      for (int j = 0; j < second.count[y]; ++j) src[j] = &tmp[size_t(second.first[y] + j - c0) * tw];
+      filter_across(src.data(), &second.k[size_t(y) * second.ksize], second.count[y],
+                    static_cast<int>(tw), acc.data(), out + size_t(y) * tw);
     }
   }
 };
@@ -514,7 +566,7 @@ Image frame_to_rgb8(const Frame& frame, int rotation, const std::optional<Crop>&
       if (rotation == 180) i = plan.rows - 1 - r, j = plan.cols - 1 - c;
       if (rotation == 90) i = c, j = plan.rows - 1 - r;
       if (rotation == 270) i = plan.cols - 1 - c, j = r;
-      std::copy_n(&line[size_t(c) * 3], 3, &image.rgb[(i * w + j) * 3]);
+      for (int ch = 0; ch < 3; ++ch) image.rgb[(i * w + j) * 3 + ch] = line[size_t(ch) * plan.cols + c];
     }
   }
   return image;
@@ -536,9 +588,16 @@ void fused(const PreprocessSpec& spec, const Frame& frame, int rotation,
 
 Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
                             const std::optional<Crop>& crop, int threads) {
-  Image image{spec.width, spec.height, std::vector<uint8_t>(size_t(spec.width) * spec.height * 3)};
-  fused(spec, frame, rotation, crop, threads,
-        [&](const Resize& resize, int y0, int y1) { resize.rows(y0, y1, image.rgb.data()); });
+  const size_t w = spec.width;
+  std::vector<uint8_t> planar(w * spec.height * 3);
+  Image image{spec.width, spec.height, std::vector<uint8_t>(planar.size())};
+  fused(spec, frame, rotation, crop, threads, [&](const Resize& resize, int y0, int y1) {
+    resize.rows(y0, y1, planar.data());
+    for (size_t y = y0; y < size_t(y1); ++y)  // interleave
+      for (size_t x = 0; x < w; ++x)
+        for (size_t ch = 0; ch < 3; ++ch)
+          image.rgb[(y * w + x) * 3 + ch] = planar[(y * 3 + ch) * w + x];
+  });
   return image;
 }
 
@@ -548,7 +607,7 @@ std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& fra
   std::vector<float> chw(rgb.size());
   fused(spec, frame, rotation, crop, threads, [&](const Resize& resize, int y0, int y1) {
     resize.rows(y0, y1, rgb.data());
-    normalize_rows(spec, rgb.data(), size_t(spec.width) * 3, y0, y1, chw.data());
+    normalize_rows(spec, rgb.data(), size_t(spec.width) * 3, RowLayout::Planar, y0, y1, chw.data());
   });
   return chw;
 }

@@ -153,22 +153,34 @@ std::vector<float> preprocess_rgb8(const PreprocessSpec& spec, const uint8_t* rg
     row_bytes = static_cast<size_t>(w) * 3;
   }
   std::vector<float> chw(static_cast<size_t>(3) * h * w);
-  normalize_rows(spec, pixels, row_bytes, 0, h, chw.data());
+  normalize_rows(spec, pixels, row_bytes, RowLayout::Interleaved, 0, h, chw.data());
   return chw;
 }
 
-void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t row_bytes,
-                    int row_begin, int row_end, float* chw) {
-  // numpy: float32(v) * float32(1 / 255), then (x - mean) / std, all in float32. Built with
-  // -ffp-contract=off so no fused multiply-add changes the last bit on aarch64.
-  const int h = spec.height, w = spec.width;
+namespace {
+// One channel of one row; STEP: 3 for interleaved pixels, 1 for a planar row.
+template <int STEP>
+AGIQA_MULTIVERSION void normalize_line(const uint8_t* __restrict in, int w, float mean, float std,
+                                       float* __restrict out) {
   const float inv255 = static_cast<float>(1.0 / 255.0);
+  for (int x = 0; x < w; ++x) out[x] = (static_cast<float>(in[x * STEP]) * inv255 - mean) / std;
+}
+}  // namespace
+
+void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t row_bytes,
+                    RowLayout layout, int row_begin, int row_end, float* chw) {
+  // numpy: float32(v) * float32(1 / 255), then (x - mean) / std, all in float32. Built with
+  // -ffp-contract=off so no fused multiply-add changes the last bit on aarch64; vector
+  // division rounds exactly like scalar division.
+  const int h = spec.height, w = spec.width;
   for (int y = row_begin; y < row_end; ++y) {
     const uint8_t* row = pixels + static_cast<size_t>(y) * row_bytes;
     for (int c = 0; c < 3; ++c) {
       float* out = chw + (static_cast<size_t>(c) * h + y) * w;
-      for (int x = 0; x < w; ++x)
-        out[x] = (static_cast<float>(row[x * 3 + c]) * inv255 - spec.mean[c]) / spec.std[c];
+      if (layout == RowLayout::Planar)
+        normalize_line<1>(row + static_cast<size_t>(c) * w, w, spec.mean[c], spec.std[c], out);
+      else
+        normalize_line<3>(row + c, w, spec.mean[c], spec.std[c], out);
     }
   }
 }
