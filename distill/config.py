@@ -41,7 +41,7 @@ class DataConfig:
     split_seed: int = 20  # the official code's split seed
     num_workers: int = 0  # DataLoader workers decoding images (0 = preload in RAM)
     demo_images: int = 1400  # demo only: generated images with MOS (980 train the teacher; fits 5 CPU minutes)
-    demo_unlabeled: int = 600  # demo only: extra generated views without MOS, labelled by the teacher
+    demo_unlabeled: int = 1200  # demo only: extra generated views without MOS at photo sizes, labelled by the teacher
     unlabeled: str | None = None  # extra images without MOS (folder, dataset root or CSV): the teacher
     #                               labels them and the student trains on them too (but unlabeled_holdout)
     unlabeled_kind: str | None = None  # folder | agiqa3k | aigcqa20k | csv; default: guessed from the files

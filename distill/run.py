@@ -35,7 +35,7 @@ from .compression import LinearCompression, save_compressions
 from .config import RunConfig, load_resume_config
 from .context import DistContext, init_distributed
 from .data import DatasetSpec, dataset_spec_for, load_records, save_splits, split_records
-from .demo import MOS_FILE, make_demo_images, train_demo_teacher
+from .demo import MOS_FILE, UNLABELED_SIZES, make_demo_images, train_demo_teacher
 from .labels import LabelSet, RunImages, TeacherRef, label_run_images
 from .losses import DistillTargets
 from .metrics import iqa_metrics
@@ -214,7 +214,8 @@ def start_run(cfg: RunConfig, run: RunLayout, resume: bool) -> tuple[DistContext
             if not cfg.data.root:
                 make_demo_images(run.demo_images, count=cfg.data.demo_images, seed=cfg.train.seed)
             if not cfg.data.unlabeled and cfg.data.demo_unlabeled > 0:  # other views (their MOS is not used)
-                make_demo_images(run.demo_unlabeled, count=cfg.data.demo_unlabeled, seed=cfg.train.seed + 1)
+                make_demo_images(run.demo_unlabeled, count=cfg.data.demo_unlabeled, seed=cfg.train.seed + 1,
+                                 sizes=UNLABELED_SIZES)
     ctx.barrier()
     return ctx, resume_step
 

@@ -74,7 +74,8 @@ def dead_leaves(rng: np.random.Generator, size: Size, photos: list[np.ndarray] |
     # canvas about three times over, so hardly any background shows, as in the model
     u = rng.random(4000)
     radii = (rmin ** -2 - u * (rmin ** -2 - rmax ** -2)) ** -0.5
-    n = int(np.searchsorted(np.cumsum(np.pi * radii ** 2), 3.0 * h * w)) + 1
+    # (at most the 4000 drawn: a canvas of 800 x 800 may need more and is covered a little less)
+    n = min(int(np.searchsorted(np.cumsum(np.pi * radii ** 2), 3.0 * h * w)) + 1, len(radii))
     radii = np.sort(radii[:n])[::-1] if rng.random() < 0.5 else radii[:n]  # big-first: small ones on top
     colours = _palette(rng, n, photos)
     texture = pink_noise(rng, size).astype(np.float32) - 128.0 if rng.random() < 0.5 else None

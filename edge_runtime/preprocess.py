@@ -5,12 +5,13 @@ into a model input with :class:`PreprocessSpec`, and the spec travels inside eve
 checkpoint and every exported program's metadata, so train and device cannot drift.
 
 The rule ("squash"): decode with :func:`edge_runtime.images.load_rgb` (EXIF applied, RGB,
-JPEG DCT-downscaled to no less than twice the input size), resize the *whole* image to
-``input_size`` with Pillow's antialiased filter (aspect ratio not kept: quality judgements
-need all of the content, and a crop could cut away the flawed hand), scale to [0, 1], then
-``(x - mean) / std`` per channel, channels first.
+JPEG DCT-downscaled to no less than twice the input size when ``jpeg_draft``), resize the
+*whole* image to ``input_size`` (aspect ratio not kept: quality judgements need all of the
+content, and a crop could cut away the flawed hand) with ``interpolation``, scale to [0, 1],
+then ``(x - mean) / std`` per channel, channels first.
 
-``interpolation="cv2_bicubic"`` is the resize of the official MA-AGIQA code,
+``interpolation="cv2_bicubic"`` (the students' default, so a student sees what its teacher saw)
+is the resize of the official MA-AGIQA code,
 ``cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)``, reimplemented in numpy so that the
 runtime needs no OpenCV: Keys cubic with A = -0.75, half-pixel centres, replicated border and
 *no* antialiasing when downscaling (the official teacher was trained on that aliased view).

@@ -34,7 +34,7 @@ from torch import nn
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
 from _agiqa.checkpoints import shapes, state_mismatch
-from edge_runtime.preprocess import PreprocessSpec
+from edge_runtime.preprocess import INTERPOLATIONS, PreprocessSpec
 
 __all__ = ["StudentConfig", "StudentOutput", "StudentIQA", "create_student", "list_students",
            "CONFIG_NAME", "WEIGHTS_NAME", "StudentLoadError", "backbone_normalization"]
@@ -57,6 +57,15 @@ class StudentConfig:
     backbone_weights: str | None = None  # local timm weights file (pretrained_cfg overlay); None = random init
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     input_size: tuple[int, int] = (224, 224)  # (H, W) the whole image is resized to
+    # The resize to input_size and whether large JPEGs are DCT-downscaled while decoding, both
+    # part of the input contract (PreprocessSpec). Default: the teacher's own view (OpenCV's
+    # INTER_CUBIC, not antialiased, full decode), so the student sees the pixels its labels came
+    # from; an antialiased Pillow resize hides most of the noise the teacher sees in a large
+    # photo (the demo on real photos of 512 px: SRCC to the teacher 0.51 -> 0.77; README, step 5 of
+    # "How the demo learns quality").
+    # jpeg_draft=True decodes large JPEGs several times faster, at some fidelity.
+    interpolation: str = "cv2_bicubic"
+    jpeg_draft: bool = False
     num_semantic: int = 2  # teacher semantic vectors per image (one per prompt)
     semantic_dim: int = 128  # compressed dim of each predicted semantic vector
     quality_dim: int = 64  # compressed dim of the predicted quality feature
@@ -81,6 +90,9 @@ class StudentConfig:
                 if len(value) != 3:
                     raise ValueError(f"student {name} must have 3 values (R, G, B), got {list(value)}")
                 setattr(self, name, tuple(float(v) for v in value))
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown student interpolation {self.interpolation!r}; "
+                             f"choose from {list(INTERPOLATIONS)}")
         if self.score_range is not None:
             self.score_range = tuple(self.score_range)
         if self.num_semantic < 0 or min(self.semantic_dim, self.quality_dim, self.expert_width) < 1:
@@ -96,7 +108,8 @@ class StudentConfig:
         if self.mean is None or self.std is None:
             raise ValueError(f"the student's mean/std come from its backbone {self.backbone!r}: read "
                              "preprocess from the built model (StudentIQA(config).config.preprocess)")
-        return PreprocessSpec(input_size=self.input_size, mean=self.mean, std=self.std)
+        return PreprocessSpec(input_size=self.input_size, mean=self.mean, std=self.std,
+                              interpolation=self.interpolation, jpeg_draft=self.jpeg_draft)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -108,7 +121,10 @@ class StudentConfig:
             raise ValueError(f"unknown student config fields {sorted(unknown)}")
         # A saved config without mean/std predates their resolution from the backbone: the
         # student was trained with ImageNet values then.
-        legacy = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
+        # One without interpolation/jpeg_draft predates them: it was trained on Pillow's
+        # antialiased bilinear resize of a draft-decoded image.
+        legacy = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+                  "interpolation": "bilinear", "jpeg_draft": True}
         return cls(**{**legacy, **data})
 
 

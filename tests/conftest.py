@@ -112,13 +112,17 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``tiny`` student (seed 0) saved as a bare student folder, with a teacher fingerprint."""
+    """The ``tiny`` student (seed 0) saved as a bare student folder, with a teacher fingerprint.
+
+    It resizes with Pillow's bilinear and draft-decodes JPEGs (not the default cv2_bicubic, full
+    decode), so the exported programs exercise the runtime's draft decoding and antialiased
+    resampling; cv2_bicubic is checked bitwise by tests/edge_runtime/cpp/test_cpp_camera.py."""
     import torch
 
     from student.model import create_student
 
     torch.manual_seed(0)
-    model = create_student("tiny").eval()
+    model = create_student("tiny", interpolation="bilinear", jpeg_draft=True).eval()
     return model.save_pretrained(tmp_path_factory.mktemp("tiny-student") / "student",
                                  extra={"teacher_fingerprint": "t" * 64})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from distill.cli import app
@@ -231,6 +232,22 @@ def test_demo_images_carry_their_mos_as_a_csv_dataset(tmp_path: Path) -> None:
     stamp = (folder / MOS_FILE).stat().st_mtime_ns
     make_demo_images(folder, count=10, seed=3, size=(64, 80))  # same key: left as it is
     assert (folder / MOS_FILE).stat().st_mtime_ns == stamp
+
+
+def test_demo_images_at_several_sizes(tmp_path: Path) -> None:
+    """``sizes``: each image at one of them, drawn per image (the unlabeled pool's photo sizes);
+    a set of one size is the set ``size`` makes, and the key tells the two apart."""
+    from distill.demo import make_demo_images
+
+    sizes = ((32, 48), (48, 32), (40, 40))
+    folder = make_demo_images(tmp_path / "sizes", count=12, seed=5, sizes=sizes)
+    drawn = [Image.open(p).size[::-1] for p in sorted(folder.glob("*.png"))]
+    assert len(drawn) == 12 and set(drawn) == set(sizes)
+    single = make_demo_images(tmp_path / "single", count=4, seed=5, size=(32, 48))
+    assert {Image.open(p).size[::-1] for p in single.glob("*.png")} == {(32, 48)}
+    stamp = (folder / "mos.csv").stat().st_mtime_ns
+    make_demo_images(folder, count=12, seed=5, sizes=sizes[:2])  # another key: made anew
+    assert (folder / "mos.csv").stat().st_mtime_ns != stamp
 
 
 def test_unlabeled_data_is_read_with_prefixed_ids_and_no_mos(tmp_path: Path) -> None:

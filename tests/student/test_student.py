@@ -135,6 +135,25 @@ def test_saved_student_without_mean_std_loads_with_imagenet_values(tmp_path: Pat
     assert (model.config.mean, model.config.std) == IMAGENET
 
 
+def test_student_sees_the_teachers_view_and_old_students_keep_theirs(tmp_path: Path) -> None:
+    """A new student resizes like the teacher its labels come from (OpenCV's INTER_CUBIC, full
+    decode); a config.json from before the field existed was trained on Pillow's bilinear of a
+    draft-decoded image and loads that way."""
+    from teacher.labeler import TeacherConfig
+
+    model = create_student("tiny", backbone=HALF_BACKBONE)
+    spec = model.config.preprocess
+    assert (spec.interpolation, spec.jpeg_draft) == (TeacherConfig.__dataclass_fields__["interpolation"].default, False)
+    directory = model.save_pretrained(tmp_path / "old")
+    _strip_trained_config(directory)
+    _edit(directory, lambda meta: [meta["config"].pop(k) for k in ("interpolation", "jpeg_draft")])
+    with pytest.warns(UserWarning, match="older version"):
+        old = StudentIQA.from_pretrained(directory)
+    assert (old.config.preprocess.interpolation, old.config.preprocess.jpeg_draft) == ("bilinear", True)
+    with pytest.raises(ValueError, match="unknown student interpolation 'lanczos'"):
+        create_student("tiny", backbone=HALF_BACKBONE, interpolation="lanczos")
+
+
 def test_contrast_stem_is_the_luminance_mscn_with_mass_renormalised_borders() -> None:
     """MSCN of the BT.601 luminance on 0-255, 7 x 7 Gaussian (sigma 7/6), computed independently
     with scipy: replicated borders inside, and zero padding divided by the window's mass (what the

@@ -584,10 +584,60 @@ void fused(const PreprocessSpec& spec, const Frame& frame, int rotation,
   const Resize resize = make_resize(conv, rotation, spec.width, spec.height, spec.interpolation);
   split_rows(spec.height, threads, [&](int y0, int y1) { part(resize, y0, y1); });
 }
+
+
+// cv2_bicubic (float32, 4 taps, no antialiasing) is not a fixed-point filter for the fused
+// loops, and it reads only the 4 source rows and columns next to each output: those R pixels
+// are converted into a compact image (on `threads` threads, by C rows), which is then resized
+// with the taps renumbered into it. The same pixels and the same arithmetic as converting the
+// whole frame and resizing it, which is what the numpy reference does.
+Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                       const std::optional<Crop>& crop, int threads) {
+  std::optional<InputSize> reduce;
+  if (spec.jpeg_draft) reduce = InputSize{spec.height, spec.width};
+  const Plan plan = make_plan(frame, rotation, crop, reduce);
+  const Converter conv(frame, plan);
+  const bool turned = rotation == 90 || rotation == 270;
+  const int r_w = turned ? plan.rows : plan.cols, r_h = turned ? plan.cols : plan.rows;
+  CubicTaps xt = cubic_taps(r_w, spec.width), yt = cubic_taps(r_h, spec.height);
+  // Compact numbering of the R columns and rows the taps read (in increasing order).
+  auto renumber = [](CubicTaps& t, int size) {
+    std::vector<int> slot(size, -1), used;
+    for (int i : t.index) slot[i] = 0;
+    for (int i = 0; i < size; ++i)
+      if (slot[i] == 0) slot[i] = static_cast<int>(used.size()), used.push_back(i);
+    for (int& i : t.index) i = slot[i];
+    return used;
+  };
+  const std::vector<int> cols = renumber(xt, r_w), rows = renumber(yt, r_h);
+  // R(i, j) = C(i, j) (0), C(rows-1-i, cols-1-j) (180), C(rows-1-j, i) (90), C(j, cols-1-i) (270):
+  // the C rows that hold the wanted R pixels, and where each C column of them lands.
+  const std::vector<int>& by_c_row = turned ? cols : rows;  // R index read along C rows
+  const std::vector<int>& by_c_col = turned ? rows : cols;
+  const bool flip_row = rotation == 180 || rotation == 90, flip_col = rotation == 180 || rotation == 270;
+  const size_t cw = cols.size();
+  std::vector<uint8_t> compact(rows.size() * cw * 3);
+  split_rows(static_cast<int>(by_c_row.size()), threads, [&](int a0, int a1) {
+    Scratch t = conv.scratch();
+    std::vector<uint8_t> line(size_t(plan.cols) * 3);
+    for (int a = a0; a < a1; ++a) {
+      const int r = flip_row ? plan.rows - 1 - by_c_row[a] : by_c_row[a];
+      conv.row(r, 0, plan.cols, t, line.data());
+      for (size_t b = 0; b < by_c_col.size(); ++b) {
+        const int c = flip_col ? plan.cols - 1 - by_c_col[b] : by_c_col[b];
+        const size_t i = turned ? b : a, j = turned ? a : b;  // compact R row, column
+        for (int ch = 0; ch < 3; ++ch) compact[(i * cw + j) * 3 + ch] = line[size_t(ch) * plan.cols + c];
+      }
+    }
+  });
+  return {spec.width, spec.height,
+          cubic_resize(compact.data(), static_cast<int>(rows.size()), cw * 3, xt, yt)};
+}
 }  // namespace
 
 Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
                             const std::optional<Crop>& crop, int threads) {
+  if (spec.interpolation == "cv2_bicubic") return cubic_frame_rgb8(spec, frame, rotation, crop, threads);
   const size_t w = spec.width;
   std::vector<uint8_t> planar(w * spec.height * 3);
   Image image{spec.width, spec.height, std::vector<uint8_t>(planar.size())};
@@ -603,6 +653,13 @@ Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int 
 
 std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
                                     const std::optional<Crop>& crop, int threads) {
+  if (spec.interpolation == "cv2_bicubic") {
+    const Image rgb = cubic_frame_rgb8(spec, frame, rotation, crop, threads);
+    std::vector<float> chw(rgb.rgb.size());
+    normalize_rows(spec, rgb.rgb.data(), size_t(spec.width) * 3, RowLayout::Interleaved, 0,
+                   spec.height, chw.data());
+    return chw;
+  }
   std::vector<uint8_t> rgb(size_t(spec.width) * spec.height * 3);
   std::vector<float> chw(rgb.size());
   fused(spec, frame, rotation, crop, threads, [&](const Resize& resize, int y0, int y1) {

@@ -6,6 +6,10 @@
 // turned into 22-bit fixed point, a horizontal pass over the rows the vertical pass needs,
 // then a vertical pass, each rounding and clamping to uint8. Doing the same integer arithmetic
 // gives the same bytes as Pillow, so the model input matches numpy's to float rounding.
+//
+// "cv2_bicubic" (OpenCV's INTER_CUBIC, the official MA-AGIQA teacher's resize: Keys cubic with
+// A = -0.75, half-pixel centres, replicated border, no antialiasing) is float32 instead, in the
+// exact order of operations of numpy's resize_cv2_bicubic, so its bytes match numpy's too.
 #include <cmath>
 #include <cstring>
 
@@ -40,7 +44,7 @@ Filter filter_for(const std::string& interpolation) {
   if (interpolation == "bicubic") return {bicubic_weight, 2.0};
   if (interpolation == "area") return {box_weight, 0.5};
   throw Error("unknown interpolation '" + interpolation +
-              "' in model.json; choose from area, bicubic, bilinear");
+              "' in model.json; choose from area, bicubic, bilinear, cv2_bicubic");
 }
 
 }  // namespace
@@ -81,6 +85,81 @@ Coefficients precompute(int in_size, int out_size, const std::string& interpolat
   return c;
 }
 
+// Per output sample: the 4 source indices (border replicated) and Keys weights (A = -0.75),
+// computed in double and rounded to float32 as numpy's _cubic_taps does.
+CubicTaps cubic_taps(int in_size, int out_size) {
+  CubicTaps t;
+  t.index.resize(static_cast<size_t>(out_size) * 4);
+  t.weight.resize(static_cast<size_t>(out_size) * 4);
+  const double scale = static_cast<double>(in_size) / out_size, a = -0.75;
+  for (int i = 0; i < out_size; ++i) {
+    const double pos = (static_cast<double>(i) + 0.5) * scale - 0.5;
+    const double start = std::floor(pos);
+    for (int k = 0; k < 4; ++k) {
+      const double d = std::fabs((pos - start) - (k - 1));
+      const double near = ((a + 2) * d - (a + 3)) * d * d + 1;
+      const double far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a;
+      const double w = d <= 1 ? near : (d < 2 ? far : 0.0);
+      int j = static_cast<int>(start) + k - 1;
+      j = j < 0 ? 0 : (j > in_size - 1 ? in_size - 1 : j);
+      t.index[static_cast<size_t>(i) * 4 + k] = j;
+      t.weight[static_cast<size_t>(i) * 4 + k] = static_cast<float>(w);
+    }
+  }
+  return t;
+}
+
+namespace {
+// sum_k value(k) * w[k] in float32, each product rounded, the taps added in order (numpy's
+// _weighted_taps; -ffp-contract=off keeps it from fusing).
+template <typename Value>
+inline float cubic_sum(const Value& value, const float* w) {
+  float total = value(0) * w[0];
+  for (int k = 1; k < 4; ++k) total = total + value(k) * w[k];
+  return total;
+}
+
+}  // namespace
+
+std::vector<uint8_t> cubic_resize(const uint8_t* rgb, int height, size_t stride, const CubicTaps& xt,
+                                  const CubicTaps& yt) {
+  const int out_width = static_cast<int>(xt.index.size() / 4);
+  const int out_height = static_cast<int>(yt.index.size() / 4);
+  // The horizontal pass over only the source rows the vertical pass reads, as float32.
+  std::vector<int> slot(height, -1);
+  int rows = 0;
+  for (int r : yt.index)
+    if (slot[r] < 0) slot[r] = 0;
+  for (int r = 0; r < height; ++r)
+    if (slot[r] == 0) slot[r] = ++rows;  // 1-based while counting
+  const size_t row_len = static_cast<size_t>(out_width) * 3;
+  std::vector<float> horizontal(static_cast<size_t>(rows) * row_len);
+  for (int r = 0; r < height; ++r) {
+    if (slot[r] <= 0) continue;
+    const uint8_t* in = rgb + static_cast<size_t>(r) * stride;
+    float* out = &horizontal[static_cast<size_t>(slot[r] - 1) * row_len];
+    for (int x = 0; x < out_width; ++x) {
+      const int* idx = &xt.index[static_cast<size_t>(x) * 4];
+      const float* w = &xt.weight[static_cast<size_t>(x) * 4];
+      for (int c = 0; c < 3; ++c)
+        out[x * 3 + c] = cubic_sum([&](int k) { return static_cast<float>(in[idx[k] * 3 + c]); }, w);
+    }
+  }
+  std::vector<uint8_t> result(static_cast<size_t>(out_height) * row_len);
+  for (int y = 0; y < out_height; ++y) {
+    const float* src[4];
+    for (int k = 0; k < 4; ++k)
+      src[k] = &horizontal[static_cast<size_t>(slot[yt.index[static_cast<size_t>(y) * 4 + k]] - 1) * row_len];
+    const float* w = &yt.weight[static_cast<size_t>(y) * 4];
+    uint8_t* out = &result[static_cast<size_t>(y) * row_len];
+    for (size_t i = 0; i < row_len; ++i) {
+      const float v = std::nearbyint(cubic_sum([&](int k) { return src[k][i]; }, w));  // half to even
+      out[i] = static_cast<uint8_t>(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+    }
+  }
+  return result;
+}
+
 std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size_t stride,
                                  int out_width, int out_height,
                                  const std::string& interpolation) {
@@ -89,6 +168,16 @@ std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size
   if (stride < static_cast<size_t>(width) * 3)
     throw Error("resize_rgb8: stride " + std::to_string(stride) + " < 3 * width " +
                 std::to_string(width));
+  if (interpolation == "cv2_bicubic") {
+    if (width == out_width && height == out_height) {  // numpy returns the image as it is
+      std::vector<uint8_t> copy(static_cast<size_t>(height) * width * 3);
+      for (int y = 0; y < height; ++y)
+        std::memcpy(&copy[static_cast<size_t>(y) * width * 3], rgb + static_cast<size_t>(y) * stride,
+                    static_cast<size_t>(width) * 3);
+      return copy;
+    }
+    return cubic_resize(rgb, height, stride, cubic_taps(width, out_width), cubic_taps(height, out_height));
+  }
   const Coefficients horiz = precompute(width, out_width, interpolation);
   const Coefficients vert = precompute(height, out_height, interpolation);
   const bool need_horizontal = out_width != width;

@@ -46,6 +46,20 @@ struct Coefficients {
 // Throws Error for an interpolation the C++ runtime does not implement.
 Coefficients precompute(int in_size, int out_size, const std::string& interpolation);
 
+// cv2_bicubic (OpenCV's INTER_CUBIC: Keys cubic, A = -0.75, border replicated, no
+// antialiasing), in the float32 arithmetic of numpy's resize_cv2_bicubic. Output i of an axis
+// reads source samples index[4 i .. 4 i + 3] with weights weight[4 i ..].
+struct CubicTaps {
+  std::vector<int> index;     // out_size x 4
+  std::vector<float> weight;  // out_size x 4
+};
+CubicTaps cubic_taps(int in_size, int out_size);
+
+// A (height, *, 3) RGB8 image, rows `stride` bytes apart, resized with the taps of each axis
+// (indices into its rows and columns) to (yt outputs, xt outputs, 3), tightly packed.
+std::vector<uint8_t> cubic_resize(const uint8_t* rgb, int height, size_t stride, const CubicTaps& xt,
+                                  const CubicTaps& yt);
+
 inline uint8_t clip8(int32_t v) {
   v >>= kPrecisionBits;
   return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));

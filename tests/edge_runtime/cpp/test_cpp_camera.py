@@ -34,6 +34,11 @@ SPECS = (  # draft: reduced by 2 for the 117x83 frame's crop; no draft: full res
     PreprocessSpec(input_size=(40, 36), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), interpolation="bicubic",
                    jpeg_draft=False),
     PreprocessSpec(input_size=(16, 18), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="area"),
+    # the teacher's resize (float32, not antialiased), downscaling and, in one axis, upscaling
+    PreprocessSpec(input_size=(30, 90), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="cv2_bicubic",
+                   jpeg_draft=False),
+    PreprocessSpec(input_size=(14, 20), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                   interpolation="cv2_bicubic"),
 )
 
 

@@ -35,7 +35,7 @@ struct PreprocessSpec {
   int width = 0;   // model input width (input_size[1])
   std::array<float, 3> mean{};  // per channel, on the [0, 1] scale
   std::array<float, 3> std{};
-  std::string interpolation;  // bilinear | bicubic | area (Pillow filters)
+  std::string interpolation;  // bilinear | bicubic | area (Pillow filters) | cv2_bicubic
   bool jpeg_draft = false;  // JPEG DCT downscale to >= 2 * max(input_size) before resizing
 };
 
@@ -65,7 +65,8 @@ std::string golden_path(const std::string& program_path);
 
 // Pillow's antialiased resize (Image.resize, uint8 fixed point) of a (height, width, 3) RGB8
 // buffer whose rows are `stride` bytes apart, to (out_height, out_width, 3), tightly packed.
-// Bitwise equal to Pillow for the filters "bilinear", "bicubic" and "area" (box).
+// Bitwise equal to Pillow for the filters "bilinear", "bicubic" and "area" (box), and to
+// edge_runtime.preprocess.resize_cv2_bicubic (OpenCV's INTER_CUBIC, float32) for "cv2_bicubic".
 std::vector<uint8_t> resize_rgb8(const uint8_t* rgb, int width, int height, size_t stride,
                                  int out_width, int out_height,
                                  const std::string& interpolation);
