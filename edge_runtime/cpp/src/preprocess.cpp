@@ -122,41 +122,42 @@ inline float cubic_sum(const Value& value, const float* w) {
 }  // namespace
 
 std::vector<uint8_t> cubic_resize(const uint8_t* rgb, int height, size_t stride, const CubicTaps& xt,
-                                  const CubicTaps& yt) {
+                                  const CubicTaps& yt, int threads) {
   const int out_width = static_cast<int>(xt.index.size() / 4);
   const int out_height = static_cast<int>(yt.index.size() / 4);
   // The horizontal pass over only the source rows the vertical pass reads, as float32.
-  std::vector<int> slot(height, -1);
-  int rows = 0;
-  for (int r : yt.index)
-    if (slot[r] < 0) slot[r] = 0;
+  std::vector<int> slot(height, -1), rows;
+  for (int r : yt.index) slot[r] = 0;
   for (int r = 0; r < height; ++r)
-    if (slot[r] == 0) slot[r] = ++rows;  // 1-based while counting
+    if (slot[r] == 0) slot[r] = static_cast<int>(rows.size()), rows.push_back(r);
   const size_t row_len = static_cast<size_t>(out_width) * 3;
-  std::vector<float> horizontal(static_cast<size_t>(rows) * row_len);
-  for (int r = 0; r < height; ++r) {
-    if (slot[r] <= 0) continue;
-    const uint8_t* in = rgb + static_cast<size_t>(r) * stride;
-    float* out = &horizontal[static_cast<size_t>(slot[r] - 1) * row_len];
-    for (int x = 0; x < out_width; ++x) {
-      const int* idx = &xt.index[static_cast<size_t>(x) * 4];
-      const float* w = &xt.weight[static_cast<size_t>(x) * 4];
-      for (int c = 0; c < 3; ++c)
-        out[x * 3 + c] = cubic_sum([&](int k) { return static_cast<float>(in[idx[k] * 3 + c]); }, w);
+  std::vector<float> horizontal(rows.size() * row_len);
+  split_rows(static_cast<int>(rows.size()), threads, [&](int s0, int s1) {
+    for (int s = s0; s < s1; ++s) {
+      const uint8_t* in = rgb + static_cast<size_t>(rows[s]) * stride;
+      float* out = &horizontal[static_cast<size_t>(s) * row_len];
+      for (int x = 0; x < out_width; ++x) {
+        const int* idx = &xt.index[static_cast<size_t>(x) * 4];
+        const float* w = &xt.weight[static_cast<size_t>(x) * 4];
+        for (int c = 0; c < 3; ++c)
+          out[x * 3 + c] = cubic_sum([&](int k) { return static_cast<float>(in[idx[k] * 3 + c]); }, w);
+      }
     }
-  }
+  });
   std::vector<uint8_t> result(static_cast<size_t>(out_height) * row_len);
-  for (int y = 0; y < out_height; ++y) {
-    const float* src[4];
-    for (int k = 0; k < 4; ++k)
-      src[k] = &horizontal[static_cast<size_t>(slot[yt.index[static_cast<size_t>(y) * 4 + k]] - 1) * row_len];
-    const float* w = &yt.weight[static_cast<size_t>(y) * 4];
-    uint8_t* out = &result[static_cast<size_t>(y) * row_len];
-    for (size_t i = 0; i < row_len; ++i) {
-      const float v = std::nearbyint(cubic_sum([&](int k) { return src[k][i]; }, w));  // half to even
-      out[i] = static_cast<uint8_t>(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+  split_rows(out_height, threads, [&](int y0, int y1) {
+    for (int y = y0; y < y1; ++y) {
+      const float* src[4];
+      for (int k = 0; k < 4; ++k)
+        src[k] = &horizontal[static_cast<size_t>(slot[yt.index[static_cast<size_t>(y) * 4 + k]]) * row_len];
+      const float* w = &yt.weight[static_cast<size_t>(y) * 4];
+      uint8_t* out = &result[static_cast<size_t>(y) * row_len];
+      for (size_t i = 0; i < row_len; ++i) {
+        const float v = std::nearbyint(cubic_sum([&](int k) { return src[k][i]; }, w));  // half to even
+        out[i] = static_cast<uint8_t>(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+      }
     }
-  }
+  });
   return result;
 }
 

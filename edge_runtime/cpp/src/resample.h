@@ -3,9 +3,11 @@
 // the very same arithmetic.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agiqa/scorer.h"
@@ -56,9 +58,21 @@ struct CubicTaps {
 CubicTaps cubic_taps(int in_size, int out_size);
 
 // A (height, *, 3) RGB8 image, rows `stride` bytes apart, resized with the taps of each axis
-// (indices into its rows and columns) to (yt outputs, xt outputs, 3), tightly packed.
+// (indices into its rows and columns) to (yt outputs, xt outputs, 3), tightly packed; each
+// pass split over `threads` threads by rows.
 std::vector<uint8_t> cubic_resize(const uint8_t* rgb, int height, size_t stride, const CubicTaps& xt,
-                                  const CubicTaps& yt);
+                                  const CubicTaps& yt, int threads = 1);
+
+// Runs part(y0, y1) over `threads` slices of [0, n) rows, the first on this thread.
+template <typename Part>
+void split_rows(int n, int threads, const Part& part) {
+  threads = std::max(1, std::min(threads, n));
+  std::vector<std::thread> workers;
+  for (int i = 1; i < threads; ++i)
+    workers.emplace_back([&, i] { part(n * i / threads, n * (i + 1) / threads); });
+  part(0, n / threads);
+  for (auto& w : workers) w.join();
+}
 
 inline uint8_t clip8(int32_t v) {
   v >>= kPrecisionBits;
