@@ -41,11 +41,11 @@ from PIL import Image, ImageFilter
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from student.layout import RunLayout
+from teacher.distributed import DistContext
 from teacher.labeler import TEACHER_CONFIG_NAME, save_tiny_teacher
 from teacher.records import ImageRecord
 
 from .config import RunConfig
-from .context import DistContext
 from .data import split_records
 from .labels import TeacherRef, label_cache_dir, label_records
 from .report import display_path

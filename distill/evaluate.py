@@ -18,10 +18,10 @@ import torch
 from _agiqa.atomic import atomic_write_json
 from student.layout import BEST, RunLayout
 from student.model import StudentIQA
+from teacher.distributed import DistContext
 from teacher.labeler import TEACHER_CONFIG_NAME
 
 from .config import ConfigError, load_resume_config
-from .context import DistContext
 from .data import dataset_spec_for, load_records
 from .labels import TeacherRef, folder_tag, label_cache_dir, label_records
 from .metrics import iqa_metrics

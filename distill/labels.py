@@ -20,11 +20,11 @@ from student.layout import RunLayout
 from teacher.cache import build_label_cache
 from teacher.cache_read import LabelCache
 from teacher.cache_schema import CacheError, TeacherOutput, fingerprint_sha256
+from teacher.distributed import DistContext
 from teacher.labeler import Teacher, TeacherConfig, read_teacher_config, teacher_fingerprint
 from teacher.records import ImageRecord
 
 from .config import RunConfig
-from .context import DistContext
 
 __all__ = ["TeacherRef", "RunImages", "LabelSet", "label_cache_dir", "label_records", "label_run_images",
            "folder_tag"]
@@ -102,7 +102,7 @@ def label_records(cfg: RunConfig, cache_dir: Path, records: list[ImageRecord], t
                                       trust_remote_code=cfg.teacher.trust_remote_code,
                                       allow_pickle=cfg.teacher.allow_pickle)
     build_label_cache(records, labeler, cache_dir, batch_size=cfg.teacher.batch_size,
-                      progress=progress and ctx.is_main, rank=ctx.rank, world_size=ctx.world)
+                      progress=progress and ctx.is_main, ctx=ctx)
     del labeler  # a 7B MLLM must leave the GPU before training starts
     gc.collect()
     if torch.cuda.is_available():

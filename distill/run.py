@@ -29,11 +29,11 @@ from _agiqa.atomic import atomic_write_json, atomic_write_text
 from student.layout import BEST, RunLayout, write_data_index
 from student.model import StudentConfig, StudentIQA, student_config
 from teacher.cache_schema import TeacherOutput
+from teacher.distributed import DistContext, init_distributed
 from teacher.records import ImageRecord
 
 from .compression import LinearCompression, save_compressions
 from .config import RunConfig, load_resume_config
-from .context import DistContext, init_distributed
 from .data import DatasetSpec, dataset_spec_for, load_records, save_splits, split_records
 from .demo import MOS_FILE, UNLABELED_SIZES, make_demo_images, train_demo_teacher
 from .labels import LabelSet, RunImages, TeacherRef, label_run_images

@@ -13,6 +13,7 @@ prompts serves.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ from edge_runtime.images import load_rgb
 from student.layout import SPLITS_NAME
 from teacher.cache_read import LabelCache
 from teacher.labeler import TEACHER_CONFIG_NAME, WEIGHTS_NAME, read_teacher_config, teacher_view
-from teacher.maniqa import read_state_dict
 from teacher.model import MAAGIQA, ours_to_official, revive_quality_branch
 from teacher.records import ImageRecord
+from teacher.state_dict import read_state_dict
 
 from .config import TEACHER_SPLIT_SEED, TEACHER_TEST_FRACTION, TEACHER_VAL_FRACTION, TeacherTrainConfig
 from .data import SPLIT_NAMES, save_splits, split_records
@@ -51,58 +52,152 @@ def _augment(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-def _train_quality_branch(maniqa: torch.nn.Module, cfg: TeacherTrainConfig, train_ids: list[str],
-                          val_ids: list[str], batch: Any, *, progress: bool) -> list[dict[str, float]]:
-    """Stage 1: MANIQA alone against MOS through its own pooled score (sum(score * weight) /
-    sum(weight)), AdamW at ``cfg.maniqa_lr`` with a 5 % linear warmup then a cosine, the official
-    augmentation; keeps the epoch with the best validation SRCC + PLCC. Returns the history."""
+class _TeacherData:
+    """The train and val images of a teacher run: views made once (official resize and
+    normalisation), semantic vectors from the label cache, MOS from the records."""
+
+    def __init__(self, records: list[ImageRecord], cache: LabelCache, tcfg: Any, splits: dict[str, list[str]],
+                 batch_size: int, prob_aug: float, device: torch.device) -> None:
+        self.vectors = cache.tensors().semantic_vectors  # (N, num_semantic, semantic_dim)
+        self.row = {image_id: i for i, image_id in enumerate(cache.image_ids)}
+        self.by_id = {r.image_id: r for r in records}
+        self.tcfg, self.prob_aug, self.device = tcfg, prob_aug, device
+        self.train_ids = [i for i in splits["train"] if i in self.row and self.by_id[i].mos is not None]
+        self.val_ids = [i for i in splits["val"] if i in self.row and self.by_id[i].mos is not None]
+        if len(self.train_ids) < batch_size or len(self.val_ids) < 3:
+            raise ValueError(f"train-teacher needs MOS labels: {len(self.train_ids)} train and {len(self.val_ids)} "
+                             "val images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, "
+                             "csv)")
+        # Decoding and the cv2-exact resize cost more than a step of the demo's MANIQA: keep each
+        # view in memory when the set is small enough.
+        self._kept: dict[str, torch.Tensor] | None = (
+            {} if len(self.train_ids) + len(self.val_ids) <= KEEP_VIEWS_UP_TO else None)
+
+    def _view(self, image_id: str) -> torch.Tensor:
+        x = self._kept.get(image_id) if self._kept is not None else None
+        if x is None:
+            x = torch.from_numpy(teacher_view(load_rgb(self.by_id[image_id].path), self.tcfg))
+            if self._kept is not None:
+                self._kept[image_id] = x
+        return x
+
+    def images(self, ids: list[str], g: torch.Generator | None) -> torch.Tensor:
+        """(B, 3, H, W) normalised views; augmented (official rotation and flip) when ``g`` is given."""
+        views = [self._view(i) for i in ids]
+        if g is not None:
+            views = [_augment(x, self.prob_aug, g) for x in views]
+        return torch.stack(views).to(self.device)
+
+    def semantic(self, ids: list[str]) -> torch.Tensor:
+        """(B, num_semantic, semantic_dim) float32 semantic vectors."""
+        return self.vectors[[self.row[i] for i in ids]].float().to(self.device)
+
+    def mos(self, ids: list[str]) -> torch.Tensor:
+        """(B,) float32 MOS."""
+        return torch.tensor([self.by_id[i].mos for i in ids], dtype=torch.float32, device=self.device)
+
+
+Predict = Callable[[list[str], "torch.Generator | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _fit(module: torch.nn.Module, predict: Predict, optimizer: torch.optim.Optimizer,
+         scheduler: torch.optim.lr_scheduler.LRScheduler, data: _TeacherData, *, epochs: int, batch_size: int,
+         seed: int, desc: str, quiet: bool, on_best: Callable[[dict[str, Any]], None],
+         frozen: torch.nn.Module | None = None) -> list[dict[str, float]]:
+    """The epoch loop of both stages: shuffled batches (drop_last, as official) with MSE to MOS,
+    the optimizer and scheduler stepped every batch, then validation SRCC and PLCC; ``on_best``
+    gets the metrics of every epoch that beats the best SRCC + PLCC so far. ``predict(ids, g)``
+    gives (score, MOS), augmented when ``g`` is given; ``frozen`` stays in eval mode. Returns the
+    history (per epoch: mean train loss, val SRCC and PLCC)."""
     from tqdm.auto import tqdm
 
-    decay = [p for p in maniqa.parameters() if p.ndim >= 2]  # no decay on norms and biases
-    rest = [p for p in maniqa.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.maniqa_lr)
-    total = max(1, len(train_ids) // cfg.batch_size * cfg.maniqa_epochs)
-    warmup = max(1, total // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, t / total))))
-    g = torch.Generator().manual_seed(cfg.seed)
-    best_score, best_state, history = -np.inf, None, []
-    for epoch in range(cfg.maniqa_epochs):
-        maniqa.train()
-        order = torch.randperm(len(train_ids), generator=g).tolist()
+    g = torch.Generator().manual_seed(seed)
+    val_mos = np.array([data.by_id[i].mos for i in data.val_ids])
+    best_score, history = -np.inf, []
+    for epoch in range(epochs):
+        module.train()
+        if frozen is not None:
+            frozen.eval()
+        order = torch.randperm(len(data.train_ids), generator=g).tolist()
         losses = []
-        steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)
-        for start in tqdm(steps, desc=f"teacher MANIQA epoch {epoch + 1}/{cfg.maniqa_epochs}", disable=not progress):
-            x, _, mos = batch([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
-            loss = torch.nn.functional.mse_loss(maniqa(x), mos)
+        for start in tqdm(range(0, len(order) - batch_size + 1, batch_size),
+                          desc=f"{desc} {epoch + 1}/{epochs}", disable=quiet):
+            score, mos = predict([data.train_ids[j] for j in order[start:start + batch_size]], g)
+            loss = torch.nn.functional.mse_loss(score, mos)
             losses.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
-        maniqa.eval()
-        preds, targets = [], []
+        module.eval()
         with torch.inference_mode():
-            for start in range(0, len(val_ids), cfg.batch_size):
-                x, _, mos = batch(val_ids[start:start + cfg.batch_size], None)
-                preds.append(maniqa(x).float().cpu())
-                targets.append(mos.cpu())
-        metrics = iqa_metrics(torch.cat(preds).numpy(), torch.cat(targets).numpy())
+            preds = [predict(data.val_ids[start:start + batch_size], None)[0].float().cpu()
+                     for start in range(0, len(data.val_ids), batch_size)]
+        metrics = iqa_metrics(torch.cat(preds).numpy(), val_mos)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "val_srcc": metrics["srcc"], "val_plcc": metrics["plcc"]})
         if metrics["srcc"] + metrics["plcc"] > best_score:
             best_score = metrics["srcc"] + metrics["plcc"]
-            best_state = {k: v.detach().clone() for k, v in maniqa.state_dict().items()}
-    if best_state is not None:
+            on_best({"score": best_score, "epoch": epoch + 1, **metrics})
+    return history
+
+
+def _train_quality_branch(maniqa: torch.nn.Module, cfg: TeacherTrainConfig, data: _TeacherData, *,
+                          progress: bool) -> list[dict[str, float]]:
+    """Stage 1: MANIQA alone against MOS through its own pooled score (sum(score * weight) /
+    sum(weight)), AdamW at ``cfg.maniqa_lr`` with a 5 % linear warmup then a cosine, the official
+    augmentation; ends on the epoch with the best validation SRCC + PLCC. Returns the history."""
+    decay = [p for p in maniqa.parameters() if p.ndim >= 2]  # no decay on norms and biases
+    rest = [p for p in maniqa.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+                                  lr=cfg.maniqa_lr)
+    total = max(1, len(data.train_ids) // cfg.batch_size * cfg.maniqa_epochs)
+    warmup = max(1, total // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, t / total))))
+    best_state: dict[str, torch.Tensor] = {}
+
+    def keep(_: dict[str, Any]) -> None:
+        best_state.update({k: v.detach().clone() for k, v in maniqa.state_dict().items()})
+
+    history = _fit(maniqa, lambda ids, g: (maniqa(data.images(ids, g)), data.mos(ids)), optimizer, scheduler, data,
+                   epochs=cfg.maniqa_epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                   desc="teacher MANIQA epoch", quiet=not progress, on_best=keep)
+    if best_state:
         maniqa.load_state_dict(best_state)
     return history
+
+
+def _frozen_quality_features(maniqa: Any, data: _TeacherData, batch_size: int) -> dict[str, torch.Tensor]:
+    """image id -> the fixed quality features of the frozen branch (stage 2 of freeze_maniqa)."""
+    maniqa.requires_grad_(False)
+    maniqa.eval()
+    features: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        for ids in (data.train_ids, data.val_ids):
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start:start + batch_size]
+                features.update(zip(chunk, maniqa.forward_quality_features(data.images(chunk, None)).cpu(),
+                                    strict=True))
+    return features
 
 
 def teacher_splits(records: list[ImageRecord], seed: int = TEACHER_SPLIT_SEED) -> dict[str, list[str]]:
     """The official MA-AGIQA split of ``records``: 70 / 10 / 20 % train / val / test."""
     return split_records(records, val_fraction=TEACHER_VAL_FRACTION, test_fraction=TEACHER_TEST_FRACTION,
                          seed=seed)
+
+
+def _resolve_splits(records: list[ImageRecord], splits: dict[str, list[str]] | None,
+                    split_seed: int) -> dict[str, list[str]]:
+    if splits is None:
+        splits = teacher_splits(records, split_seed)
+    elif "test" not in splits:  # train/val only: the teacher never sees the rest, record it as test
+        seen = set(splits.get("train", ())) | set(splits.get("val", ()))
+        splits = {**splits, "test": [r.image_id for r in records if r.image_id not in seen]}
+    if set(splits) != set(SPLIT_NAMES):  # before any work: nothing is written
+        raise ValueError(f"splits must have exactly the keys {', '.join(SPLIT_NAMES)} (got {sorted(splits)})")
+    return splits
 
 
 def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
@@ -120,125 +215,51 @@ def train_teacher(teacher_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     ``None``: :func:`teacher_splits` with ``split_seed``, as ``agiqa-distill train-teacher`` does;
     ``split_seed`` is recorded in ``splits.json`` either way. Returns the best validation metrics.
     """
-    from tqdm.auto import tqdm
-
     cfg = config or TeacherTrainConfig()
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
-    if splits is None:
-        splits = teacher_splits(records, split_seed)
-    elif "test" not in splits:  # train/val only: the teacher never sees the rest, record it as test
-        seen = set(splits.get("train", ())) | set(splits.get("val", ()))
-        splits = {**splits, "test": [r.image_id for r in records if r.image_id not in seen]}
-    if set(splits) != set(SPLIT_NAMES):  # before any work: nothing is written
-        raise ValueError(f"splits must have exactly the keys {', '.join(SPLIT_NAMES)} (got {sorted(splits)})")
+    splits = _resolve_splits(records, splits, split_seed)
     tcfg = read_teacher_config(teacher_dir)
-    cache = LabelCache.open(cache_dir)
-    vectors = cache.tensors().semantic_vectors
-    row = {image_id: i for i, image_id in enumerate(cache.image_ids)}
-    by_id = {r.image_id: r for r in records}
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    fusion = replace(tcfg.fusion, semantic_dim=int(vectors.shape[-1]), num_semantic=int(vectors.shape[1]))
+    data = _TeacherData(records, LabelCache.open(cache_dir), tcfg, splits, cfg.batch_size, cfg.prob_aug, device)
+    fusion = replace(tcfg.fusion, semantic_dim=int(data.vectors.shape[-1]), num_semantic=int(data.vectors.shape[1]))
     torch.manual_seed(cfg.seed)
     model = MAAGIQA(tcfg.maniqa, fusion)
     if vit_weights:
         model.maniqa.vit.load_state_dict(read_state_dict(vit_weights))
     model.to(device)
-
-    train_ids = [i for i in splits["train"] if i in row and by_id[i].mos is not None]
-    val_ids = [i for i in splits["val"] if i in row and by_id[i].mos is not None]
-    if len(train_ids) < cfg.batch_size or len(val_ids) < 3:
-        raise ValueError(f"train-teacher needs MOS labels: {len(train_ids)} train and {len(val_ids)} val "
-                         "images have MOS and semantic vectors; use a dataset with MOS (agiqa3k, aigcqa20k, csv)")
     save_splits(out_dir / SPLITS_NAME, splits, split_seed)  # what the teacher saw (and did not)
 
-    kept: dict[str, torch.Tensor] = {}  # image id -> view, for sets small enough to hold in memory
-    keep_views = len(train_ids) + len(val_ids) <= KEEP_VIEWS_UP_TO
-
-    def view(image_id: str) -> torch.Tensor:
-        # The labeler's own view of an image (official resize + normalisation). Decoding and the
-        # cv2-exact resize cost more than a step of the demo's MANIQA: make each view once.
-        x = kept.get(image_id)
-        if x is None:
-            x = torch.from_numpy(teacher_view(load_rgb(by_id[image_id].path), tcfg))
-            if keep_views:
-                kept[image_id] = x
-        return x
-
-    def batch(ids: list[str], g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images = [view(i) for i in ids]
-        if g is not None:
-            images = [_augment(x, cfg.prob_aug, g) for x in images]
-        return torch.stack(images).to(device), semantic_of(ids), mos_of(ids)
-
-    def semantic_of(ids: list[str]) -> torch.Tensor:
-        return vectors[[row[i] for i in ids]].float().to(device)
-
-    def mos_of(ids: list[str]) -> torch.Tensor:
-        return torch.tensor([by_id[i].mos for i in ids], dtype=torch.float32, device=device)
-
-    train_mos = float(np.mean([by_id[i].mos for i in train_ids]))
     if not vit_weights:  # from scratch (the demo): a quality branch that trains (in stage 1, MANIQA's pooled
-        revive_quality_branch(model, start=train_mos if cfg.maniqa_epochs else 1.0)  # score starts at the mean
-        with torch.no_grad():  # MOS), and the score starting at the mean MOS (Adam moves a bias by ~lr per
-            model.fusion.score_head.bias.fill_(train_mos)  # step: thousands of steps to reach MOS 3 from 0)
-    maniqa_history: list[dict[str, float]] = []
-    if cfg.maniqa_epochs:  # stage 1: the quality branch alone, against MOS, through MANIQA's own pooled score
-        maniqa_history = _train_quality_branch(model.maniqa, cfg, train_ids, val_ids, batch, progress=progress)
-    features: dict[str, torch.Tensor] = {}  # image id -> fixed quality features (stage 2 of freeze_maniqa)
-    if cfg.freeze_maniqa:
-        model.maniqa.requires_grad_(False)
-        model.maniqa.eval()
-        with torch.inference_mode():
-            for ids in (train_ids, val_ids):
-                for start in range(0, len(ids), cfg.batch_size):
-                    chunk = ids[start:start + cfg.batch_size]
-                    features.update(zip(chunk, model.maniqa.forward_quality_features(batch(chunk, None)[0]).cpu(),
-                                        strict=True))
+        train_mos = float(np.mean([data.by_id[i].mos for i in data.train_ids]))  # score starts at the mean MOS)
+        revive_quality_branch(model, start=train_mos if cfg.maniqa_epochs else 1.0)
+        with torch.no_grad():  # and the score starting at the mean MOS (Adam moves a bias by ~lr per step:
+            model.fusion.score_head.bias.fill_(train_mos)  # thousands of steps to reach MOS 3 from 0)
+    maniqa_history = _train_quality_branch(model.maniqa, cfg, data, progress=progress) if cfg.maniqa_epochs else []
+    features = _frozen_quality_features(model.maniqa, data, cfg.batch_size) if cfg.freeze_maniqa else {}
 
     def predict(ids: list[str], g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(score, MOS) of ``ids``: the whole model, or the fusion alone on the frozen branch's features."""
         if not features:
-            x, semantic, mos = batch(ids, g)
-            return model(x, semantic).score, mos
+            return model(data.images(ids, g), data.semantic(ids)).score, data.mos(ids)
         quality = torch.stack([features[i] for i in ids]).to(device)
-        return model.fusion(semantic_of(ids), quality)[0], mos_of(ids)
+        return model.fusion(data.semantic(ids), quality)[0], data.mos(ids)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(train_ids) // cfg.batch_size
-    t_max = cfg.t_max or steps_per_epoch * cfg.epochs  # 0: one cosine over the whole run
+    best: dict[str, Any] = {"score": -np.inf}  # what train_metrics.json says when no epoch validates
+
+    def save_best(metrics: dict[str, Any]) -> None:
+        best.clear()
+        best.update(metrics)
+        state = {k: v.detach().cpu().contiguous() for k, v in ours_to_official(model.state_dict()).items()}
+        atomic_write_bytes(out_dir / WEIGHTS_NAME, save(state))
+
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay)
+    t_max = cfg.t_max or len(data.train_ids) // cfg.batch_size * cfg.epochs  # 0: one cosine over the whole run
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=0)
-    g = torch.Generator().manual_seed(cfg.seed)
-    best: dict[str, Any] = {"score": -np.inf}
-    history: list[dict[str, float]] = []  # per epoch: mean train loss, val SRCC and PLCC
-    for epoch in range(cfg.epochs):
-        losses = []
-        model.train()
-        if features:
-            model.maniqa.eval()
-        order = torch.randperm(len(train_ids), generator=g).tolist()
-        steps = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)  # drop_last, as official
-        quiet = not progress or bool(features)  # fusion-only epochs take a fraction of a second
-        for start in tqdm(steps, desc=f"teacher epoch {epoch + 1}/{cfg.epochs}", disable=quiet):
-            score, mos = predict([train_ids[j] for j in order[start:start + cfg.batch_size]], g)
-            loss = torch.nn.functional.mse_loss(score, mos)
-            losses.append(float(loss.detach()))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        model.eval()
-        preds = []
-        with torch.inference_mode():
-            for start in range(0, len(val_ids), cfg.batch_size):
-                preds.append(predict(val_ids[start:start + cfg.batch_size], None)[0].float().cpu())
-        metrics = iqa_metrics(torch.cat(preds).numpy(), np.array([by_id[i].mos for i in val_ids]))
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                        "val_srcc": metrics["srcc"], "val_plcc": metrics["plcc"]})
-        if metrics["srcc"] + metrics["plcc"] > best["score"]:
-            best = {"score": metrics["srcc"] + metrics["plcc"], "epoch": epoch + 1, **metrics}
-            state = {k: v.detach().cpu().contiguous() for k, v in ours_to_official(model.state_dict()).items()}
-            atomic_write_bytes(out_dir / WEIGHTS_NAME, save(state))
+    history = _fit(model, predict, optimizer, scheduler, data, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                   seed=cfg.seed, desc="teacher epoch", on_best=save_best,
+                   quiet=not progress or bool(features),  # fusion-only epochs take a fraction of a second
+                   frozen=model.maniqa if features else None)
     mllm = (teacher_dir / tcfg.semantic.model_path).resolve()
     # Relative when the MLLM lies beside the new folder (a run folder moves as a whole).
     near = mllm.is_relative_to(out_dir.resolve().parent)

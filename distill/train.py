@@ -28,9 +28,9 @@ from _agiqa.workers import die_with_parent
 from edge_runtime.preprocess import PreprocessSpec
 from student.layout import BEST, LAST, RunLayout
 from student.model import StudentIQA, StudentOutput
+from teacher.distributed import DistContext
 
 from .config import RunConfig
-from .context import DistContext
 from .losses import DistillationLoss, DistillTargets
 from .metrics import iqa_metrics
 

@@ -10,11 +10,12 @@ Where to start::
 
 The modules, one idea each: ``labeler`` (the teacher folder, its views and fingerprint),
 ``model`` (MA-AGIQA's fusion and its official checkpoints), ``maniqa`` (the quality branch),
-``semantic`` (prompts -> semantic vectors with any Hugging Face MLLM), ``mplug_owl2`` (the paper's
-MLLM, ported), the label cache in three (``cache_schema``: its format and errors, no model code;
-``cache``: building and merging; ``cache_read``: reading), ``records`` (image lists), ``tiny_mllm``
-(small random MLLMs for tests and the demo). Names are imported on first use: ``import teacher``
-stays cheap.
+``state_dict`` (checkpoint files of any common format as state dicts), ``semantic`` (prompts ->
+semantic vectors with any Hugging Face MLLM), ``mplug_owl2`` (the paper's MLLM, ported), the
+label cache in three (``cache_schema``: its format and errors, no model code; ``cache``: building
+and merging; ``cache_read``: reading), ``records`` (image lists), ``distributed`` (rank, world and
+device of a labelling or training job, resolved once), ``tiny_mllm`` (small random MLLMs for tests
+and the demo). Names are imported on first use: ``import teacher`` stays cheap.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ _HOMES = {
     "Teacher": "labeler", "TeacherConfig": "labeler", "TeacherInputs": "labeler",
     "read_teacher_config": "labeler", "save_tiny_teacher": "labeler", "teacher_fingerprint": "labeler",
     "MAAGIQA": "model", "FusionConfig": "model", "TeacherOutput": "cache_schema", "CheckpointError": "model",
-    "load_official_checkpoint": "model",
+    "load_official_checkpoint": "model", "read_state_dict": "state_dict",
     "Maniqa": "maniqa", "ManiqaConfig": "maniqa", "create_maniqa": "maniqa", "load_maniqa_weights": "maniqa",
     "SemanticConfig": "semantic", "SemanticEncoder": "semantic",
     "MplugOwl2": "mplug_owl2", "load_mplug_owl2": "mplug_owl2",
     "LabelCache": "cache_read", "build_label_cache": "cache", "CacheError": "cache_schema",
     "ImageRecord": "records", "iter_images": "records",
+    "DistContext": "distributed", "init_distributed": "distributed",
 }
 
 __all__ = sorted(_HOMES)

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import numpy as np
 import safetensors
 import torch
-import torch.distributed as dist
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
@@ -50,10 +49,10 @@ from .cache_schema import (
     sha256_hex,
     shard_problem,
 )
+from .distributed import DistContext
 from .records import ImageRecord
 
-__all__ = ["CacheReport", "Labeler", "build_label_cache", "default_workers", "merge_manifests",
-           "resolve_rank"]
+__all__ = ["CacheReport", "Labeler", "build_label_cache", "default_workers", "merge_manifests"]
 
 
 
@@ -86,24 +85,6 @@ class CacheReport:
     n_reused: int = 0  # images kept from shards completed by an earlier, interrupted run
     rank: int = 0
     world_size: int = 1
-
-
-def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """(rank, world_size): given values, else torch.distributed's, else env RANK/WORLD_SIZE, else 0/1."""
-    if rank is None or world_size is None:
-        if dist.is_available() and dist.is_initialized():
-            found = dist.get_rank(), dist.get_world_size()
-        else:
-            try:
-                found = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-            except ValueError:
-                raise ValueError(f"env RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
-                                 f"are not integers; launch with torchrun or unset them") from None
-        rank = found[0] if rank is None else rank
-        world_size = found[1] if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size")
-    return rank, world_size
 
 
 def _versions() -> dict[str, str]:
@@ -250,14 +231,14 @@ def _label_shard(out: Path, name: str, items: Iterator[tuple[ImageRecord, Any, s
 
 def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir: str | Path, *,
                       batch_size: int = 8, shard_size: int = 64, progress: bool = True,
-                      rank: int | None = None, world_size: int | None = None,
-                      num_workers: int | None = None) -> CacheReport:
+                      ctx: DistContext | None = None, num_workers: int | None = None) -> CacheReport:
     """Label ``records`` with ``labeler`` into the cache folder ``out_dir``; resumes a killed run.
 
-    Rank ``r`` of ``world_size`` labels ``sorted(records)[r::world_size]`` into its own shards of
-    ``shard_size`` images (a multiple of ``batch_size``, so batches are identical on resume) and
-    its manifest part. When every rank has finished (after a barrier if a process group is
-    initialised), rank 0 merges the parts into ``manifest.json``.
+    Rank ``r`` of ``world_size`` (``ctx``; default :meth:`DistContext.from_env`) labels
+    ``sorted(records)[r::world_size]`` into its own shards of ``shard_size`` images (a multiple
+    of ``batch_size``, so batches are identical on resume) and its manifest part. When every
+    rank has finished (after a barrier if a process group is initialised), rank 0 merges the
+    parts into ``manifest.json``.
 
     ``num_workers`` processes (default :func:`default_workers`; 0 = this process) read, hash and
     decode the files and, for a labeler with a ``prepare`` (e.g. :class:`teacher.labeler.Teacher`:
@@ -270,7 +251,8 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
     """
     if batch_size < 1 or shard_size < 1 or shard_size % batch_size:
         raise ValueError(f"shard_size={shard_size} must be a positive multiple of batch_size={batch_size}")
-    rank, world_size = resolve_rank(rank, world_size)
+    ctx = ctx or DistContext.from_env()
+    rank, world_size = ctx.rank, ctx.world
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = labeler.fingerprint()
@@ -322,16 +304,13 @@ def build_label_cache(records: Sequence[ImageRecord], labeler: Labeler, out_dir:
     part["complete"] = True
     atomic_write_json(my_part, part)
 
-    distributed = dist.is_available() and dist.is_initialized()
-    if distributed:
-        dist.barrier()
-    if rank == 0:
+    ctx.barrier()
+    if ctx.is_main:
         if _unfinished_ranks(out, world_size):
             print(f"{out}: other ranks are still labeling; run merge_manifests('{out}') once they finish")
         else:
             merge_manifests(out)
-    if distributed:
-        dist.barrier()  # every rank returns with manifest.json in place
+    ctx.barrier()  # every rank returns with manifest.json in place
     entries = [shards[str(i)] for i in range(len(chunks))]
     skipped = [(s["relpath"], s["reason"]) for e in entries for s in e["skipped"]]
     n_labeled = sum(len(e["images"]) for e in entries)

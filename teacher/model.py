@@ -26,7 +26,8 @@ from torch import nn
 from _agiqa.checkpoints import shapes, state_mismatch
 
 from .cache_schema import TeacherOutput
-from .maniqa import Maniqa, ManiqaConfig, create_maniqa, read_state_dict
+from .maniqa import Maniqa, ManiqaConfig, create_maniqa
+from .state_dict import read_state_dict
 
 __all__ = ["FusionConfig", "MoEFusion", "MAAGIQA", "TeacherOutput", "official_to_ours",
            "ours_to_official", "load_official_checkpoint", "CheckpointError", "revive_quality_branch"]

@@ -163,9 +163,9 @@ def test_tiny_run_end_to_end_and_resume_matches(tmp_path: Path, monkeypatch: pyt
         return real_get_lr(step, total, cfg)
 
     # A re-run finds the trained teacher and reuses it (no records needed: nothing is trained).
-    from distill.context import DistContext
     from distill.demo import train_demo_teacher
     from student.layout import RunLayout
+    from teacher.distributed import DistContext
 
     assert train_demo_teacher(load_config(None, _tiny_overrides(run_dir)), RunLayout(run_dir), [],
                               DistContext(), False) == run_dir / "teacher"

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from distill.data import DatasetSpec, load_records
-from teacher.cache import build_label_cache, merge_manifests, resolve_rank
+from teacher.cache import build_label_cache, merge_manifests
 from teacher.cache_read import LabelCache
 from teacher.cache_schema import (
     FIELDS,
@@ -23,6 +23,7 @@ from teacher.cache_schema import (
     TeacherOutput,
     fingerprint_sha256,
 )
+from teacher.distributed import DistContext
 from teacher.records import ImageRecord, iter_images
 
 P, D, Q, E = 2, 6, 5, 3
@@ -154,9 +155,9 @@ def test_two_ranks_merge_equals_one_rank(records: list[ImageRecord], tmp_path: P
     single = tmp_path / "single"
     build(records, single)
     multi = tmp_path / "multi"
-    report0 = build(records, multi, rank=0, world_size=2)
+    report0 = build(records, multi, ctx=DistContext(0, 2))
     assert not (multi / "manifest.json").exists()  # rank 1 has not run yet
-    report1 = build(records, multi, rank=1, world_size=2)
+    report1 = build(records, multi, ctx=DistContext(1, 2))
     assert report0.n_labeled + report1.n_labeled == 10 and report0.n_skipped + report1.n_skipped == 3
     merge_manifests(multi)
     merged = LabelCache.open(multi)
@@ -164,14 +165,56 @@ def test_two_ranks_merge_equals_one_rank(records: list[ImageRecord], tmp_path: P
     assert {s["rank"] for s in merged.manifest["shards"].values()} == {0, 1}
 
 
+TWO_RANKS = """
+import sys
+from pathlib import Path
+from distill.data import DatasetSpec, load_records
+from teacher.distributed import init_distributed
+from tests.teacher.test_cache import build, FakeLabeler
+ctx = init_distributed("cpu")  # torchrun's env: a gloo process group of two
+report = build(load_records(DatasetSpec("folder", Path(sys.argv[1]))), Path(sys.argv[2]), FakeLabeler(), ctx=ctx)
+assert (report.rank, report.world_size) == (ctx.rank, 2), report
+assert (Path(sys.argv[2]) / "manifest.json").is_file()  # rank 0 merged before the last barrier let anyone go
+ctx.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_two_processes_under_torchrun_label_one_cache(records: list[ImageRecord], tmp_path: Path) -> None:
+    """A real process group: ranks and world come from torchrun through one DistContext, the
+    barriers hold, rank 0 merges, and the cache equals one process's."""
+    import os
+    import subprocess
+    import sys
+
+    from tests import REPO
+
+    single = tmp_path / "single"
+    build(records, single)
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(tmp_path / "data"), str(tmp_path / "multi")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    merged = LabelCache.open(tmp_path / "multi")
+    assert_same_cache(merged, LabelCache.open(single))
+    assert {s["rank"] for s in merged.manifest["shards"].values()} == {0, 1}
+
+
 def test_rank_defaults_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
-    assert resolve_rank() == (1, 3)
-    assert resolve_rank(0, 1) == (0, 1)
+    ctx = DistContext.from_env()
+    assert (ctx.rank, ctx.world, ctx.is_main) == (1, 3, False)
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(ValueError, match="rank=5"):
-        resolve_rank()
+        DistContext.from_env()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="RANK='x'"):
+        DistContext.from_env()
 
 
 def test_different_teacher_is_refused(records: list[ImageRecord], tmp_path: Path) -> None:

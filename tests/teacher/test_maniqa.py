@@ -19,8 +19,8 @@ from teacher.maniqa import (
     crop_boxes,
     load_maniqa_weights,
     normalize,
-    read_state_dict,
 )
+from teacher.state_dict import read_state_dict
 
 ATOL = 1e-5  # float32 parity tolerance between the reference and teacher/maniqa.py
 
