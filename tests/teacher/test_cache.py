@@ -185,6 +185,7 @@ def test_two_processes_under_torchrun_label_one_cache(records: list[ImageRecord]
     """A real process group: ranks and world come from torchrun through one DistContext, the
     barriers hold, rank 0 merges, and the cache equals one process's."""
     import os
+    import signal
     import subprocess
     import sys
 
@@ -195,10 +196,16 @@ def test_two_processes_under_torchrun_label_one_cache(records: list[ImageRecord]
     script = tmp_path / "two_ranks.py"
     script.write_text(TWO_RANKS)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path / "data"), str(tmp_path / "multi")],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tmp_path / "data"), str(tmp_path / "multi")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a hung barrier: the ranks must not outlive the test
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"two ranks under torchrun did not finish in 120 s:\n{output[-3000:]}")
+    assert proc.returncode == 0, output[-3000:]
     merged = LabelCache.open(tmp_path / "multi")
     assert_same_cache(merged, LabelCache.open(single))
     assert {s["rank"] for s in merged.manifest["shards"].values()} == {0, 1}

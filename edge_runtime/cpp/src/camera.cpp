@@ -312,6 +312,17 @@ struct Converter {
   void row(int r, int c0, int c1, Scratch& t, uint8_t* out) const {
     fn(source, r, c0, c1, t, out);
   }
+  // Planar C row r at columns cols[0..n) (any order), into out[0, 3 n): the row is converted
+  // whole (its vectorised conversion beats converting the taps' pixels one by one), into
+  // `line`, then the columns picked.
+  void gather(int r, const std::vector<int>& cols, Scratch& t, std::vector<uint8_t>& line,
+              uint8_t* out) const {
+    const size_t w = source.plan.cols, n = cols.size();
+    line.resize(w * 3);
+    fn(source, r, 0, source.plan.cols, t, line.data());
+    for (size_t ch = 0; ch < 3; ++ch)
+      for (size_t i = 0; i < n; ++i) out[ch * n + i] = line[ch * w + cols[i]];
+  }
 };
 
 // -- the fused resize -----------------------------------------------------------------------
@@ -580,6 +591,52 @@ void fused(const PreprocessSpec& spec, const Frame& frame, int rotation,
 // are converted into a compact image (on `threads` threads, by C rows), which is then resized
 // with the taps renumbered into it. The same pixels and the same arithmetic as converting the
 // whole frame and resizing it, which is what the numpy reference does.
+// out[s] = sum_k float(p[k][s]) * w[k] (cubic_sum's order) for s < n: the first cubic pass of
+// a turned frame, along C columns, vectorisable.
+AGIQA_MULTIVERSION void cubic_across(const uint8_t* const* p, const float* w, int n,
+                                     float* __restrict out) {
+  const uint8_t *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3];
+  const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+  for (int s = 0; s < n; ++s) {
+    float total = float(p0[s]) * w0;
+    total = total + float(p1[s]) * w1;
+    total = total + float(p2[s]) * w2;
+    out[s] = total + float(p3[s]) * w3;
+  }
+}
+
+// out[x] = sum_k float(in[idx[k][x]]) * w[k][x] (cubic_sum's order) for x < n: the first cubic
+// pass along a row, the taps laid out by tap so that the loop runs over the outputs.
+AGIQA_MULTIVERSION void cubic_along(const uint8_t* __restrict in, const int* const* idx,
+                                    const float* const* w, int n, float* __restrict out) {
+  const int *i0 = idx[0], *i1 = idx[1], *i2 = idx[2], *i3 = idx[3];
+  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  for (int x = 0; x < n; ++x) {
+    float total = float(in[i0[x]]) * w0[x];
+    total = total + float(in[i1[x]]) * w1[x];
+    total = total + float(in[i2[x]]) * w2[x];
+    out[x] = total + float(in[i3[x]]) * w3[x];
+  }
+}
+
+// out[x * step] = cubic_round8(sum_k src[k][x * in_step] * w[k]) for x < n: the second cubic pass.
+AGIQA_MULTIVERSION void cubic_down(const float* const* src, const float* w, int n, size_t in_step,
+                                   size_t step, uint8_t* __restrict out) {
+  const float *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
+  const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+  for (size_t x = 0; x < size_t(n); ++x) {
+    const size_t i = x * in_step;
+    float total = s0[i] * w0;
+    total = total + s1[i] * w1;
+    total = total + s2[i] * w2;
+    out[x * step] = cubic_round8(total + s3[i] * w3);
+  }
+}
+
+// cv2_bicubic of the rotated, cropped frame R, as cubic_resize would give it from R itself
+// (its x taps first, then its y taps, in the same float32 order), without making R: only the
+// C pixels the taps read are converted, into L (planar per C row, in increasing R order), and
+// each pass runs along whichever C axis carries it.
 Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
                        const std::optional<Crop>& crop, int threads) {
   std::optional<InputSize> reduce;
@@ -600,37 +657,73 @@ Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotat
   };
   const std::vector<int> cols = renumber(xt, r_w), rows = renumber(yt, r_h);
   // R(i, j) = C(i, j) (0), C(rows-1-i, cols-1-j) (180), C(rows-1-j, i) (90), C(j, cols-1-i) (270):
-  // the C rows that hold the wanted R pixels, and where each C column of them lands.
+  // L's rows are the C rows that hold wanted R pixels, its columns the wanted C columns.
   const std::vector<int>& by_c_row = turned ? cols : rows;  // R index read along C rows
   const std::vector<int>& by_c_col = turned ? rows : cols;
   const bool flip_row = rotation == 180 || rotation == 90, flip_col = rotation == 180 || rotation == 270;
-  const size_t cw = cols.size();
-  std::vector<uint8_t> compact(rows.size() * cw * 3);
-  // Turned, each C row is a compact column: C rows are converted in blocks of 16, so that the
-  // scatter writes 16 neighbouring pixels of a compact row rather than one per cache line.
-  const int block = turned ? 16 : 1;
-  const size_t line_len = size_t(plan.cols) * 3;
-  split_rows(static_cast<int>(by_c_row.size()), threads, [&](int a0, int a1) {
+  const int na = static_cast<int>(by_c_row.size()), nb = static_cast<int>(by_c_col.size());
+  std::vector<int> c_cols(nb);
+  for (int b = 0; b < nb; ++b) c_cols[b] = flip_col ? plan.cols - 1 - by_c_col[b] : by_c_col[b];
+  std::vector<uint8_t> L(size_t(na) * 3 * nb);  // L[(a * 3 + ch) * nb + b]
+  split_rows(na, threads, [&](int a0, int a1) {
     Scratch t = conv.scratch();
-    std::vector<uint8_t> lines(size_t(block) * line_len);
-    for (int a = a0; a < a1; a += block) {
-      const int m = std::min(block, a1 - a);
-      for (int q = 0; q < m; ++q) {
-        const int r = flip_row ? plan.rows - 1 - by_c_row[a + q] : by_c_row[a + q];
-        conv.row(r, 0, plan.cols, t, &lines[size_t(q) * line_len]);
+    std::vector<uint8_t> line;
+    for (int a = a0; a < a1; ++a) {
+      const int r = flip_row ? plan.rows - 1 - by_c_row[a] : by_c_row[a];
+      conv.gather(r, c_cols, t, line, &L[size_t(a) * 3 * nb]);
+    }
+  });
+  const int W = spec.width, H = spec.height;
+  Image image{W, H, std::vector<uint8_t>(size_t(W) * H * 3)};
+  if (!turned) {  // L's rows are R's rows: the x pass along them, then the y pass across them
+    std::vector<int> tap_index(size_t(W) * 4);
+    std::vector<float> tap_weight(size_t(W) * 4);
+    for (int x = 0; x < W; ++x)
+      for (int k = 0; k < 4; ++k) {
+        tap_index[size_t(k) * W + x] = xt.index[size_t(x) * 4 + k];
+        tap_weight[size_t(k) * W + x] = xt.weight[size_t(x) * 4 + k];
       }
-      for (size_t b = 0; b < by_c_col.size(); ++b) {
-        const int c = flip_col ? plan.cols - 1 - by_c_col[b] : by_c_col[b];
-        for (int q = 0; q < m; ++q) {
-          const uint8_t* line = &lines[size_t(q) * line_len];
-          const size_t i = turned ? b : size_t(a + q), j = turned ? size_t(a + q) : b;  // compact R row, column
-          for (int ch = 0; ch < 3; ++ch) compact[(i * cw + j) * 3 + ch] = line[size_t(ch) * plan.cols + c];
+    const int* idx[4] = {&tap_index[0], &tap_index[size_t(W)], &tap_index[size_t(W) * 2], &tap_index[size_t(W) * 3]};
+    const float* wk[4] = {&tap_weight[0], &tap_weight[size_t(W)], &tap_weight[size_t(W) * 2],
+                          &tap_weight[size_t(W) * 3]};
+    std::vector<float> along(size_t(na) * 3 * W);  // along[(R row slot * 3 + ch) * W + x]
+    split_rows(na, threads, [&](int s0, int s1) {
+      for (size_t sc = size_t(s0) * 3; sc < size_t(s1) * 3; ++sc)
+        cubic_along(&L[sc * nb], idx, wk, W, &along[sc * W]);
+    });
+    split_rows(H, threads, [&](int y0, int y1) {
+      for (int y = y0; y < y1; ++y)
+        for (int ch = 0; ch < 3; ++ch) {
+          const float* src[4];
+          for (int k = 0; k < 4; ++k) src[k] = &along[(size_t(yt.index[size_t(y) * 4 + k]) * 3 + ch) * W];
+          cubic_down(src, &yt.weight[size_t(y) * 4], W, 1, 3, &image.rgb[size_t(y) * W * 3 + ch]);
         }
+    });
+    return image;
+  }
+  // Turned: L's rows are R's columns. The x pass combines L rows (contiguous along R's rows),
+  // then the y pass reads across them.
+  std::vector<float> across(size_t(W) * 3 * nb);  // across[(x * 3 + ch) * nb + R row slot]
+  split_rows(W, threads, [&](int x0, int x1) {
+    for (int x = x0; x < x1; ++x)
+      for (int ch = 0; ch < 3; ++ch) {
+        const uint8_t* p[4];
+        for (int k = 0; k < 4; ++k) p[k] = &L[(size_t(xt.index[size_t(x) * 4 + k]) * 3 + ch) * nb];
+        cubic_across(p, &xt.weight[size_t(x) * 4], nb, &across[(size_t(x) * 3 + ch) * nb]);
+      }
+  });
+  split_rows(H, threads, [&](int y0, int y1) {
+    for (int y = y0; y < y1; ++y) {
+      const int* idx = &yt.index[size_t(y) * 4];
+      const float* w = &yt.weight[size_t(y) * 4];
+      uint8_t* out = &image.rgb[size_t(y) * W * 3];
+      for (size_t i = 0; i < size_t(W) * 3; ++i) {
+        const float* h = &across[i * nb];
+        out[i] = cubic_round8(cubic_sum([&](int k) { return h[idx[k]]; }, w));
       }
     }
   });
-  return {spec.width, spec.height,
-          cubic_resize(compact.data(), static_cast<int>(rows.size()), cw * 3, xt, yt, threads)};
+  return image;
 }
 }  // namespace
 

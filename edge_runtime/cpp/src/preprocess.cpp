@@ -109,18 +109,6 @@ CubicTaps cubic_taps(int in_size, int out_size) {
   return t;
 }
 
-namespace {
-// sum_k value(k) * w[k] in float32, each product rounded, the taps added in order (numpy's
-// _weighted_taps; -ffp-contract=off keeps it from fusing).
-template <typename Value>
-inline float cubic_sum(const Value& value, const float* w) {
-  float total = value(0) * w[0];
-  for (int k = 1; k < 4; ++k) total = total + value(k) * w[k];
-  return total;
-}
-
-}  // namespace
-
 std::vector<uint8_t> cubic_resize(const uint8_t* rgb, int height, size_t stride, const CubicTaps& xt,
                                   const CubicTaps& yt, int threads) {
   const int out_width = static_cast<int>(xt.index.size() / 4);
@@ -153,8 +141,7 @@ std::vector<uint8_t> cubic_resize(const uint8_t* rgb, int height, size_t stride,
       const float* w = &yt.weight[static_cast<size_t>(y) * 4];
       uint8_t* out = &result[static_cast<size_t>(y) * row_len];
       for (size_t i = 0; i < row_len; ++i) {
-        const float v = std::nearbyint(cubic_sum([&](int k) { return src[k][i]; }, w));  // half to even
-        out[i] = static_cast<uint8_t>(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+        out[i] = cubic_round8(cubic_sum([&](int k) { return src[k][i]; }, w));
       }
     }
   });

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -56,6 +57,21 @@ struct CubicTaps {
   std::vector<float> weight;  // out_size x 4
 };
 CubicTaps cubic_taps(int in_size, int out_size);
+
+// sum_k value(k) * w[k] in float32, each product rounded, the taps added in order (numpy's
+// _weighted_taps; -ffp-contract=off keeps it from fusing).
+template <typename Value>
+inline float cubic_sum(const Value& value, const float* w) {
+  float total = value(0) * w[0];
+  for (int k = 1; k < 4; ++k) total = total + value(k) * w[k];
+  return total;
+}
+
+// The second pass's output value: float32 rounded half to even, clamped to [0, 255].
+inline uint8_t cubic_round8(float v) {
+  v = std::nearbyint(v);
+  return static_cast<uint8_t>(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+}
 
 // A (height, *, 3) RGB8 image, rows `stride` bytes apart, resized with the taps of each axis
 // (indices into its rows and columns) to (yt outputs, xt outputs, 3), tightly packed; each
