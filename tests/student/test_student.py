@@ -254,3 +254,22 @@ def test_student_and_teacher_stems_share_their_mscn_window() -> None:
         theirs = teacher.mscn(grey * 2 - 1)[:, :, 3:-3, 3:-3]
     for channel in range(3):
         torch.testing.assert_close(ours, theirs[:, channel:channel + 1], rtol=1e-4, atol=1e-3)
+
+
+def test_the_student_and_teacher_contrast_stems_agree_where_their_windows_lie_inside():
+    """teacher.maniqa.MSCNPatchEmbed (per channel, replicated borders) and the student's
+    LuminanceMSCNStem (BT.601 luminance, zero padding over the window's mass) compute the same
+    MSCN on a grey image wherever the 7 x 7 window lies inside it."""
+    from student.model import LuminanceMSCNStem
+    from teacher.maniqa import MSCNPatchEmbed
+
+    grey = torch.rand(2, 1, 40, 48, generator=torch.Generator().manual_seed(1)).expand(2, 3, 40, 48)
+    mean, std = IMAGENET
+    student_in = (grey - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    student = LuminanceMSCNStem(mean, std, (40, 48))(student_in)[:, 0]
+    teacher = MSCNPatchEmbed(embed_dim=8, patch_size=8).mscn(grey * 2 - 1)  # the teacher's [-1, 1] view
+    assert teacher.shape == (2, 3, 40, 48)
+    inside = (slice(None), slice(3, -3), slice(3, -3))
+    # float32 moments of 0-255 values cancel ~1e4-sized terms: ~1e-3 apart in flat areas
+    torch.testing.assert_close(student[inside], teacher[:, 0][inside], atol=2e-2, rtol=0)
+    assert not torch.allclose(student[:, :3], teacher[:, 0, :3], atol=2e-2)  # the borders differ
