@@ -57,7 +57,7 @@ def run(
 ) -> None:
     """Label (if needed), distil, evaluate and report. With no arguments: a complete demo
     (generated images with a MOS, a tiny MA-AGIQA teacher trained on them, the default student) in
-    about five minutes on a CPU."""
+    about twelve minutes on 2 CPU cores."""
     from .config import ConfigError, load_config
     from .run import resume_distillation, run_distillation
 

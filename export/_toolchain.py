@@ -74,19 +74,24 @@ def _int8_quantizer(backend: ExportBackend) -> Any:
     return _resolve(recipe.quantizer)().set_global(config)
 
 
-def _inside(prefix: str) -> Callable[[torch.fx.Node], bool]:
-    """A node filter: True for nodes traced from inside the submodule ``prefix`` (or below)."""
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def _inside(prefix: str, keep_fp32: tuple[str, ...] = ()) -> Callable[[torch.fx.Node], bool]:
+    """A node filter: True for nodes traced from inside the submodule ``prefix`` (or below) and
+    from none of the submodules ``keep_fp32``."""
     def inside(node: torch.fx.Node) -> bool:
         if node.op != "call_function":  # weights and inputs carry no module stack: the op decides
             return True
-        stack = node.meta.get("nn_module_stack") or {}
-        return any(path == prefix or path.startswith(prefix + ".")
-                   for path, _ in stack.values())
+        paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+        return ((not prefix or any(_under(path, prefix) for path in paths))
+                and not any(_under(path, kept) for path in paths for kept in keep_fp32))
     return inside
 
 
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
-                  chunk: int = 16, only_under: str | None = None,
+                  chunk: int = 16, only_under: str | None = None, keep_fp32: tuple[str, ...] = (),
                   backend: ExportBackend | str = "xnnpack") -> tuple[nn.Module, int]:
     """PT2E static int8 with ``backend``'s recipe; returns the converted module and the images seen.
 
@@ -95,13 +100,14 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     captured with a dynamic batch so that images are observed ``chunk`` at a time (the
     histogram observers cost per call, not per image); the caller re-exports the converted
     module with the static batch-1 example. ``only_under`` (a submodule path such as
-    ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32.
+    ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32, and so do
+    the ops of the submodules ``keep_fp32`` (module paths) inside it.
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = _int8_quantizer(_backend(backend))
-    if only_under:
-        quantizer.set_filter_function(_inside(only_under))
+    if only_under or keep_fp32:
+        quantizer.set_filter_function(_inside(only_under or "", keep_fp32))
     batch = torch.export.Dim("batch", min=1, max=4096)
     pair = example.expand(2, *example.shape[1:]).contiguous()  # batch 1 would be specialised
     with torch.no_grad():

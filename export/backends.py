@@ -50,7 +50,7 @@ class Int8Recipe:
     bias: TensorQuantization | None = None  # None: bias stays as the backend's kernels take it
     is_qat: bool = False
 
-    def record(self, only_under: str | None = None) -> dict[str, Any]:
+    def record(self, only_under: str | None = None, keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
         """The contract's ``quantization`` entries (besides ``mode`` and ``calibration``)."""
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.config_args.items())
         tensors = {name: None if spec is None else asdict(spec)
@@ -60,6 +60,7 @@ class Int8Recipe:
         return {"flow": "torchao.quantization.pt2e prepare_pt2e -> calibrate -> convert_pt2e",
                 "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
                           if only_under else "the whole model"),
+                **({"keep_fp32": list(keep_fp32)} if keep_fp32 else {}),
                 "quantizer": self.quantizer,
                 "global_config": f"{self.config_factory.rsplit('.', 1)[-1]}({arguments})",
                 **tensors, "is_qat": self.is_qat}

@@ -105,10 +105,22 @@ def lower_with_contract(module: torch.nn.Module, example: torch.Tensor, contract
                                         program_bytes=len(lowered.buffer), contract_sha256=digest)
 
 
+def _check_submodules(wrapper: torch.nn.Module, paths: tuple[str, ...], scope: str) -> None:
+    """Each of ``paths`` must name a submodule inside ``scope`` (a typo would quantize it anyway)."""
+    names = {name for name, _ in wrapper.named_modules()}
+    for path in paths:
+        if path not in names or not (path + ".").startswith(scope + "."):
+            near = sorted(n for n in names if n.startswith(scope + ".") and n.endswith(path.rsplit(".", 1)[-1]))
+            raise ExportError(f"--keep-fp32 {path}: not a module of the int8 scope {scope!r}"
+                             + (f"; did you mean {near[0]}?" if near else
+                                "; bench/int8_sensitivity.py lists the module paths"))
+
+
 def build_program(src: ExportSource, target: ExportBackend, quantize: str, calibration: int,
-                  say: Progress) -> BuiltProgram:
+                  say: Progress, keep_fp32: tuple[str, ...] = ()) -> BuiltProgram:
     """Load ``src``'s student, quantize it (int8: calibrated on up to ``calibration`` of
-    ``src.calibration_images``) and lower it to ``target``, with its contract."""
+    ``src.calibration_images``, the submodules ``keep_fp32`` left in fp32) and lower it to
+    ``target``, with its contract."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     say(f"loading the student from {src.student_dir}")
@@ -118,13 +130,15 @@ def build_program(src: ExportSource, target: ExportBackend, quantize: str, calib
     example = torch.zeros(1, 3, *spec.input_size)
     quantization: dict[str, Any] = {"mode": quantize}
     calibrated = 0
+    if keep_fp32:
+        _check_submodules(wrapper, keep_fp32, EdgeStudent.INT8_SCOPE)
     if quantize == "int8":
         say(f"int8: calibrating on up to {calibration} images from {src.images_from}")
         calibration_skipped: list[dict[str, str]] = []
         batches = (x for _, x in image_tensors(spec, src.calibration_images, calibration, calibration_skipped))
-        module, calibrated = tc.quantize_int8(wrapper, example, batches,
-                                              only_under=EdgeStudent.INT8_SCOPE, backend=target)
-        quantization.update(target.int8.record(EdgeStudent.INT8_SCOPE))
+        module, calibrated = tc.quantize_int8(wrapper, example, batches, only_under=EdgeStudent.INT8_SCOPE,
+                                              keep_fp32=keep_fp32, backend=target)
+        quantization.update(target.int8.record(EdgeStudent.INT8_SCOPE, keep_fp32))
         quantization["calibration"] = {"images": calibrated, "requested": calibration,
                                        "source": src.images_from,
                                        "skipped": len(calibration_skipped)}

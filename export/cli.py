@@ -63,6 +63,10 @@ def executorch_command(
     calibration_images: Path | None = typer.Option(None, help="Folder of images to calibrate "
                                                       "int8 on instead (photos like those users "
                                                       "score); the report names it."),
+    keep_fp32: list[str] = typer.Option([], "--keep-fp32", metavar="MODULE",
+                                        help="int8: leave this backbone module in fp32 (repeatable; "
+                                             "e.g. student.backbone.conv_stem; bench/int8_sensitivity.py "
+                                             "measures which cost the ranking most)."),
     min_srcc: float | None = typer.Option(None, help="Fail below this SRCC vs the eager "
                                                         "fp32 student (int8 default 0.99)."),
     max_abs_diff: float | None = typer.Option(None, help="Fail above this max abs score "
@@ -78,19 +82,20 @@ def executorch_command(
                                verify_images=verify_images,
                                calibration_images=calibration_images, min_srcc=min_srcc,
                                max_abs_diff=max_abs_diff, verify_limit=verify_limit,
-                               progress=None if quiet else _progress())
+                               keep_fp32=tuple(keep_fp32), progress=None if quiet else _progress())
     v = report.verification
     srcc = "n/a" if v.srcc is None else f"{v.srcc:.4f}"
     typer.echo(f"wrote {report.program} ({report.program_bytes / 1e6:.2f} MB, {report.quantize}, "
                f"{report.nodes_outside_delegate} nodes outside the {report.backend} delegate)")
     typer.echo(f"verified on {v.num_images} images from {v.image_set}: max abs diff "
-               f"{v.max_abs_diff:.3g}, SRCC {srcc}, {v.distinct_scores} distinct scores, "
+               f"{v.max_abs_diff:.3g}, SRCC {srcc}, {v.distinct_scores} distinct scores "
+               f"(eager fp32: {v.reference_distinct_scores}), "
                f"median {v.latency_ms_median:.2f} ms/image")
     c = report.calibration_fidelity
     if c is not None:
         typer.echo(f"calibrated on {report.calibration_images} images from {report.images_from}: "
                    f"SRCC {'n/a' if c.srcc is None else f'{c.srcc:.4f}'} on {c.num_images} of them, "
-                   f"{c.distinct_scores} distinct scores")
+                   f"{c.distinct_scores} distinct scores (eager fp32: {c.reference_distinct_scores})")
     typer.echo(f"contract: {report.contract}\nreport:   {report.report}")
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from _agiqa.quiet import quiet_toolchain
@@ -30,14 +31,15 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
                       calibration_images: str | os.PathLike | None = None,
                       min_srcc: float | None = None, max_abs_diff: float | None = None,
                       verify_limit: int | None = 200, threads: int | None = None,
-                      progress: Progress | None = None) -> ExportReport:
+                      keep_fp32: Sequence[str] = (), progress: Progress | None = None) -> ExportReport:
     """Export ``source`` (a run folder or a student folder) to ``out`` (.pte) and verify it.
 
     Writes ``out``, ``out.with_suffix('.json')`` (the contract) and ``...report.json``.
     Verification uses the run's held-out split (or the odd files of ``images``), or all of
     ``verify_images`` when given; the report names the set. ``calibration_images`` (a folder)
     calibrates int8 instead of the run's train split or ``images``; int8 reports its fidelity on
-    the calibration images too (``calibration_fidelity``). ``progress`` receives one line
+    the calibration images too (``calibration_fidelity``). ``keep_fp32`` names submodules of the
+    int8 scope (``"student.backbone.conv_stem"``) left in fp32. ``progress`` receives one line
     per phase. Raises :class:`FidelityError` (after writing the report, and removing the
     contract so the runtime refuses the program) when the program disagrees with the eager
     student beyond the thresholds: fp32 ``max_abs_diff`` (default 1e-4), int8 ``min_srcc``
@@ -68,5 +70,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         src: ExportSource = resolve_source(source, images, verify_images, calibration_images)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    built = build_program(src, target, quantize, calibration, say)
+    if keep_fp32 and quantize != "int8":
+        raise ExportError("--keep-fp32 applies to int8 exports only")
+    built = build_program(src, target, quantize, calibration, say, tuple(keep_fp32))
     return publish_program(built, out, src, thresholds, verify_limit=verify_limit, threads=threads, say=say)

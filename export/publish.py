@@ -77,7 +77,8 @@ def verify_program(program: Path, student: torch.nn.Module, paths: Sequence[Path
                         gate_max_abs_diff=float(gate_diff.max()), srcc=srcc, plcc=plcc,
                         latency_ms_median=float(np.median(ms)),
                         latency_ms_p90=float(np.percentile(ms, 90)), skipped=skipped,
-                        image_set=image_set, distinct_scores=len(set(exported)))
+                        image_set=image_set, distinct_scores=len(set(exported)),
+                        reference_distinct_scores=len(set(eager)))
 
 
 _STAGING = ".{stem}.staging-"

@@ -48,6 +48,8 @@ class Verification:
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images
     image_set: str = ""  # which images: a run's held-out split, or the user's --verify-images
     distinct_scores: int = 0  # different program scores among the images (ties blur a ranking)
+    # different eager fp32 scores: the most the program can have (identical images score alike)
+    reference_distinct_scores: int = 0
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Where an export's student and images come from: a distillation run, or a bare student folder.
 
 A run folder holds ``student/best/`` and ``data_index.json`` (absolute image paths per split):
-calibration uses its train split, verification its test split. A bare student folder has no
+calibration uses its train split and, when the run has one, its unlabeled pool (images the
+teacher labelled for the student, often unlike the labelled set: int8 ranges then cover what
+users score), verification its test split. A bare student folder has no
 images of its own, so ``--images DIR`` is required; its images are split alternately into a
 calibration half and a verification half so the two never overlap.
 """
@@ -12,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from edge_runtime.scorer import IMAGE_SUFFIXES, find_images
 from student.layout import RunLayout, read_data_index
 from student.model import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["ExportSource", "SourceError", "resolve_source"]
+__all__ = ["ExportSource", "SourceError", "calibration_mix", "resolve_source"]
 
 
 class SourceError(ValueError):
@@ -77,13 +80,14 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
                 data_index = read_data_index(index)
             except ValueError as exc:
                 raise SourceError(str(exc)) from None
-            calibration = data_index.split("train")
+            calibration = calibration_mix(data_index.split("train"), data_index.unlabeled)
             verification = data_index.split("test") or data_index.split("val")
             if not calibration or (not verification and verify_images is None):
                 raise SourceError(f"{index}: needs non-empty 'train' and 'test' (or 'val') splits; "
                                   "or pass --images DIR")
             return _with_verification(student_dir, calibration, verification,
-                                      f"{index} (calibration: train split)",
+                                      f"{index} (calibration: train split"
+                                      + (", unlabeled pool, alternately)" if data_index.unlabeled else ")"),
                                       f"{index} (test split, held out)", verify_images)
     elif (source / CONFIG_NAME).is_file():
         student_dir = source
@@ -101,6 +105,19 @@ def resolve_source(source: str | os.PathLike, images: str | os.PathLike | None =
     return _with_verification(student_dir, found[0::2], found[1::2] or found,
                               f"{images} (calibration: even files)",
                               f"{images} (odd files, not used for calibration)", None)
+
+
+def calibration_mix(train: list[Path], unlabeled: list[Path], seed: int = 0) -> list[Path]:
+    """``train`` and ``unlabeled`` alternately, each in a seeded order, so that the first N images
+    (an export calibrates on the first ``--calibration``) take half from each, spread over the
+    whole of both rather than the first files of one; just ``train`` when there is no pool."""
+    if not unlabeled:
+        return list(train)
+    order = random.Random(seed)
+    halves = [order.sample(part, len(part)) for part in (train, unlabeled)]
+    mixed = [path for pair in zip(*halves) for path in pair]
+    short = min(len(train), len(unlabeled))
+    return mixed + halves[0][short:] + halves[1][short:]
 
 
 def _with_calibration(source: str | os.PathLike, images: str | os.PathLike | None,

@@ -126,7 +126,7 @@ class DataIndex:
     """``data_index.json``: the run's images by absolute path."""
 
     splits: dict[str, list[Path]]  # "train", "val", "test" -> image paths, in split order
-    unlabeled: list[Path]  # images without MOS the teacher labelled, trained on (train split only)
+    unlabeled: list[Path]  # images without MOS the teacher labelled (the student's pool, held-out slice included)
 
     def split(self, name: str) -> list[Path]:
         """The paths of split ``name``; empty when the run has no such split."""

@@ -323,6 +323,17 @@ def test_run_folder_is_read_through_the_shared_layout(student_dir, images, tmp_p
     source = resolve_source(run.root)
     assert source.student_dir == run.student() and run.is_run()
     assert list(source.calibration_images) == found[:4] and list(source.verification_images) == found[4:6]
+    assert "unlabeled" not in source.images_from
+    # With an unlabeled pool, calibration alternates train and pool images, each seeded-shuffled:
+    # any first N hold both halves, spread over each; the test split still verifies.
+    pool = [tmp_path / f"pool{i}.png" for i in range(7)]
+    write_data_index(run.data_index, {"train": [str(p) for p in found[:4]], "val": [],
+                                      "test": [str(p) for p in found[4:6]]}, [str(p) for p in pool])
+    source = resolve_source(run.root)
+    mixed = list(source.calibration_images)
+    assert sorted(mixed) == sorted(found[:4] + pool) and list(source.verification_images) == found[4:6]
+    assert [p in found[:4] for p in mixed[:8]] == [True, False] * 4
+    assert mixed[1::2][:4] != pool[:4] and "unlabeled pool" in source.images_from
     run.data_index.write_text('{"splits": [1, 2]}')
     with pytest.raises(SourceError, match="data_index.json: not a data index") as info:
         resolve_source(run.root)
@@ -367,9 +378,48 @@ def test_calibration_images_are_named_and_int8_fidelity_is_shown_on_both_sets(
     assert saved["verification"]["num_images"] == 16 and "0 also used" in saved["verification"]["image_set"]
     fidelity = saved["calibration_fidelity"]
     assert fidelity["num_images"] == 6 and fidelity["image_set"] == saved["images_from"]
-    assert 1 <= fidelity["distinct_scores"] <= 6 and 1 <= saved["verification"]["distinct_scores"] <= 16
+    assert 1 <= fidelity["distinct_scores"] <= fidelity["reference_distinct_scores"] <= 6
+    assert 1 <= saved["verification"]["distinct_scores"] <= saved["verification"]["reference_distinct_scores"] <= 16
     assert "distinct scores" in result.output and f"calibrated on 6 images from {other}" in result.output
     # A bare student folder needs photos to verify on besides the calibration set.
     lines = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
                                             "--calibration-images", str(other)]).output.strip().splitlines()
     assert len(lines) == 1 and "--verify-images" in lines[0], lines
+
+
+def test_keep_fp32_leaves_just_the_named_modules_unquantized(student_dir, images, tmp_path):
+    """``quantize_int8(keep_fp32=...)``: the named backbone modules' convs keep fp32 weights (no
+    dequantize feeds them), every other backbone conv is quantized; a name that is no module of
+    the int8 scope is refused in one line before any calibration."""
+    from export import _toolchain as tc
+    from export.build import load_student
+
+    wrapper = EdgeStudent(load_student(student_dir)).eval()
+    example = torch.rand(1, 3, *wrapper.student.config.preprocess.input_size)
+    convs = [name for name, m in wrapper.named_modules()
+             if isinstance(m, torch.nn.Conv2d) and name.startswith(EdgeStudent.INT8_SCOPE + ".")]
+    assert len(convs) >= 2, convs
+    kept = convs[0]
+
+    def quantized_convs(keep: tuple[str, ...]) -> dict[str, bool]:
+        module, _ = tc.quantize_int8(wrapper, example, iter([example] * 4),
+                                     only_under=EdgeStudent.INT8_SCOPE, keep_fp32=keep)
+        found: dict[str, bool] = {}
+        for node in module.graph.nodes:
+            if node.op == "call_function" and "conv2d" in str(node.target):
+                stack = node.meta.get("nn_module_stack") or {}
+                path = list(stack.values())[-1][0] if stack else ""
+                weight = node.args[1]
+                found[path] = "dequantize" in str(getattr(weight, "target", ""))
+        return found
+
+    everything = quantized_convs(())
+    assert all(everything[name] for name in convs), everything
+    one_kept = quantized_convs((kept,))
+    assert not one_kept[kept] and all(one_kept[name] for name in convs if name != kept), one_kept
+    result = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(tmp_path / "m.pte"),
+                                             "--images", str(images), "--keep-fp32", kept + "x", "-q"])
+    assert result.exit_code == 2 and f"--keep-fp32 {kept}x: not a module" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(ExportError, match="int8 exports only"):
+        export_executorch(student_dir, tmp_path / "m.pte", quantize="fp32", images=images, keep_fp32=(kept,))
