@@ -37,7 +37,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
     Writes ``out``, ``out.with_suffix('.json')`` (the contract) and ``...report.json``.
     Verification uses the run's held-out split (or the odd files of ``images``), or all of
     ``verify_images`` when given; the report names the set. ``calibration_images`` (a folder)
-    calibrates int8 instead of the run's train split or ``images``; int8 reports its fidelity on
+    calibrates int8 instead of the run's train split and unlabeled pool (or ``images``); int8 reports its fidelity on
     the calibration images too (``calibration_fidelity``). ``keep_fp32`` names submodules of the
     int8 scope (``"student.backbone.conv_stem"``) left in fp32. ``progress`` receives one line
     per phase. Raises :class:`FidelityError` (after writing the report, and removing the
