@@ -312,16 +312,54 @@ struct Converter {
   void row(int r, int c0, int c1, Scratch& t, uint8_t* out) const {
     fn(source, r, c0, c1, t, out);
   }
-  // Planar C row r at columns cols[0..n) (any order), into out[0, 3 n): the row is converted
-  // whole (its vectorised conversion beats converting the taps' pixels one by one), into
-  // `line`, then the columns picked.
+  // Planar C row r at columns cols[0..n) (any order), into out[0, 3 n). Unreduced, only the
+  // picked pixels' samples are read and then converted by the vectorised yuv_line (a 1080p
+  // frame's cubic taps read under half of each row). Reduced, the row is converted whole into
+  // `line` (block means are cheaper along a row), then the columns picked.
   void gather(int r, const std::vector<int>& cols, Scratch& t, std::vector<uint8_t>& line,
               uint8_t* out) const {
     const size_t w = source.plan.cols, n = cols.size();
+    if (source.plan.f == 1) {
+      pick(r, cols.data(), n, t, out);
+      return;
+    }
     line.resize(w * 3);
     fn(source, r, 0, source.plan.cols, t, line.data());
     for (size_t ch = 0; ch < 3; ++ch)
       for (size_t i = 0; i < n; ++i) out[ch * n + i] = line[ch * w + cols[i]];
+  }
+
+ private:
+  // Unreduced C row r at columns cols[0..n): the same pixels as row() gives, sample by sample.
+  void pick(int r, const int* cols, size_t n, Scratch& t, uint8_t* out) const {
+    const Frame& fr = *source.frame;
+    const Plan& plan = source.plan;
+    const size_t y = size_t(plan.top + r);
+    uint8_t *red = out, *green = out + n, *blue = out + 2 * n;
+    if (fr.format != FrameFormat::YUV420) {
+      const Plane& P = fr.planes[0];
+      const uint8_t* base = P.data + y * P.row_stride + size_t(plan.left) * 4;
+      const int rc = fr.format == FrameFormat::RGBA ? 0 : 2;
+      for (size_t i = 0; i < n; ++i) {
+        const uint8_t* p = base + size_t(cols[i]) * 4;
+        red[i] = p[rc];
+        green[i] = p[1];
+        blue[i] = p[2 - rc];
+      }
+      return;
+    }
+    const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
+    const uint8_t* yrow = Y.data + y * Y.row_stride;
+    const uint8_t* urow = U.data + (y / 2) * U.row_stride;
+    const uint8_t* vrow = V.data + (y / 2) * V.row_stride;
+    int32_t *ys = t.y.data(), *us = t.u.data(), *vs = t.v.data();
+    for (size_t i = 0; i < n; ++i) {
+      const size_t x = size_t(plan.left + cols[i]);
+      ys[i] = yrow[x * Y.pixel_stride];
+      us[i] = urow[(x >> 1) * U.pixel_stride];
+      vs[i] = vrow[(x >> 1) * V.pixel_stride];
+    }
+    yuv_line(ys, us, vs, int(n), source.k, red, green, blue);
   }
 };
 
@@ -633,6 +671,39 @@ AGIQA_MULTIVERSION void cubic_down(const float* const* src, const float* w, int 
   }
 }
 
+// Buffers that outlive one frame: a camera delivers frame after frame of one size, and
+// multi-megabyte buffers allocated anew for each frame cost a page fault per 4 KiB every time
+// (glibc maps them afresh whenever they pass its mmap threshold, and whether they do depends on
+// what the process freed before, e.g. how the program's runtime allocates). That cost more than
+// the arithmetic and made one frame's time depend on the program loaded. One set per calling
+// thread, grown when a frame needs more, never shrunk.
+struct CubicWorkspace {
+  std::vector<uint8_t> picked;  // L below
+  std::vector<float> pass;      // the first pass's output
+};
+
+template <typename T>
+T* reuse(std::vector<T>& buffer, size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
+// out[i] = cubic_round8(sum_k h[idx[k]] * w[k]) with h = src + i * stride, for i < n (cubic_sum's
+// order): the second cubic pass of a turned frame, reading across the first pass's lines. A
+// kernel of its own so that its rounding compiles to an instruction, not a libm call per pixel.
+AGIQA_MULTIVERSION void cubic_gather_down(const float* src, size_t stride, const int* idx, const float* w,
+                                          size_t n, uint8_t* __restrict out) {
+  const int i0 = idx[0], i1 = idx[1], i2 = idx[2], i3 = idx[3];
+  const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+  for (size_t i = 0; i < n; ++i) {
+    const float* h = src + i * stride;
+    float total = h[i0] * w0;
+    total = total + h[i1] * w1;
+    total = total + h[i2] * w2;
+    out[i] = cubic_round8(total + h[i3] * w3);
+  }
+}
+
 // cv2_bicubic of the rotated, cropped frame R, as cubic_resize would give it from R itself
 // (its x taps first, then its y taps, in the same float32 order), without making R: only the
 // C pixels the taps read are converted, into L (planar per C row, in increasing R order), and
@@ -661,66 +732,73 @@ Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotat
   const std::vector<int>& by_c_row = turned ? cols : rows;  // R index read along C rows
   const std::vector<int>& by_c_col = turned ? rows : cols;
   const bool flip_row = rotation == 180 || rotation == 90, flip_col = rotation == 180 || rotation == 270;
-  const int na = static_cast<int>(by_c_row.size()), nb = static_cast<int>(by_c_col.size());
+  const int nb = static_cast<int>(by_c_col.size());
   std::vector<int> c_cols(nb);
   for (int b = 0; b < nb; ++b) c_cols[b] = flip_col ? plan.cols - 1 - by_c_col[b] : by_c_col[b];
-  std::vector<uint8_t> L(size_t(na) * 3 * nb);  // L[(a * 3 + ch) * nb + b]
-  split_rows(na, threads, [&](int a0, int a1) {
-    Scratch t = conv.scratch();
-    std::vector<uint8_t> line;
-    for (int a = a0; a < a1; ++a) {
-      const int r = flip_row ? plan.rows - 1 - by_c_row[a] : by_c_row[a];
-      conv.gather(r, c_cols, t, line, &L[size_t(a) * 3 * nb]);
-    }
-  });
   const int W = spec.width, H = spec.height;
   Image image{W, H, std::vector<uint8_t>(size_t(W) * H * 3)};
-  if (!turned) {  // L's rows are R's rows: the x pass along them, then the y pass across them
-    std::vector<int> tap_index(size_t(W) * 4);
-    std::vector<float> tap_weight(size_t(W) * 4);
+  // Unturned, the x taps laid out by tap (cubic_along runs over the outputs).
+  std::vector<int> x_index(turned ? 0 : size_t(W) * 4);
+  std::vector<float> x_weight(x_index.size());
+  if (!turned)
     for (int x = 0; x < W; ++x)
       for (int k = 0; k < 4; ++k) {
-        tap_index[size_t(k) * W + x] = xt.index[size_t(x) * 4 + k];
-        tap_weight[size_t(k) * W + x] = xt.weight[size_t(x) * 4 + k];
+        x_index[size_t(k) * W + x] = xt.index[size_t(x) * 4 + k];
+        x_weight[size_t(k) * W + x] = xt.weight[size_t(x) * 4 + k];
       }
-    const int* idx[4] = {&tap_index[0], &tap_index[size_t(W)], &tap_index[size_t(W) * 2], &tap_index[size_t(W) * 3]};
-    const float* wk[4] = {&tap_weight[0], &tap_weight[size_t(W)], &tap_weight[size_t(W) * 2],
-                          &tap_weight[size_t(W) * 3]};
-    std::vector<float> along(size_t(na) * 3 * W);  // along[(R row slot * 3 + ch) * W + x]
-    split_rows(na, threads, [&](int s0, int s1) {
-      for (size_t sc = size_t(s0) * 3; sc < size_t(s1) * 3; ++sc)
-        cubic_along(&L[sc * nb], idx, wk, W, &along[sc * W]);
-    });
-    split_rows(H, threads, [&](int y0, int y1) {
-      for (int y = y0; y < y1; ++y)
+  // One fork, no barrier: each thread takes a slice of the outputs along the axis whose taps
+  // index L's rows (R's x when turned, R's y otherwise), converts just the L rows its slice
+  // reads into its own part of L (neighbouring slices share up to 3 rows; each converts them),
+  // runs both passes for its slice and writes only its own output pixels.
+  const CubicTaps& lt = turned ? xt : yt;
+  const int outs = turned ? W : H;
+  const int parts = std::max(1, std::min(threads, outs));
+  std::vector<int> o_first(parts + 1), a_first(parts), a_count(parts);
+  std::vector<size_t> l_offset(parts + 1, 0);
+  for (int t = 0; t <= parts; ++t) o_first[t] = int(int64_t(outs) * t / parts);
+  for (int t = 0; t < parts; ++t) {
+    a_first[t] = lt.index[size_t(o_first[t]) * 4];  // the taps' slots grow with the output
+    a_count[t] = lt.index[size_t(o_first[t + 1] - 1) * 4 + 3] - a_first[t] + 1;
+    l_offset[t + 1] = l_offset[t] + size_t(a_count[t]);
+  }
+  thread_local CubicWorkspace workspace;
+  uint8_t* const L = reuse(workspace.picked, l_offset[parts] * 3 * nb);  // per part: [(a * 3 + ch) * nb + b]
+  float* const pass = reuse(workspace.pass, turned ? size_t(W) * 3 * nb : l_offset[parts] * 3 * W);
+  split_rows(parts, parts, [&](int t0, int t1) {
+    Scratch scratch = conv.scratch();
+    std::vector<uint8_t> line;
+    for (int t = t0; t < t1; ++t) {
+      const int o0 = o_first[t], o1 = o_first[t + 1], a0 = a_first[t];
+      uint8_t* const part = L + l_offset[t] * 3 * nb;
+      for (int a = 0; a < a_count[t]; ++a) {
+        const int slot = by_c_row[a0 + a];
+        conv.gather(flip_row ? plan.rows - 1 - slot : slot, c_cols, scratch, line, &part[size_t(a) * 3 * nb]);
+      }
+      auto row_of = [&](int slot, int ch) { return &part[(size_t(slot - a0) * 3 + ch) * nb]; };
+      if (turned) {  // L's rows are R's columns: the x pass combines L rows, the y pass reads across them
+        for (int x = o0; x < o1; ++x)
+          for (int ch = 0; ch < 3; ++ch) {
+            const uint8_t* p[4];
+            for (int k = 0; k < 4; ++k) p[k] = row_of(xt.index[size_t(x) * 4 + k], ch);
+            cubic_across(p, &xt.weight[size_t(x) * 4], nb, &pass[(size_t(x) * 3 + ch) * nb]);
+          }
+        const size_t i0 = size_t(o0) * 3, n = size_t(o1 - o0) * 3;
+        for (int y = 0; y < H; ++y)
+          cubic_gather_down(&pass[i0 * nb], size_t(nb), &yt.index[size_t(y) * 4], &yt.weight[size_t(y) * 4], n,
+                            &image.rgb[size_t(y) * W * 3 + i0]);
+        continue;
+      }
+      // L's rows are R's rows: the x pass along each, then the y pass across them.
+      const int* idx[4] = {&x_index[0], &x_index[size_t(W)], &x_index[size_t(W) * 2], &x_index[size_t(W) * 3]};
+      const float* wk[4] = {&x_weight[0], &x_weight[size_t(W)], &x_weight[size_t(W) * 2], &x_weight[size_t(W) * 3]};
+      float* const along = pass + l_offset[t] * 3 * W;  // [(slot - a0) * 3 + ch) * W + x]
+      for (size_t sc = 0; sc < size_t(a_count[t]) * 3; ++sc) cubic_along(&part[sc * nb], idx, wk, W, &along[sc * W]);
+      for (int y = o0; y < o1; ++y)
         for (int ch = 0; ch < 3; ++ch) {
           const float* src[4];
-          for (int k = 0; k < 4; ++k) src[k] = &along[(size_t(yt.index[size_t(y) * 4 + k]) * 3 + ch) * W];
+          for (int k = 0; k < 4; ++k) src[k] = &along[(size_t(yt.index[size_t(y) * 4 + k] - a0) * 3 + ch) * W];
           cubic_down(src, &yt.weight[size_t(y) * 4], W, 1, 3, &image.rgb[size_t(y) * W * 3 + ch]);
         }
-    });
-    return image;
-  }
-  // Turned: L's rows are R's columns. The x pass combines L rows (contiguous along R's rows),
-  // then the y pass reads across them.
-  std::vector<float> across(size_t(W) * 3 * nb);  // across[(x * 3 + ch) * nb + R row slot]
-  split_rows(W, threads, [&](int x0, int x1) {
-    for (int x = x0; x < x1; ++x)
-      for (int ch = 0; ch < 3; ++ch) {
-        const uint8_t* p[4];
-        for (int k = 0; k < 4; ++k) p[k] = &L[(size_t(xt.index[size_t(x) * 4 + k]) * 3 + ch) * nb];
-        cubic_across(p, &xt.weight[size_t(x) * 4], nb, &across[(size_t(x) * 3 + ch) * nb]);
-      }
-  });
-  split_rows(H, threads, [&](int y0, int y1) {
-    for (int y = y0; y < y1; ++y) {
-      const int* idx = &yt.index[size_t(y) * 4];
-      const float* w = &yt.weight[size_t(y) * 4];
-      uint8_t* out = &image.rgb[size_t(y) * W * 3];
-      for (size_t i = 0; i < size_t(W) * 3; ++i) {
-        const float* h = &across[i * nb];
-        out[i] = cubic_round8(cubic_sum([&](int k) { return h[idx[k]]; }, w));
-      }
     }
   });
   return image;

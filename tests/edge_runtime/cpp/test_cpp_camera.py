@@ -65,7 +65,7 @@ def _jobs(binary: Path, jobs: list[dict], folder: Path, *prefix: str) -> list[di
 
 def _cases(photo: np.ndarray, folder: Path) -> tuple[list[dict], list[np.ndarray]]:
     """Every format x colour x rotation x (whole, cropped), padded rows: frame_to_rgb without and
-    with the reduction, and preprocess_frame for each spec (1 and 2 threads)."""
+    with the reduction, and preprocess_frame for each spec (1, 2 and 3 threads)."""
     jobs, expected = [], []
     for fmt in FORMATS:
         for matrix, color_range in COLOURS:
@@ -81,7 +81,7 @@ def _cases(photo: np.ndarray, folder: Path) -> tuple[list[dict], list[np.ndarray
                     jobs.append({**base, "what": "reduced", "input_size": [10, 8]})  # f = 4 whole, 2 or 4 cropped
                     expected.append(frame_to_rgb(frame, rotation=rotation, crop=crop, input_size=(10, 8)))
                     for spec in SPECS:
-                        jobs.append({**base, "what": "input", "spec": spec.to_dict(), "threads": 1 + len(jobs) % 2})
+                        jobs.append({**base, "what": "input", "spec": spec.to_dict(), "threads": 1 + len(jobs) % 3})
                         expected.append(preprocess_frame(spec, frame, rotation=rotation, crop=crop))
     for i, job in enumerate(jobs):
         job["out"] = str(folder / f"{i}.out")
