@@ -3,9 +3,10 @@
 Every stage of a run is restartable: the demo images, the label caches (shards, then their
 commit), the demo teacher (``train_metrics.json`` last), the student's checkpoint (new tensors
 under a new name, ``state.json`` last, old tensors removed after) and the report. One run folder
-is killed again and again, each time at an instant drawn uniformly over an uninterrupted run's
-working time, and resumed the way a user would (``--resume RUN``, or the original command when
-the kill came before the run saved its ``config.json``); one more run is killed by a hook exactly
+folder after another is started afresh and killed at an instant drawn uniformly over an
+uninterrupted run's working time, resumed the way a user would (``--resume RUN``, or the original
+command when the kill came before the run saved its ``config.json``), and that resume killed in
+turn at an instant drawn over what was left of the work; one more run is killed by a hook exactly
 between the checkpoint's two files. Every folder must end equal to the uninterrupted run's: the
 same metrics, the same training log, bitwise the same student weights.
 """
@@ -29,7 +30,7 @@ from tests import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-KILLS = 10
+FOLDERS, KILLS_PER_FOLDER = 6, 2
 SETS = ["data.demo_images=40", "data.demo_unlabeled=8", "teacher.train.epochs=1", "teacher.train.maniqa_epochs=1",
         "student.variant=tiny", "train.epochs=5", "train.batch_size=8", "train.threads=1",
         "loss.semantic_components=8", "loss.quality_components=8", "data.val_fraction=0.2",
@@ -116,33 +117,33 @@ def test_run_killed_at_random_instants_resumes_to_the_uninterrupted_result(tmp_p
     assert proc.returncode == 0 and first_line is not None
     duration = time.monotonic() - started
 
+    # Each folder starts afresh, so its first kill lands anywhere in a whole run (a resumed run is
+    # shorter: killing only resumes would crowd the kills into the early stages).
     rng = random.Random(20261204)
     outcomes: list[str] = []
-    chain = 0
-    run_dir = tmp_path / f"killed{chain}"
-    proc = _start(_run_args(run_dir))
-    for _ in range(KILLS):
-        instant = rng.uniform(first_line * 0.8, duration)
-        try:
-            proc.wait(timeout=instant)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-        # Workers must die with the killed process, or they hold its output open forever.
-        output, _ = proc.communicate(timeout=120)
-        if proc.returncode == 0:  # it finished before the instant came: check it, start another folder
-            outcomes.append(f"{instant:.2f}s: finished")
-            _assert_same_run(run_dir, reference)
-            chain += 1
-            run_dir = tmp_path / f"killed{chain}"
-            proc = _start(_run_args(run_dir))
-            continue
-        assert proc.returncode == -signal.SIGKILL, output[-3000:]
-        outcomes.append(f"{instant:.2f}s: killed in {_where(output, run_dir)}")
-        proc = _continue(run_dir)
-    _finish(proc)
-    _assert_same_run(run_dir, reference)
+    for folder in range(FOLDERS):
+        run_dir = tmp_path / f"killed{folder}"
+        proc, left = _start(_run_args(run_dir)), duration
+        for _ in range(KILLS_PER_FOLDER):
+            instant = rng.uniform(first_line * 0.8, max(first_line, left))
+            try:
+                proc.wait(timeout=instant)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+            # Workers must die with the killed process, or they hold its output open forever.
+            output, _ = proc.communicate(timeout=120)
+            if proc.returncode == 0:  # it finished before the instant came
+                outcomes.append(f"folder {folder}: {instant:.2f}s: finished before it")
+                break
+            assert proc.returncode == -signal.SIGKILL, output[-3000:]
+            outcomes.append(f"folder {folder}: {instant:.2f}s: killed in {_where(output, run_dir)}")
+            left -= instant - first_line  # a resume pays the start-up again, then does the rest
+            proc = _continue(run_dir)
+        else:
+            _finish(proc)
+        _assert_same_run(run_dir, reference)
     print("\n".join(outcomes))  # -s shows where the kills landed
-    assert sum("killed" in o for o in outcomes) >= KILLS // 2, outcomes
+    assert sum("killed" in o for o in outcomes) >= FOLDERS, outcomes
 
     # Killed between the checkpoint's two files: the third commit point is never written.
     hooked = tmp_path / "hooked"
