@@ -688,22 +688,6 @@ T* reuse(std::vector<T>& buffer, size_t n) {
   return buffer.data();
 }
 
-// out[i] = cubic_round8(sum_k h[idx[k]] * w[k]) with h = src + i * stride, for i < n (cubic_sum's
-// order): the second cubic pass of a turned frame, reading across the first pass's lines. A
-// kernel of its own so that its rounding compiles to an instruction, not a libm call per pixel.
-AGIQA_MULTIVERSION void cubic_gather_down(const float* src, size_t stride, const int* idx, const float* w,
-                                          size_t n, uint8_t* __restrict out) {
-  const int i0 = idx[0], i1 = idx[1], i2 = idx[2], i3 = idx[3];
-  const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-  for (size_t i = 0; i < n; ++i) {
-    const float* h = src + i * stride;
-    float total = h[i0] * w0;
-    total = total + h[i1] * w1;
-    total = total + h[i2] * w2;
-    out[i] = cubic_round8(total + h[i3] * w3);
-  }
-}
-
 // cv2_bicubic of the rotated, cropped frame R, as cubic_resize would give it from R itself
 // (its x taps first, then its y taps, in the same float32 order), without making R: only the
 // C pixels the taps read are converted, into L (planar per C row, in increasing R order), and
@@ -782,10 +766,13 @@ Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotat
             for (int k = 0; k < 4; ++k) p[k] = row_of(xt.index[size_t(x) * 4 + k], ch);
             cubic_across(p, &xt.weight[size_t(x) * 4], nb, &pass[(size_t(x) * 3 + ch) * nb]);
           }
+        // The y pass: output i of the slice reads pass line i at the y taps (a step of nb).
         const size_t i0 = size_t(o0) * 3, n = size_t(o1 - o0) * 3;
-        for (int y = 0; y < H; ++y)
-          cubic_gather_down(&pass[i0 * nb], size_t(nb), &yt.index[size_t(y) * 4], &yt.weight[size_t(y) * 4], n,
-                            &image.rgb[size_t(y) * W * 3 + i0]);
+        for (int y = 0; y < H; ++y) {
+          const float* src[4];
+          for (int k = 0; k < 4; ++k) src[k] = &pass[i0 * nb] + yt.index[size_t(y) * 4 + k];
+          cubic_down(src, &yt.weight[size_t(y) * 4], int(n), size_t(nb), 1, &image.rgb[size_t(y) * W * 3 + i0]);
+        }
         continue;
       }
       // L's rows are R's rows: the x pass along each, then the y pass across them.
