@@ -15,9 +15,12 @@
 // hot loop reads and writes contiguous bytes and vectorises; on x86-64 those loops also get an
 // AVX2 clone (AGIQA_MULTIVERSION, resample.h).
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #include "agiqa/scorer.h"
 #include "resample.h"
@@ -160,6 +163,34 @@ AGIQA_MULTIVERSION void yuv_line(const int32_t* __restrict y, const int32_t* __r
                                  uint8_t* __restrict r, uint8_t* __restrict g,
                                  uint8_t* __restrict b) {
   for (int i = 0; i < n; ++i) yuv_to_rgb(k, y[i], u[i], v[i], r[i], g[i], b[i]);
+}
+
+// Step 3 split in two for picked samples, whose chroma serves two luma rows: the chroma terms
+// of yuv_to_rgb once per chroma row (U, V samples CS apart: 2 for NV12/NV21 pairs), ...
+template <int CS>
+AGIQA_MULTIVERSION void chroma_terms(const uint8_t* __restrict u, const uint8_t* __restrict v,
+                                     int n, const YuvCoefficients k, int32_t* __restrict r,
+                                     int32_t* __restrict g, int32_t* __restrict b) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t cb = u[CS * i] - 128, cr = v[CS * i] - 128;
+    r[i] = k.crv * cr;
+    g[i] = -k.cgu * cb - k.cgv * cr;
+    b[i] = k.cbu * cb;
+  }
+}
+
+// ... then the luma rows: the same integers as yuv_to_rgb (no sum leaves int32, so the order
+// of the additions does not matter).
+AGIQA_MULTIVERSION void luma_line(const uint8_t* __restrict y, const int32_t* __restrict tr,
+                                  const int32_t* __restrict tg, const int32_t* __restrict tb,
+                                  int n, const YuvCoefficients k, uint8_t* __restrict r,
+                                  uint8_t* __restrict g, uint8_t* __restrict b) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t luma = k.cy * (y[i] - k.y_offset) + (1 << (kShift - 1));
+    r[i] = clamp8((luma + tr[i]) >> kShift);
+    g[i] = clamp8((luma + tg[i]) >> kShift);
+    b[i] = clamp8((luma + tb[i]) >> kShift);
+  }
 }
 
 // YUV samples of C row r, columns [c0, c1): block means of f x f luma and f/2 x f/2 chroma
@@ -312,36 +343,97 @@ struct Converter {
   void row(int r, int c0, int c1, Scratch& t, uint8_t* out) const {
     fn(source, r, c0, c1, t, out);
   }
-  // Planar C row r at columns cols[0..n) (any order), into out[0, 3 n). Unreduced, only the
-  // picked pixels' samples are read and then converted by the vectorised yuv_line (a 1080p
-  // frame's cubic taps read under half of each row). Reduced, the row is converted whole into
-  // `line` (block means are cheaper along a row), then the columns picked.
-  void gather(int r, const std::vector<int>& cols, Scratch& t, std::vector<uint8_t>& line,
-              uint8_t* out) const {
-    const size_t w = source.plan.cols, n = cols.size();
-    if (source.plan.f == 1) {
-      pick(r, cols.data(), n, t, out);
+};
+
+// out[i] = row[at[i]] for i < n (a restrict kernel: inlined, the byte stores would make the
+// compiler reload every pointer from memory at each sample).
+AGIQA_MULTIVERSION void pick_samples(const uint8_t* __restrict row, const size_t* __restrict at,
+                                     size_t n, uint8_t* __restrict out) {
+  for (size_t i = 0; i < n; ++i) out[i] = row[at[i]];
+}
+
+// The 2-byte pairs at row + at[i] into out[2 i, 2 i + 2): NV12/NV21 chroma, U and V together.
+AGIQA_MULTIVERSION void pick_pairs(const uint8_t* __restrict row, const size_t* __restrict at,
+                                   size_t n, uint8_t* __restrict out) {
+  for (size_t i = 0; i < n; ++i) std::memcpy(out + 2 * i, row + at[i], 2);
+}
+
+// Luma of the picked columns, which come as the 4 taps of each output: a tap quad of 4
+// neighbouring columns (every quad of a downscale but those clamped at a border) is copied as
+// one 4-byte word, the others sample by sample. from[q]: quad q's first byte in the row
+// (4 consecutive bytes), or SIZE_MAX for the others, whose samples are at at[4 q + k].
+AGIQA_MULTIVERSION void pick_quads(const uint8_t* __restrict row, const size_t* __restrict from,
+                                   const size_t* __restrict at, size_t quads,
+                                   uint8_t* __restrict out) {
+  for (size_t q = 0; q < quads; ++q) {
+    if (from[q] != SIZE_MAX) {
+      std::memcpy(out + 4 * q, row + from[q], 4);
+    } else {
+      for (size_t k = 4 * q; k < 4 * q + 4; ++k) out[k] = row[at[k]];
+    }
+  }
+}
+
+// Picks the same columns of C, cols[0..n) (the 4 taps of each output, n = 4 outputs), from
+// row after row: planar RGB, n red, then n green, then n blue. Unreduced, where each picked
+// sample lies in a row is worked out once per frame and only those samples are read (a 1080p
+// frame's cubic taps read under half of each row); a chroma row serves two luma rows, so its
+// chroma terms are worked out once for both (chroma_terms, luma_line). Reduced, each row is
+// converted whole (block means are cheaper along a row) and the columns picked from it. One
+// per thread.
+class RowPicker {
+ public:
+  RowPicker(const Converter& conv, const std::vector<int>& cols)
+      : conv_(conv), cols_(cols), n_(cols.size()), scratch_(conv.scratch()) {
+    const Frame& fr = *conv.source.frame;
+    const int left = conv.source.plan.left;
+    if (conv.source.plan.f != 1) {
+      line_.resize(size_t(conv.source.plan.cols) * 3);
       return;
     }
-    line.resize(w * 3);
-    fn(source, r, 0, source.plan.cols, t, line.data());
-    for (size_t ch = 0; ch < 3; ++ch)
-      for (size_t i = 0; i < n; ++i) out[ch * n + i] = line[ch * w + cols[i]];
+    const bool yuv = fr.format == FrameFormat::YUV420;
+    for (auto* at : {&y_at_, &u_at_, &v_at_}) at->resize(n_);
+    for (size_t i = 0; i < n_; ++i) {
+      const size_t x = size_t(left + cols[i]);
+      y_at_[i] = yuv ? x * fr.planes[0].pixel_stride : 4 * x;
+      u_at_[i] = (x >> 1) * fr.planes[1].pixel_stride;
+      v_at_[i] = (x >> 1) * fr.planes[2].pixel_stride;
+    }
+    if (!yuv) return;
+    const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
+    y_quads_.resize(n_ / 4);
+    for (size_t q = 0; q < n_ / 4; ++q) {
+      const size_t* a = &y_at_[4 * q];
+      const bool whole = Y.pixel_stride == 1 && a[1] == a[0] + 1 && a[2] == a[0] + 2 && a[3] == a[0] + 3;
+      y_quads_[q] = whole ? a[0] : SIZE_MAX;
+    }
+    // NV12/NV21: U and V interleaved, one byte apart in the same rows.
+    paired_ = U.pixel_stride == 2 && V.pixel_stride == 2 && U.row_stride == V.row_stride &&
+              (U.data + 1 == V.data || V.data + 1 == U.data);
+    y_.resize(n_);
+    u_.resize(paired_ ? 2 * n_ : n_);
+    v_.resize(paired_ ? 0 : n_);
+    terms_.resize(3 * n_);
   }
 
- private:
-  // Unreduced C row r at columns cols[0..n): the same pixels as row() gives, sample by sample.
-  void pick(int r, const int* cols, size_t n, Scratch& t, uint8_t* out) const {
-    const Frame& fr = *source.frame;
-    const Plan& plan = source.plan;
-    const size_t y = size_t(plan.top + r);
-    uint8_t *red = out, *green = out + n, *blue = out + 2 * n;
+  // C row r's picked pixels into out[0, 3 n).
+  void row(int r, uint8_t* out) {
+    const Source& s = conv_.source;
+    const Frame& fr = *s.frame;
+    uint8_t *red = out, *green = out + n_, *blue = out + 2 * n_;
+    if (s.plan.f != 1) {
+      const size_t w = s.plan.cols;
+      conv_.row(r, 0, s.plan.cols, scratch_, line_.data());
+      for (size_t ch = 0; ch < 3; ++ch)
+        for (size_t i = 0; i < n_; ++i) out[ch * n_ + i] = line_[ch * w + cols_[i]];
+      return;
+    }
+    const size_t y = size_t(s.plan.top + r);
     if (fr.format != FrameFormat::YUV420) {
-      const Plane& P = fr.planes[0];
-      const uint8_t* base = P.data + y * P.row_stride + size_t(plan.left) * 4;
+      const uint8_t* row = fr.planes[0].data + y * fr.planes[0].row_stride;
       const int rc = fr.format == FrameFormat::RGBA ? 0 : 2;
-      for (size_t i = 0; i < n; ++i) {
-        const uint8_t* p = base + size_t(cols[i]) * 4;
+      for (size_t i = 0; i < n_; ++i) {
+        const uint8_t* p = row + y_at_[i];
         red[i] = p[rc];
         green[i] = p[1];
         blue[i] = p[2 - rc];
@@ -350,17 +442,38 @@ struct Converter {
     }
     const Plane &Y = fr.planes[0], &U = fr.planes[1], &V = fr.planes[2];
     const uint8_t* yrow = Y.data + y * Y.row_stride;
-    const uint8_t* urow = U.data + (y / 2) * U.row_stride;
-    const uint8_t* vrow = V.data + (y / 2) * V.row_stride;
-    int32_t *ys = t.y.data(), *us = t.u.data(), *vs = t.v.data();
-    for (size_t i = 0; i < n; ++i) {
-      const size_t x = size_t(plan.left + cols[i]);
-      ys[i] = yrow[x * Y.pixel_stride];
-      us[i] = urow[(x >> 1) * U.pixel_stride];
-      vs[i] = vrow[(x >> 1) * V.pixel_stride];
+    pick_quads(yrow, y_quads_.data(), y_at_.data(), n_ / 4, y_.data());
+    const size_t cy = y / 2;
+    if (cy != chroma_row_) {
+      int32_t *tr = terms_.data(), *tg = tr + n_, *tb = tg + n_;
+      if (paired_) {
+        const bool u_first = U.data < V.data;
+        pick_pairs((u_first ? U.data : V.data) + cy * U.row_stride, u_at_.data(), n_, u_.data());
+        const uint8_t *u = &u_[u_first ? 0 : 1], *v = &u_[u_first ? 1 : 0];
+        chroma_terms<2>(u, v, int(n_), s.k, tr, tg, tb);
+      } else {
+        pick_samples(U.data + cy * U.row_stride, u_at_.data(), n_, u_.data());
+        pick_samples(V.data + cy * V.row_stride, v_at_.data(), n_, v_.data());
+        chroma_terms<1>(u_.data(), v_.data(), int(n_), s.k, tr, tg, tb);
+      }
+      chroma_row_ = cy;
     }
-    yuv_line(ys, us, vs, int(n), source.k, red, green, blue);
+    luma_line(y_.data(), terms_.data(), terms_.data() + n_, terms_.data() + 2 * n_, int(n_), s.k,
+              red, green, blue);
   }
+
+ private:
+  const Converter& conv_;
+  const std::vector<int>& cols_;
+  size_t n_;
+  Scratch scratch_;
+  std::vector<uint8_t> line_;              // a whole converted row (reduced)
+  std::vector<size_t> y_at_, u_at_, v_at_;  // byte offsets of the picked samples in their rows
+  std::vector<size_t> y_quads_;            // pick_quads' from
+  bool paired_ = false;                    // u_ holds U, V pairs (NV12/NV21)
+  std::vector<uint8_t> y_, u_, v_;          // the picked samples of the current rows
+  std::vector<int32_t> terms_;             // chroma_terms of chroma_row_: n red, n green, n blue
+  size_t chroma_row_ = SIZE_MAX;           // the chroma row terms_ hold
 };
 
 // -- the fused resize -----------------------------------------------------------------------
@@ -643,57 +756,63 @@ AGIQA_MULTIVERSION void cubic_across(const uint8_t* const* p, const float* w, in
   }
 }
 
-// out[x] = sum_k float(in[idx[k][x]]) * w[k][x] (cubic_sum's order) for x < n: the first cubic
-// pass along a row, the taps laid out by tap so that the loop runs over the outputs.
-AGIQA_MULTIVERSION void cubic_along(const uint8_t* __restrict in, const int* const* idx,
-                                    const float* const* w, int n, float* __restrict out) {
-  const int *i0 = idx[0], *i1 = idx[1], *i2 = idx[2], *i3 = idx[3];
+// out[o] = sum_k float(in[4 o + k]) * w[k][o] (cubic_sum's order) for o < n: a pass along a
+// line that holds each output's 4 taps side by side (a stride the compiler vectorises, where
+// an index per tap made it load sample by sample). Reversed (a rotation that reverses the
+// line), output o's taps are in[4 (n - 1 - o) + 3 - k], so the line still runs forward in C.
+// Out = float: the first pass along a C row (unturned); Out = uint8_t, rounded: the second pass
+// along one line of the first (turned).
+template <typename In, typename Out, bool kReversed>
+AGIQA_MULTIVERSION void cubic_along(const In* __restrict in, const float* const* w, int n,
+                                    Out* __restrict out) {
   const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-  for (int x = 0; x < n; ++x) {
-    float total = float(in[i0[x]]) * w0[x];
-    total = total + float(in[i1[x]]) * w1[x];
-    total = total + float(in[i2[x]]) * w2[x];
-    out[x] = total + float(in[i3[x]]) * w3[x];
+  for (int o = 0; o < n; ++o) {
+    const In* p = kReversed ? in + 4 * size_t(n - 1 - o) : in + 4 * size_t(o);
+    const int a = kReversed ? 3 : 0, d = kReversed ? -1 : 1;
+    float total = float(p[a]) * w0[o];
+    total = total + float(p[a + d]) * w1[o];
+    total = total + float(p[a + 2 * d]) * w2[o];
+    total = total + float(p[a + 3 * d]) * w3[o];
+    if constexpr (std::is_same_v<Out, uint8_t>) out[o] = cubic_round8(total);
+    else out[o] = total;
   }
 }
 
-// out[x * step] = cubic_round8(sum_k src[k][x * in_step] * w[k]) for x < n: the second cubic pass.
-AGIQA_MULTIVERSION void cubic_down(const float* const* src, const float* w, int n, size_t in_step,
-                                   size_t step, uint8_t* __restrict out) {
+template <typename In, typename Out>
+void cubic_along(bool reversed, const In* in, const float* const* w, int n, Out* out) {
+  if (reversed) cubic_along<In, Out, true>(in, w, n, out);
+  else cubic_along<In, Out, false>(in, w, n, out);
+}
+
+// out[x * step] = cubic_round8(sum_k src[k][x] * w[k]) for x < n: the second cubic pass across
+// four lines of the first (unturned).
+AGIQA_MULTIVERSION void cubic_down(const float* const* src, const float* w, int n, size_t step,
+                                   uint8_t* __restrict out) {
   const float *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
   const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
   for (size_t x = 0; x < size_t(n); ++x) {
-    const size_t i = x * in_step;
-    float total = s0[i] * w0;
-    total = total + s1[i] * w1;
-    total = total + s2[i] * w2;
-    out[x * step] = cubic_round8(total + s3[i] * w3);
+    float total = s0[x] * w0;
+    total = total + s1[x] * w1;
+    total = total + s2[x] * w2;
+    out[x * step] = cubic_round8(total + s3[x] * w3);
   }
-}
-
-// Buffers that outlive one frame: a camera delivers frame after frame of one size, and
-// multi-megabyte buffers allocated anew for each frame cost a page fault per 4 KiB every time
-// (glibc maps them afresh whenever they pass its mmap threshold, and whether they do depends on
-// what the process freed before, e.g. how the program's runtime allocates). That cost more than
-// the arithmetic and made one frame's time depend on the program loaded. One set per calling
-// thread, grown when a frame needs more, never shrunk.
-struct CubicWorkspace {
-  std::vector<uint8_t> picked;  // L below
-  std::vector<float> pass;      // the first pass's output
-};
-
-template <typename T>
-T* reuse(std::vector<T>& buffer, size_t n) {
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
 }
 
 // cv2_bicubic of the rotated, cropped frame R, as cubic_resize would give it from R itself
 // (its x taps first, then its y taps, in the same float32 order), without making R: only the
-// C pixels the taps read are converted, into L (planar per C row, in increasing R order), and
-// each pass runs along whichever C axis carries it.
-Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
-                       const std::optional<Crop>& crop, int threads) {
+// C pixels the taps read are converted, and each pass runs along whichever C axis carries it.
+//
+// The outputs are sliced along the axis whose taps index C rows (R's x when turned, R's y
+// otherwise), one slice per thread (one fork per frame, no barrier). An output's taps read 4
+// consecutive picked rows and the rows grow with the output, so a slice picks its rows in order
+// into a ring of 4 and runs each pass as soon as its rows are there: every buffer is a few KiB
+// (whole intermediate images, 2.4 MB each for a 1080p frame, went through memory and cost more
+// than the arithmetic). Neighbouring slices share up to 3 rows; each picks them. Along C's x,
+// each output of the pass along the picked rows gets its own 4 picked columns, in C order (a
+// downscale's taps do not overlap, so nothing is picked twice there).
+template <typename Sink>
+void cubic_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                 const std::optional<Crop>& crop, int threads, const Sink& sink) {
   std::optional<InputSize> reduce;
   if (spec.jpeg_draft) reduce = InputSize{spec.height, spec.width};
   const Plan plan = make_plan(frame, rotation, crop, reduce);
@@ -701,100 +820,110 @@ Image cubic_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotat
   const bool turned = rotation == 90 || rotation == 270;
   const int r_w = turned ? plan.rows : plan.cols, r_h = turned ? plan.cols : plan.rows;
   CubicTaps xt = cubic_taps(r_w, spec.width), yt = cubic_taps(r_h, spec.height);
-  // Compact numbering of the R columns and rows the taps read (in increasing order).
-  auto renumber = [](CubicTaps& t, int size) {
-    std::vector<int> slot(size, -1), used;
-    for (int i : t.index) slot[i] = 0;
-    for (int i = 0; i < size; ++i)
-      if (slot[i] == 0) slot[i] = static_cast<int>(used.size()), used.push_back(i);
-    for (int& i : t.index) i = slot[i];
-    return used;
-  };
-  const std::vector<int> cols = renumber(xt, r_w), rows = renumber(yt, r_h);
-  // R(i, j) = C(i, j) (0), C(rows-1-i, cols-1-j) (180), C(rows-1-j, i) (90), C(j, cols-1-i) (270):
-  // L's rows are the C rows that hold wanted R pixels, its columns the wanted C columns.
-  const std::vector<int>& by_c_row = turned ? cols : rows;  // R index read along C rows
-  const std::vector<int>& by_c_col = turned ? rows : cols;
+  // R(i, j) = C(i, j) (0), C(rows-1-i, cols-1-j) (180), C(rows-1-j, i) (90), C(j, cols-1-i) (270).
   const bool flip_row = rotation == 180 || rotation == 90, flip_col = rotation == 180 || rotation == 270;
-  const int nb = static_cast<int>(by_c_col.size());
-  std::vector<int> c_cols(nb);
-  for (int b = 0; b < nb; ++b) c_cols[b] = flip_col ? plan.cols - 1 - by_c_col[b] : by_c_col[b];
   const int W = spec.width, H = spec.height;
-  Image image{W, H, std::vector<uint8_t>(size_t(W) * H * 3)};
-  // Unturned, the x taps laid out by tap (cubic_along runs over the outputs).
-  std::vector<int> x_index(turned ? 0 : size_t(W) * 4);
-  std::vector<float> x_weight(x_index.size());
-  if (!turned)
-    for (int x = 0; x < W; ++x)
-      for (int k = 0; k < 4; ++k) {
-        x_index[size_t(k) * W + x] = xt.index[size_t(x) * 4 + k];
-        x_weight[size_t(k) * W + x] = xt.weight[size_t(x) * 4 + k];
-      }
-  // One fork, no barrier: each thread takes a slice of the outputs along the axis whose taps
-  // index L's rows (R's x when turned, R's y otherwise), converts just the L rows its slice
-  // reads into its own part of L (neighbouring slices share up to 3 rows; each converts them),
-  // runs both passes for its slice and writes only its own output pixels.
-  const CubicTaps& lt = turned ? xt : yt;
+  // The picked C rows: the R indices the row taps read, numbered compactly in increasing order.
+  CubicTaps& row_taps = turned ? xt : yt;
+  std::vector<int> slot(turned ? r_w : r_h, -1), by_c_row;
+  for (int i : row_taps.index) slot[i] = 0;
+  for (size_t i = 0; i < slot.size(); ++i)
+    if (slot[i] == 0) slot[i] = static_cast<int>(by_c_row.size()), by_c_row.push_back(int(i));
+  for (int& i : row_taps.index) i = slot[i];
+  // The picked C columns: output o's 4 taps at 4 o + k, or at 4 (n - 1 - o) + 3 - k reversed.
+  const CubicTaps& col_taps = turned ? yt : xt;
+  const int n_along = turned ? H : W, nb = 4 * n_along;
+  std::vector<int> c_cols(nb);
+  std::vector<float> col_weight(nb);  // by tap: [k * n_along + o]
+  for (int o = 0; o < n_along; ++o)
+    for (int k = 0; k < 4; ++k) {
+      const int i = col_taps.index[size_t(o) * 4 + k];
+      if (flip_col) c_cols[4 * (n_along - 1 - o) + 3 - k] = plan.cols - 1 - i;
+      else c_cols[4 * o + k] = i;
+      col_weight[size_t(k) * n_along + o] = col_taps.weight[size_t(o) * 4 + k];
+    }
+  const float* const col_w[4] = {&col_weight[0], &col_weight[size_t(n_along)],
+                                 &col_weight[2 * size_t(n_along)], &col_weight[3 * size_t(n_along)]};
   const int outs = turned ? W : H;
   const int parts = std::max(1, std::min(threads, outs));
-  std::vector<int> o_first(parts + 1), a_first(parts), a_count(parts);
-  std::vector<size_t> l_offset(parts + 1, 0);
-  for (int t = 0; t <= parts; ++t) o_first[t] = int(int64_t(outs) * t / parts);
-  for (int t = 0; t < parts; ++t) {
-    a_first[t] = lt.index[size_t(o_first[t]) * 4];  // the taps' slots grow with the output
-    a_count[t] = lt.index[size_t(o_first[t + 1] - 1) * 4 + 3] - a_first[t] + 1;
-    l_offset[t + 1] = l_offset[t] + size_t(a_count[t]);
-  }
-  thread_local CubicWorkspace workspace;
-  uint8_t* const L = reuse(workspace.picked, l_offset[parts] * 3 * nb);  // per part: [(a * 3 + ch) * nb + b]
-  float* const pass = reuse(workspace.pass, turned ? size_t(W) * 3 * nb : l_offset[parts] * 3 * W);
-  split_rows(parts, parts, [&](int t0, int t1) {
-    Scratch scratch = conv.scratch();
-    std::vector<uint8_t> line;
-    for (int t = t0; t < t1; ++t) {
-      const int o0 = o_first[t], o1 = o_first[t + 1], a0 = a_first[t];
-      uint8_t* const part = L + l_offset[t] * 3 * nb;
-      for (int a = 0; a < a_count[t]; ++a) {
-        const int slot = by_c_row[a0 + a];
-        conv.gather(flip_row ? plan.rows - 1 - slot : slot, c_cols, scratch, line, &part[size_t(a) * 3 * nb]);
-      }
-      auto row_of = [&](int slot, int ch) { return &part[(size_t(slot - a0) * 3 + ch) * nb]; };
-      if (turned) {  // L's rows are R's columns: the x pass combines L rows, the y pass reads across them
-        for (int x = o0; x < o1; ++x)
-          for (int ch = 0; ch < 3; ++ch) {
-            const uint8_t* p[4];
-            for (int k = 0; k < 4; ++k) p[k] = row_of(xt.index[size_t(x) * 4 + k], ch);
-            cubic_across(p, &xt.weight[size_t(x) * 4], nb, &pass[(size_t(x) * 3 + ch) * nb]);
-          }
-        // The y pass: output i of the slice reads pass line i at the y taps (a step of nb).
-        const size_t i0 = size_t(o0) * 3, n = size_t(o1 - o0) * 3;
-        for (int y = 0; y < H; ++y) {
-          const float* src[4];
-          for (int k = 0; k < 4; ++k) src[k] = &pass[i0 * nb] + yt.index[size_t(y) * 4 + k];
-          cubic_down(src, &yt.weight[size_t(y) * 4], int(n), size_t(nb), 1, &image.rgb[size_t(y) * W * 3 + i0]);
+  split_rows(outs, parts, [&](int o0, int o1) {
+    if (o0 >= o1) return;
+    RowPicker picker(conv, c_cols);
+    constexpr int kRing = 4;
+    std::vector<uint8_t> picked(size_t(turned ? kRing : 1) * 3 * nb);
+    // Unturned: the x pass of each ring row; turned: one line of the x pass, then its y pass.
+    std::vector<float> line(turned ? size_t(nb) : size_t(kRing) * 3 * W);
+    std::vector<uint8_t> out(turned ? H : W);  // one output line of one channel
+    int next = row_taps.index[size_t(o0) * 4];  // the next slot to pick (an output's first tap is its lowest)
+    for (int o = o0; o < o1; ++o) {
+      const int* taps = &row_taps.index[size_t(o) * 4];
+      for (; next <= taps[3]; ++next) {
+        const int c_row = flip_row ? plan.rows - 1 - by_c_row[next] : by_c_row[next];
+        if (turned) {
+          picker.row(c_row, &picked[size_t(next % kRing) * 3 * nb]);
+          continue;
         }
-        continue;
+        picker.row(c_row, picked.data());
+        for (int ch = 0; ch < 3; ++ch)
+          cubic_along(flip_col, &picked[size_t(ch) * nb], col_w, W, &line[(size_t(next % kRing) * 3 + ch) * W]);
       }
-      // L's rows are R's rows: the x pass along each, then the y pass across them.
-      const int* idx[4] = {&x_index[0], &x_index[size_t(W)], &x_index[size_t(W) * 2], &x_index[size_t(W) * 3]};
-      const float* wk[4] = {&x_weight[0], &x_weight[size_t(W)], &x_weight[size_t(W) * 2], &x_weight[size_t(W) * 3]};
-      float* const along = pass + l_offset[t] * 3 * W;  // [(slot - a0) * 3 + ch) * W + x]
-      for (size_t sc = 0; sc < size_t(a_count[t]) * 3; ++sc) cubic_along(&part[sc * nb], idx, wk, W, &along[sc * W]);
-      for (int y = o0; y < o1; ++y)
-        for (int ch = 0; ch < 3; ++ch) {
-          const float* src[4];
-          for (int k = 0; k < 4; ++k) src[k] = &along[(size_t(yt.index[size_t(y) * 4 + k] - a0) * 3 + ch) * W];
-          cubic_down(src, &yt.weight[size_t(y) * 4], W, 1, 3, &image.rgb[size_t(y) * W * 3 + ch]);
+      for (int ch = 0; ch < 3; ++ch) {
+        if (turned) {  // output column o: the x pass across 4 picked rows, then the y pass along it
+          const uint8_t* p[4];
+          for (int k = 0; k < 4; ++k) p[k] = &picked[(size_t(taps[k] % kRing) * 3 + ch) * nb];
+          cubic_across(p, &xt.weight[size_t(o) * 4], nb, line.data());
+          cubic_along(flip_col, line.data(), col_w, H, out.data());
+          sink.column(o, ch, out.data());
+          continue;
         }
+        const float* src[4];  // output row o: the y pass across 4 lines of the x pass
+        for (int k = 0; k < 4; ++k) src[k] = &line[(size_t(taps[k] % kRing) * 3 + ch) * W];
+        cubic_down(src, &yt.weight[size_t(o) * 4], W, 1, out.data());
+        sink.row(o, ch, out.data());
+      }
     }
   });
-  return image;
 }
+
+// Where cubic_frame's output lines go: the RGB8 image (preprocess_frame_rgb8) ...
+struct Rgb8Sink {
+  Image* image;
+  void column(int x, int ch, const uint8_t* v) const {  // v[y] for y < height
+    const size_t step = size_t(image->width) * 3;
+    uint8_t* out = &image->rgb[size_t(x) * 3 + ch];
+    for (size_t y = 0; y < size_t(image->height); ++y) out[y * step] = v[y];
+  }
+  void row(int y, int ch, const uint8_t* v) const {  // v[x] for x < width
+    uint8_t* out = &image->rgb[size_t(y) * image->width * 3 + ch];
+    for (size_t x = 0; x < size_t(image->width); ++x) out[x * 3] = v[x];
+  }
+};
+
+// ... or the model input, normalised on the way (preprocess_frame).
+struct InputSink {
+  const NormalizeTable* table;
+  float* chw;
+  int width, height;
+  void column(int x, int ch, const uint8_t* v) const {
+    const float* t = (*table)[ch].data();
+    float* out = chw + size_t(ch) * height * width + x;
+    for (size_t y = 0; y < size_t(height); ++y) out[y * width] = t[v[y]];
+  }
+  void row(int y, int ch, const uint8_t* v) const {
+    const float* t = (*table)[ch].data();
+    float* out = chw + (size_t(ch) * height + y) * width;
+    for (size_t x = 0; x < size_t(width); ++x) out[x] = t[v[x]];
+  }
+};
 }  // namespace
 
 Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int rotation,
                             const std::optional<Crop>& crop, int threads) {
-  if (spec.interpolation == "cv2_bicubic") return cubic_frame_rgb8(spec, frame, rotation, crop, threads);
+  if (spec.interpolation == "cv2_bicubic") {
+    Image image{spec.width, spec.height, std::vector<uint8_t>(size_t(spec.width) * spec.height * 3)};
+    cubic_frame(spec, frame, rotation, crop, threads, Rgb8Sink{&image});
+    return image;
+  }
   const size_t w = spec.width;
   std::vector<uint8_t> planar(w * spec.height * 3);
   Image image{spec.width, spec.height, std::vector<uint8_t>(planar.size())};
@@ -811,10 +940,9 @@ Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int 
 std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
                                     const std::optional<Crop>& crop, int threads) {
   if (spec.interpolation == "cv2_bicubic") {
-    const Image rgb = cubic_frame_rgb8(spec, frame, rotation, crop, threads);
-    std::vector<float> chw(rgb.rgb.size());
-    normalize_rows(spec, rgb.rgb.data(), size_t(spec.width) * 3, RowLayout::Interleaved, 0,
-                   spec.height, chw.data());
+    std::vector<float> chw(size_t(spec.width) * spec.height * 3);
+    const NormalizeTable table = normalize_table(spec);
+    cubic_frame(spec, frame, rotation, crop, threads, InputSink{&table, chw.data(), spec.width, spec.height});
     return chw;
   }
   std::vector<uint8_t> rgb(size_t(spec.width) * spec.height * 3);

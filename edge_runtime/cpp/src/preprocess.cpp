@@ -262,4 +262,12 @@ void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t ro
   }
 }
 
+NormalizeTable normalize_table(const PreprocessSpec& spec) {
+  std::array<uint8_t, 256> values;
+  for (int v = 0; v < 256; ++v) values[v] = static_cast<uint8_t>(v);
+  NormalizeTable table;
+  for (int c = 0; c < 3; ++c) normalize_line<1>(values.data(), 256, spec.mean[c], spec.std[c], table[c].data());
+  return table;
+}
+
 }  // namespace agiqa

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -118,5 +119,9 @@ enum class RowLayout { Interleaved, Planar };
 // into the (3, H, W) float32 input `chw`: x / 255, (x - mean) / std, as numpy rounds it.
 void normalize_rows(const PreprocessSpec& spec, const uint8_t* pixels, size_t row_bytes,
                     RowLayout layout, int row_begin, int row_end, float* chw);
+
+// normalize_rows for every value of each channel: table[ch][v] is what it makes of v.
+using NormalizeTable = std::array<std::array<float, 256>, 3>;
+NormalizeTable normalize_table(const PreprocessSpec& spec);
 
 }  // namespace agiqa
