@@ -162,7 +162,8 @@ def agreement(binary: Path, fp32: Path, photos: list[Path], work: Path) -> None:
             rows[key] = [max(a, b) for a, b in zip(old, diffs)]
     print(f"\nagreement, C++ vs numpy on {len(photos)} real photos at 1920x1080, crop {CROP}, "
           f"rows padded by 16 bytes; fp32 program, input {spec.input_size[0]}x{spec.input_size[1]} "
-          f"({spec.interpolation}, reduced on the draft rule)")
+          f"({spec.interpolation}, jpeg_draft={spec.jpeg_draft}); 'reduced RGB' is frame_to_rgb "
+          f"reduced on the draft rule for that input")
     print(f"{'layout':<6} {'rot':>4} {'colour':<12} {'reduced RGB':>12} {'input (grey)':>13} {'|score diff|':>13}")
     for (layout, rotation, colour), (d_rgb, d_in, d_score) in rows.items():
         print(f"{layout:<6} {rotation:>4} {colour:<12} {d_rgb:>12.0f} {d_in:>13.2g} {d_score:>13.2g}")
