@@ -90,6 +90,42 @@ def _inside(prefix: str, keep_fp32: tuple[str, ...] = ()) -> Callable[[torch.fx.
     return inside
 
 
+def _is_global_pool(node: torch.fx.Node) -> bool:
+    """An average over all of H and W: ``adaptive_avg_pool2d`` to 1x1, or ``mean`` over (H, W)."""
+    name = _op_name(node.target).split(".")[0]
+    if name == "adaptive_avg_pool2d":
+        return len(node.args) > 1 and list(node.args[1]) == [1, 1]
+    if name == "mean":
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        value = getattr(node.args[0], "meta", {}).get("val")
+        rank = value.dim() if isinstance(value, torch.Tensor) else 4
+        return dims is not None and rank == 4 and sorted(int(d) % rank for d in dims) == [2, 3]
+    return False
+
+
+def _global_pools_fp32(inner: Any) -> Any:
+    """``inner`` (a PT2E quantizer) with every global average pool left fp32
+    (:data:`export.backends.FP32_OPS`): each is marked annotated before ``inner`` annotates, so
+    neither its pool pattern nor its propagation of shared parameters (pools, means, reshapes
+    take their input's) reaches it, and the next quantized op observes the pooled values itself."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+
+    class GlobalPoolsFp32(Quantizer):
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return inner.transform_for_annotation(model)
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for node in model.graph.nodes:
+                if node.op == "call_function" and _is_global_pool(node):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            return inner.annotate(model)
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            inner.validate(model)
+
+    return GlobalPoolsFp32()
+
+
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
                   chunk: int = 16, only_under: str | None = None, keep_fp32: tuple[str, ...] = (),
                   backend: ExportBackend | str = "xnnpack") -> tuple[nn.Module, int]:
@@ -101,7 +137,7 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     histogram observers cost per call, not per image); the caller re-exports the converted
     module with the static batch-1 example. ``only_under`` (a submodule path such as
     ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32, and so do
-    the ops of the submodules ``keep_fp32`` (module paths) inside it.
+    the ops of the submodules ``keep_fp32`` (module paths) inside it, and the ops of ``FP32_OPS``.
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -114,7 +150,7 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
         graph = torch.export.export(module.eval(), (pair,), dynamic_shapes=({0: batch},),
                                     strict=False).module()
         _drop_provenance(graph.graph)
-        prepared = prepare_pt2e(graph, quantizer)
+        prepared = prepare_pt2e(graph, _global_pools_fp32(quantizer))
         seen, pending = 0, []
         for image in calibration:
             pending.append(image)

@@ -36,6 +36,16 @@ class TensorQuantization:
     observer: str  # the torchao observer class that measures the ranges
 
 
+# Ops every int8 recipe leaves in fp32 wherever they are, with why (the contract records the
+# names; export._toolchain finds them in the graph).
+FP32_OPS = {
+    "global average pool": "quantizers give a pool's output its input's int8 parameters, so the "
+                           "pooled features of a whole feature map got the step of single "
+                           "activations: a handful of levels, and different photos the same "
+                           "features (ties in the score)",
+}
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
     """A backend's PT2E int8 recipe: its quantizer, the global config it is given, and what that
@@ -61,6 +71,7 @@ class Int8Recipe:
                 "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
                           if only_under else "the whole model"),
                 **({"keep_fp32": list(keep_fp32)} if keep_fp32 else {}),
+                "fp32_ops": list(FP32_OPS),
                 "quantizer": self.quantizer,
                 "global_config": f"{self.config_factory.rsplit('.', 1)[-1]}({arguments})",
                 **tensors, "is_qat": self.is_qat}

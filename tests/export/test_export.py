@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from edge_runtime import ContractError, ModelContract, Scorer
 from edge_runtime.contract import contract_path, report_path, sha256_bytes
 from edge_runtime.preprocess import resize_rgb
-from export import DEFAULT_MIN_SRCC, QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
+from export import QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
 from export.backends import EXPORT_BACKENDS, SUPPORTED_BACKENDS, get_backend
 from export.cli import Backend, Quantize
 from export.cli import app as export_app
@@ -168,10 +168,10 @@ def test_threshold_failure_exits_nonzero(workdir, student_dir, images):
 
 def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, images):
     int8, fp32 = tiny_exports["int8"], tiny_exports["fp32"]
-    assert int8.passed and int8.failures == [], int8.failures  # default threshold: SRCC >= 0.99
+    assert int8.passed and int8.failures == [], int8.failures  # SRCC >= 0.95 (see tiny_exports)
     report = json.loads(report_path(int8.program).read_text())
     assert report["calibration_images"] == 8 and report["verification"]["num_images"] == 8
-    assert report["verification"]["srcc"] >= DEFAULT_MIN_SRCC
+    assert report["verification"]["srcc"] >= 0.95
     assert report["nodes_outside_delegate"] == 0, report["outside_ops"]
     assert report["quantization"]["weight"]["qscheme"] == "per_channel_symmetric"
     assert report["quantization"]["input_activation"]["is_dynamic"] is False
@@ -186,6 +186,12 @@ def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, im
             eager.append(float(student(torch.from_numpy(student.config.preprocess.load(path))[None]).score[0]))
         program.append(scorer.score(path))
     assert len(eager) == 16 and spearmanr(eager, program)[0] >= 0.9, (eager, program)
+    # No pair ranked the wrong way round whose eager scores are further apart than the int8
+    # program's largest error: int8 may swap near-ties, never images it can tell apart.
+    noise = max(abs(a - b) for a, b in zip(eager, program))
+    inverted = [(i, j) for i in range(16) for j in range(16)
+                if eager[i] - eager[j] > 2 * noise and program[i] <= program[j]]
+    assert inverted == [], (inverted, noise)
     # The head stays fp32, so the score is not snapped to int8 levels: no ties among 8 images.
     assert len(set(program[:8])) == 8, program
     assert Path(int8.program).stat().st_size < Path(fp32.program).stat().st_size / 2
@@ -385,6 +391,34 @@ def test_calibration_images_are_named_and_int8_fidelity_is_shown_on_both_sets(
     lines = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
                                             "--calibration-images", str(other)]).output.strip().splitlines()
     assert len(lines) == 1 and "--verify-images" in lines[0], lines
+
+
+def test_int8_global_pool_gets_its_own_parameters():
+    """A global average pool stays fp32, so its output is quantized (for the next layer) with
+    parameters observed on pooled values: a finer step than the feature map's. The quantizer's
+    default gives the pool its input's parameters, which left a student's pooled features a few
+    levels and real photos tied scores."""
+    from export import _toolchain as tc
+    from export.backends import FP32_OPS, get_backend
+
+    torch.manual_seed(0)
+    toy = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(16, 1)).eval()
+    example = torch.randn(1, 3, 16, 16)
+    module, _ = tc.quantize_int8(toy, example, iter([torch.randn(1, 3, 16, 16) for _ in range(8)]))
+    pools = [n for n in module.graph.nodes if n.op == "call_function" and "adaptive_avg_pool2d" in str(n.target)]
+    assert len(pools) == 1
+    before = pools[0].args[0]  # the feature map's int8 parameters: the nearest dequantize upstream
+    while "dequantize" not in str(before.target):
+        assert "quantize" not in str(before.target) and before.op == "call_function", before
+        before = before.args[0]
+    after = pools[0]  # the pooled values' parameters: the nearest quantize downstream
+    while "quantize_per_tensor" not in str(after.target):
+        assert len(after.users) == 1 and "dequantize" not in str(after.target), after
+        after = next(iter(after.users))
+    assert after.args[1] < 0.5 * before.args[1], (after.args[1], before.args[1])  # its own, finer step
+    assert "global average pool" in FP32_OPS
+    assert get_backend("xnnpack").int8.record("student.backbone")["fp32_ops"] == list(FP32_OPS)
 
 
 def test_keep_fp32_leaves_just_the_named_modules_unquantized(student_dir, images, tmp_path):
