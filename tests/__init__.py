@@ -20,3 +20,31 @@ def modules_loaded_by(imports: str, watched: set[str]) -> list[str]:
             "print(json.dumps(sorted(m for m in sys.modules if m in watched or m.split('.')[0] in watched)))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
+
+
+# PLCC and RMSE come out of an iterative logistic fit (scipy's curve_fit) whose last digits follow the
+# memory alignment of numpy's temporaries, so they differ between two processes by ~1e-9 on the same
+# scores; everything else in a metrics record (ranks, losses, steps) is compared exactly.
+FITTED_METRICS = ("plcc", "rmse")
+
+
+def metrics_differences(a: object, b: object, path: str = "", rel_tol: float = 1e-6) -> list[str]:
+    """Where two metrics records (nested dicts/lists of JSON values) differ: exactly, except that keys
+    ending in a :data:`FITTED_METRICS` name may differ by ``rel_tol``. ``[]`` when they agree."""
+    import math
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path or '.'}: keys {sorted(a.keys() ^ b.keys())} on one side only"]
+        return [d for k in a for d in metrics_differences(a[k], b[k], f"{path}/{k}", rel_tol)]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} != {len(b)} entries"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in metrics_differences(x, y, f"{path}[{i}]", rel_tol)]
+    fitted = path.rsplit("/", 1)[-1].endswith(FITTED_METRICS)
+    if fitted and isinstance(a, float) and isinstance(b, float):
+        if (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12):
+            return []
+    elif a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)):
+        return []
+    return [f"{path}: {a!r} != {b!r}"]

@@ -8,7 +8,8 @@ uninterrupted run's working time, resumed the way a user would (``--resume RUN``
 command when the kill came before the run saved its ``config.json``), and that resume killed in
 turn at an instant drawn over what was left of the work; one more run is killed by a hook exactly
 between the checkpoint's two files. Every folder must end equal to the uninterrupted run's: the
-same metrics, the same training log, bitwise the same student weights.
+same metrics, the same training log, bitwise the same student weights (PLCC and RMSE, fitted
+by an iterative solver whose last digits follow memory alignment, to a relative 1e-6).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests import REPO
+from tests import REPO, metrics_differences
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -97,11 +98,14 @@ def _result(run_dir: Path) -> dict:
     return {"metrics": metrics, "log": log}
 
 
-def _assert_same_run(run_dir: Path, reference: Path) -> None:
-    assert _result(run_dir) == _result(reference)
+def _assert_same_run(run_dir: Path, reference: Path, outcomes: list[str] | None = None) -> None:
+    """Bitwise the same student weights; the same metrics and log (fitted PLCC/RMSE to 1e-6)."""
+    where = "; ".join(outcomes or [])
     for which in ("best", "last"):
         a, b = (load_file(str(d / "student" / which / "model.safetensors")) for d in (run_dir, reference))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), which
+        assert a.keys() == b.keys(), (which, where)
+        assert [k for k in a if not torch.equal(a[k], b[k])] == [], (which, where)
+    assert metrics_differences(_result(run_dir), _result(reference)) == [], where
     checkpoint = sorted(p.name for p in (run_dir / "checkpoint").iterdir())
     assert checkpoint == sorted(["state.json", json.loads((run_dir / "checkpoint/state.json").read_text())["tensors"]])
 
@@ -141,7 +145,7 @@ def test_run_killed_at_random_instants_resumes_to_the_uninterrupted_result(tmp_p
             proc = _continue(run_dir)
         else:
             _finish(proc)
-        _assert_same_run(run_dir, reference)
+        _assert_same_run(run_dir, reference, outcomes)
     print("\n".join(outcomes))  # -s shows where the kills landed
     assert sum("killed" in o for o in outcomes) >= FOLDERS, outcomes
 
