@@ -24,6 +24,7 @@
 
 #include "agiqa/scorer.h"
 #include "resample.h"
+#include "runtime_pool.h"
 
 namespace agiqa {
 namespace {
@@ -733,7 +734,7 @@ void fused(const PreprocessSpec& spec, const Frame& frame, int rotation,
   const Plan plan = make_plan(frame, rotation, crop, reduce);
   const Converter conv(frame, plan);
   const Resize resize = make_resize(conv, rotation, spec.width, spec.height, spec.interpolation);
-  split_rows(spec.height, threads, [&](int y0, int y1) { part(resize, y0, y1); });
+  split_rows_on_runtime_pool(spec.height, threads, [&](int y0, int y1) { part(resize, y0, y1); });
 }
 
 
@@ -846,14 +847,18 @@ void cubic_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
                                  &col_weight[2 * size_t(n_along)], &col_weight[3 * size_t(n_along)]};
   const int outs = turned ? W : H;
   const int parts = std::max(1, std::min(threads, outs));
-  split_rows(outs, parts, [&](int o0, int o1) {
+  split_rows_on_runtime_pool(outs, parts, [&](int o0, int o1) {
     if (o0 >= o1) return;
     RowPicker picker(conv, c_cols);
     constexpr int kRing = 4;
     std::vector<uint8_t> picked(size_t(turned ? kRing : 1) * 3 * nb);
     // Unturned: the x pass of each ring row; turned: one line of the x pass, then its y pass.
     std::vector<float> line(turned ? size_t(nb) : size_t(kRing) * 3 * W);
-    std::vector<uint8_t> out(turned ? H : W);  // one output line of one channel
+    std::vector<uint8_t> out(W);  // unturned: one output row of one channel
+    // Turned: output columns gathered kTile at a time (each channel's H values per column), so
+    // the sink writes whole rows of kTile samples instead of one sample per row and column.
+    constexpr int kTile = 16;
+    std::vector<uint8_t> tile(turned ? size_t(3) * kTile * H : 0);
     int next = row_taps.index[size_t(o0) * 4];  // the next slot to pick (an output's first tap is its lowest)
     for (int o = o0; o < o1; ++o) {
       const int* taps = &row_taps.index[size_t(o) * 4];
@@ -867,13 +872,13 @@ void cubic_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
         for (int ch = 0; ch < 3; ++ch)
           cubic_along(flip_col, &picked[size_t(ch) * nb], col_w, W, &line[(size_t(next % kRing) * 3 + ch) * W]);
       }
+      const int in_tile = (o - o0) % kTile;
       for (int ch = 0; ch < 3; ++ch) {
         if (turned) {  // output column o: the x pass across 4 picked rows, then the y pass along it
           const uint8_t* p[4];
           for (int k = 0; k < 4; ++k) p[k] = &picked[(size_t(taps[k] % kRing) * 3 + ch) * nb];
           cubic_across(p, &xt.weight[size_t(o) * 4], nb, line.data());
-          cubic_along(flip_col, line.data(), col_w, H, out.data());
-          sink.column(o, ch, out.data());
+          cubic_along(flip_col, line.data(), col_w, H, &tile[(size_t(ch) * kTile + in_tile) * H]);
           continue;
         }
         const float* src[4];  // output row o: the y pass across 4 lines of the x pass
@@ -881,17 +886,24 @@ void cubic_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
         cubic_down(src, &yt.weight[size_t(o) * 4], W, 1, out.data());
         sink.row(o, ch, out.data());
       }
+      if (turned && (in_tile == kTile - 1 || o == o1 - 1)) sink.columns(o - in_tile, in_tile + 1, kTile, tile.data());
     }
   });
 }
 
 // Where cubic_frame's output lines go: the RGB8 image (preprocess_frame_rgb8) ...
+// columns(x0, n, tile_w, v): output columns x0 .. x0 + n of every channel, where
+// v[(ch * tile_w + i) * height + y] is column x0 + i's value at row y; row(y, ch, v): v[x] for
+// x < width.
 struct Rgb8Sink {
   Image* image;
-  void column(int x, int ch, const uint8_t* v) const {  // v[y] for y < height
-    const size_t step = size_t(image->width) * 3;
-    uint8_t* out = &image->rgb[size_t(x) * 3 + ch];
-    for (size_t y = 0; y < size_t(image->height); ++y) out[y * step] = v[y];
+  void columns(int x0, int n, int tile_w, const uint8_t* v) const {
+    const size_t h = size_t(image->height);
+    for (size_t y = 0; y < h; ++y) {
+      uint8_t* out = &image->rgb[(y * image->width + size_t(x0)) * 3];
+      for (int i = 0; i < n; ++i)
+        for (int ch = 0; ch < 3; ++ch) out[size_t(i) * 3 + ch] = v[(size_t(ch) * tile_w + i) * h + y];
+    }
   }
   void row(int y, int ch, const uint8_t* v) const {  // v[x] for x < width
     uint8_t* out = &image->rgb[size_t(y) * image->width * 3 + ch];
@@ -904,10 +916,15 @@ struct InputSink {
   const NormalizeTable* table;
   float* chw;
   int width, height;
-  void column(int x, int ch, const uint8_t* v) const {
-    const float* t = (*table)[ch].data();
-    float* out = chw + size_t(ch) * height * width + x;
-    for (size_t y = 0; y < size_t(height); ++y) out[y * width] = t[v[y]];
+  void columns(int x0, int n, int tile_w, const uint8_t* v) const {
+    for (int ch = 0; ch < 3; ++ch) {
+      const float* t = (*table)[ch].data();
+      const uint8_t* in = v + size_t(ch) * tile_w * height;
+      for (size_t y = 0; y < size_t(height); ++y) {
+        float* out = chw + (size_t(ch) * height + y) * width + x0;
+        for (int i = 0; i < n; ++i) out[i] = t[in[size_t(i) * height + y]];
+      }
+    }
   }
   void row(int y, int ch, const uint8_t* v) const {
     const float* t = (*table)[ch].data();
@@ -937,20 +954,25 @@ Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int 
   return image;
 }
 
-std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
-                                    const std::optional<Crop>& crop, int threads) {
+void preprocess_frame_into(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                           const std::optional<Crop>& crop, int threads, std::vector<float>& chw) {
+  chw.resize(size_t(spec.width) * spec.height * 3);  // every value is written below
   if (spec.interpolation == "cv2_bicubic") {
-    std::vector<float> chw(size_t(spec.width) * spec.height * 3);
     const NormalizeTable table = normalize_table(spec);
     cubic_frame(spec, frame, rotation, crop, threads, InputSink{&table, chw.data(), spec.width, spec.height});
-    return chw;
+    return;
   }
-  std::vector<uint8_t> rgb(size_t(spec.width) * spec.height * 3);
-  std::vector<float> chw(rgb.size());
+  std::vector<uint8_t> rgb(chw.size());
   fused(spec, frame, rotation, crop, threads, [&](const Resize& resize, int y0, int y1) {
     resize.rows(y0, y1, rgb.data());
     normalize_rows(spec, rgb.data(), size_t(spec.width) * 3, RowLayout::Planar, y0, y1, chw.data());
   });
+}
+
+std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                                    const std::optional<Crop>& crop, int threads) {
+  std::vector<float> chw;
+  preprocess_frame_into(spec, frame, rotation, crop, threads, chw);
   return chw;
 }
 
