@@ -236,9 +236,10 @@ class StudentIQA(nn.Module):
         self.gate = nn.Linear(config.num_experts * config.expert_width, config.num_experts)
         self.score_head = nn.Linear(config.expert_width, 1)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` normalised image -> ``(B, F)`` pooled backbone features."""
-        if self.stem is not None:
+    def forward_features(self, x: torch.Tensor, stem_applied: bool = False) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised image -> ``(B, F)`` pooled backbone features.
+        ``stem_applied``: ``x`` is already ``stem(image)``, ``(B, stem.out_channels, H, W)``."""
+        if self.stem is not None and not stem_applied:
             x = self.stem(x)
         return self.backbone(x)
 
@@ -265,9 +266,11 @@ class StudentIQA(nn.Module):
         semantic = semantic.reshape(-1, cfg.num_semantic, d)
         return StudentOutput(score, semantic, quality, gate_weights, gate_logits)
 
-    def forward(self, x: torch.Tensor) -> StudentOutput:
-        """``(B, 3, H, W)`` float, normalised by ``config.preprocess`` -> :class:`StudentOutput`."""
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, stem_applied: bool = False) -> StudentOutput:
+        """``(B, 3, H, W)`` float, normalised by ``config.preprocess`` -> :class:`StudentOutput`.
+        ``stem_applied``: see :meth:`forward_features` (training on images held in RAM computes
+        the weightless stem once per image)."""
+        return self.forward_head(self.forward_features(x, stem_applied))
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -295,3 +295,25 @@ def test_report_direction_sizes_and_zero_losses(tmp_path: Path, monkeypatch: pyt
     assert any("best checkpoint (step 3" in t.get_text() for t in val_ax.get_legend().get_texts())
     assert val_ax.get_ylim()[0] < 0.4  # the lowest point is inside the panel
     assert "SRCC" in figures[2][1].axes[0].get_title() and "PLCC" in figures[2][1].axes[0].get_title()
+
+
+def test_image_set_through_holds_the_mapped_images(tmp_path: Path) -> None:
+    """ImageSet.through (the training loop's stem computed once per image held in RAM): items are
+    fn of the preloaded images, indices kept; a set decoded on access is refused."""
+    from distill.train import ImageSet
+
+    spec = create_student("tiny").config.preprocess
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(paths[-1])
+    images = ImageSet(paths, spec, preload=True)
+    mapped = images.through(lambda x: torch.cat([x, x.mean(1, keepdim=True)], 1), batch_size=2)
+    assert mapped.preloaded and len(mapped) == 5
+    for i in range(5):
+        index, item = mapped[i]
+        assert index == i and item.shape == (4, *images[i][1].shape[1:])
+        assert torch.equal(item[:3], images[i][1]) and torch.equal(item[3], images[i][1].mean(0))
+    with pytest.raises(ValueError, match="preloaded"):
+        ImageSet(paths, spec, preload=False).through(lambda x: x)

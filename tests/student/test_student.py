@@ -273,3 +273,19 @@ def test_the_student_and_teacher_contrast_stems_agree_where_their_windows_lie_in
     # float32 moments of 0-255 values cancel ~1e4-sized terms: ~1e-3 apart in flat areas
     torch.testing.assert_close(student[inside], teacher[:, 0][inside], atol=2e-2, rtol=0)
     assert not torch.allclose(student[:, :3], teacher[:, 0, :3], atol=2e-2)  # the borders differ
+
+
+def test_training_on_stem_outputs_equals_training_on_images() -> None:
+    """distill.train runs the weightless contrast stem once per image held in RAM and flips its
+    output (``forward(stem(x), stem_applied=True)``): the same outputs as the stem run at every
+    step on the flipped image, to float32 rounding (the window and border mass are symmetric)."""
+    torch.manual_seed(0)
+    model = create_student("tiny", contrast_stem=True).train()
+    x = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        stem_out = model.stem(x)
+        assert stem_out.shape == (3, model.stem.out_channels, 64, 64)
+        torch.testing.assert_close(model.stem(x.flip(-1)), stem_out.flip(-1), rtol=1e-5, atol=1e-5)
+        model.eval()
+        torch.testing.assert_close(model(stem_out, stem_applied=True).score, model(x).score, rtol=1e-5, atol=1e-5)
+    assert create_student("tiny").forward_features(x, stem_applied=True).shape[0] == 3  # no stem: a no-op flag
