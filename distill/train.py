@@ -8,6 +8,7 @@ optimizer: a run resumed from any checkpoint replays exactly what an uninterrupt
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -58,8 +59,7 @@ class ImageSet(Dataset):
         batches of ``batch_size`` (``fn`` maps ``(B, 3, H, W)`` to ``(B, C, H, W)``)."""
         if self._cache is None:
             raise ValueError("ImageSet.through needs a preloaded set")
-        mapped = object.__new__(ImageSet)
-        mapped.paths, mapped.spec = self.paths, self.spec
+        mapped = copy.copy(self)
         mapped._cache = torch.cat([fn(chunk) for chunk in self._cache.split(batch_size)])
         return mapped
 

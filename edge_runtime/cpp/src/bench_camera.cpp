@@ -100,16 +100,14 @@ int bench(const std::vector<std::string>& args) {
   const auto input = agiqa::preprocess_frame(spec, frame, layout.rotation, layout.crop, threads);
   for (int i = 0; i < 10; ++i) scorer.score_frame(frame, layout.rotation, layout.crop, threads);
   // Alternating: each round times all three, so a slow spell of the machine hits them alike.
-  // preprocess_frame_into a vector kept across frames, as a camera loop (and score_frame) does.
   std::vector<double> model, pre, pre1, total;
-  std::vector<float> kept;
   for (int i = 0; i < runs; ++i) {
     model.push_back(time_ms([&] { scorer.run(input); }));
     pre.push_back(time_ms([&] {
-      agiqa::preprocess_frame_into(spec, frame, layout.rotation, layout.crop, threads, kept);
+      agiqa::preprocess_frame(spec, frame, layout.rotation, layout.crop, threads);
     }));
     pre1.push_back(time_ms([&] {
-      agiqa::preprocess_frame_into(spec, frame, layout.rotation, layout.crop, 1, kept);
+      agiqa::preprocess_frame(spec, frame, layout.rotation, layout.crop, 1);
     }));
     total.push_back(time_ms([&] { scorer.score_frame(frame, layout.rotation, layout.crop, threads); }));
   }

@@ -954,25 +954,20 @@ Image preprocess_frame_rgb8(const PreprocessSpec& spec, const Frame& frame, int 
   return image;
 }
 
-void preprocess_frame_into(const PreprocessSpec& spec, const Frame& frame, int rotation,
-                           const std::optional<Crop>& crop, int threads, std::vector<float>& chw) {
-  chw.resize(size_t(spec.width) * spec.height * 3);  // every value is written below
+std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
+                                    const std::optional<Crop>& crop, int threads) {
   if (spec.interpolation == "cv2_bicubic") {
+    std::vector<float> chw(size_t(spec.width) * spec.height * 3);
     const NormalizeTable table = normalize_table(spec);
     cubic_frame(spec, frame, rotation, crop, threads, InputSink{&table, chw.data(), spec.width, spec.height});
-    return;
+    return chw;
   }
-  std::vector<uint8_t> rgb(chw.size());
+  std::vector<uint8_t> rgb(size_t(spec.width) * spec.height * 3);
+  std::vector<float> chw(rgb.size());
   fused(spec, frame, rotation, crop, threads, [&](const Resize& resize, int y0, int y1) {
     resize.rows(y0, y1, rgb.data());
     normalize_rows(spec, rgb.data(), size_t(spec.width) * 3, RowLayout::Planar, y0, y1, chw.data());
   });
-}
-
-std::vector<float> preprocess_frame(const PreprocessSpec& spec, const Frame& frame, int rotation,
-                                    const std::optional<Crop>& crop, int threads) {
-  std::vector<float> chw;
-  preprocess_frame_into(spec, frame, rotation, crop, threads, chw);
   return chw;
 }
 

@@ -157,9 +157,7 @@ Score Scorer::score_rgb8(const uint8_t* rgb, int width, int height, size_t strid
 
 Score Scorer::score_frame(const Frame& frame, int rotation, const std::optional<Crop>& crop,
                           int threads) const {
-  thread_local std::vector<float> input;  // kept across frames: no 0.6 MB allocated and cleared per frame
-  preprocess_frame_into(impl_->contract.preprocess, frame, rotation, crop, threads, input);
-  return run(input);
+  return run(preprocess_frame(impl_->contract.preprocess, frame, rotation, crop, threads));
 }
 
 namespace {
