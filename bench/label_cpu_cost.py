@@ -6,15 +6,22 @@
 ``--make-from`` first writes SIDE x SIDE JPEGs (quality 90, centre square, Lanczos) of the photos
 under the given folders (of a folder holding one picture in several sizes, only the largest)
 into ``--images``. Each step is timed per image (best of ``--reps``), and the median over the
-images is printed, in ms:
+images is printed, in ms, in a process that keeps freed memory as the labelling workers do
+(``_agiqa.workers.keep_freed_memory``). A teacher on a GPU gets its views from the workers as ``uint8`` levels
+and normalises them on the device (``TeacherInputs(levels=True)``); a CPU teacher gets float32.
 
 - ``decode``: ``load_rgb`` of the file, as the labeller decodes it (no DCT downscale);
 - ``hash``: sha256 of the file bytes; ``hash_reread`` reads the file again first (as before);
-- ``view224``: MANIQA's official view (``teacher_view``: cv2-exact bicubic to 224, normalise);
+- ``view224``: MANIQA's official view as uint8 levels (cv2-exact bicubic to 224);
+  ``view224_float``: normalised too (``teacher_view``, the CPU teacher's);
   ``view224_cv2``: ``cv2.resize`` alone, for scale (if OpenCV is installed);
-- ``view448``: mPLUG-Owl2's CLIP view as the labeller makes it (``clip_pixel_values`` on the
-  square-padded image); ``view448_processor``: the transformers processor's own path;
-- ``total``: decode + hash + view224 + view448, the per-image CPU work of one label.
+- ``view448``: mPLUG-Owl2's CLIP view as uint8 levels (``clip_levels`` of the square-padded image);
+  ``view448_float``: its pixel values (``clip_pixel_values``, the CPU teacher's);
+  ``view448_processor``: the transformers processor's own path;
+- ``total``: decode + hash + view224 + view448, the per-image CPU work of one label;
+- ``worker``: one item of the labeller's worker dataset as it runs (read, hash, decode, both
+  level views), ``worker_cpu_teacher`` with float32 views;
+- ``lookup``: both views' level lookups, done here on the CPU; on a GPU teacher it runs there.
 """
 
 from __future__ import annotations
@@ -30,14 +37,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _agiqa.workers import keep_freed_memory
 from edge_runtime.images import load_rgb
-from teacher.labeler import TeacherConfig, teacher_view
-from teacher.semantic import expand_to_square
-
-try:
-    from teacher.semantic import clip_pixel_values
-except ImportError:  # a checkout from before it: only the processor's path is measured
-    clip_pixel_values = None
+from edge_runtime.preprocess import normalize_table, resize_rgb
+from teacher.cache import _Prepared
+from teacher.labeler import TeacherConfig, TeacherInputs, teacher_view
+from teacher.maniqa import MANIQA_MEAN, MANIQA_STD
+from teacher.records import ImageRecord
+from teacher.semantic import SquareInputs, clip_level_table, clip_levels, clip_pixel_values, expand_to_square
+from teacher.views import lookup_levels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,20 +100,33 @@ def measure(paths: list[Path], reps: int) -> dict[str, float]:
     data = {p: p.read_bytes() for p in paths}
     rgb = {p: load_rgb(p) for p in paths}
 
-    def view448(path: Path) -> torch.Tensor:
-        return clip_pixel_values([expand_to_square(Image.fromarray(rgb[path]), processor.image_mean)], processor)
+    def square(path: Path) -> Image.Image:
+        return expand_to_square(Image.fromarray(rgb[path]), processor.image_mean)
 
     def view448_processor(path: Path) -> torch.Tensor:
-        square = expand_to_square(Image.fromarray(rgb[path]).convert("RGB"), processor.image_mean)
-        return processor.preprocess([square], return_tensors="pt")["pixel_values"]
+        return processor.preprocess([square(path).convert("RGB")], return_tensors="pt")["pixel_values"]
 
+    def worker(levels: bool) -> Callable[[Path], object]:
+        prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor, levels), levels)
+        items = {p: _Prepared([ImageRecord(p.name, p, p.name)], prepare) for p in paths}
+        return lambda p: items[p][0]
+
+    view_table = torch.from_numpy(normalize_table(MANIQA_MEAN, MANIQA_STD))
+    clip_table = torch.from_numpy(clip_level_table(processor))
+    levels = {p: (torch.from_numpy(resize_rgb(rgb[p], config.view_size, config.interpolation))[None],
+                  torch.from_numpy(clip_levels(square(p), processor))[None]) for p in paths}
     steps: dict[str, Callable[[Path], object]] = {
         "decode": load_rgb,
         "hash": lambda p: hashlib.sha256(data[p]).hexdigest(),
         "hash_reread": lambda p: hashlib.sha256(p.read_bytes()).hexdigest(),
-        "view224": lambda p: teacher_view(rgb[p], config),
-        "view448": view448 if clip_pixel_values is not None else view448_processor,
+        "view224": lambda p: resize_rgb(rgb[p], config.view_size, config.interpolation),
+        "view224_float": lambda p: teacher_view(rgb[p], config),
+        "view448": lambda p: clip_levels(square(p), processor),
+        "view448_float": lambda p: clip_pixel_values([square(p)], processor),
         "view448_processor": view448_processor,
+        "worker": worker(levels=True),
+        "worker_cpu_teacher": worker(levels=False),
+        "lookup": lambda p: (lookup_levels(levels[p][0], view_table), lookup_levels(levels[p][1], clip_table)),
     }
     try:
         import cv2
@@ -131,6 +152,7 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"{args.images}: no .jpg files; make them with --make-from PHOTO_DIR")
     torch.set_num_threads(1)
+    keep_freed_memory()  # as the labelling workers run (see _agiqa.workers)
     sizes = sorted({Image.open(p).size for p in paths})
     print(json.dumps({"images": len(paths), "sizes": [list(s) for s in sizes[:3]], "threads": 1,
                       "ms_per_image": measure(paths, args.reps)}, indent=2))

@@ -3,12 +3,15 @@
     python bench/label_pipeline.py --images /tmp/jpeg1024 --workers 0 1 2 --noop
     python bench/label_pipeline.py --images /tmp/jpeg1024 --workers 0 1 2 --tiny
 
-Make the JPEGs with ``bench/label_cpu_cost.py --make-from PHOTO_DIR --images DIR``. Prints images/s:
+Make the JPEGs with ``bench/label_cpu_cost.py --make-from PHOTO_DIR --images DIR``; ``--repeat N``
+labels every file N times (as distinct images), so that worker start-up does not dominate.
+Prints images/s:
 
 - ``decode_threads``: ``load_rgb`` of every file on ``--threads`` threads (the rate to compare to);
 - ``noop``: ``build_label_cache`` with a stand-in labeler whose per-image work is the official
   teacher's (read, sha256, decode, MANIQA's cv2-exact 224 view, mPLUG-Owl2's 448 CLIP view) and
-  whose model is a no-op: the pipeline's own scaling with workers;
+  whose model is a no-op, views as a GPU teacher gets them (uint8 levels): the pipeline's own
+  scaling with workers;
 - ``tiny``: ``build_label_cache`` with the tiny random teacher (what ``agiqa-distill label --tiny`` runs).
 """
 
@@ -29,6 +32,7 @@ from edge_runtime.images import load_rgb
 from teacher.cache import build_label_cache
 from teacher.cache_schema import TeacherOutput
 from teacher.labeler import Teacher, TeacherConfig, TeacherInputs, save_tiny_teacher
+from teacher.records import ImageRecord
 from teacher.semantic import SquareInputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +47,9 @@ class NoopLabeler:
         config = TeacherConfig.from_dict(json.loads((REPO / "configs" / "teacher_mplug_owl2.json").read_text()))
         processor = CLIPImageProcessorPil(size={"shortest_edge": 448}, crop_size={"height": 448, "width": 448},
                                           resample=3)
-        self.prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor))
+        # As a teacher on a GPU prepares: uint8 levels, normalised on the device.
+        self.prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor, levels=True),
+                                     levels=True)
 
     def fingerprint(self) -> dict:
         return {"teacher": "noop"}
@@ -64,9 +70,12 @@ def main() -> None:
     parser.add_argument("--noop", action="store_true", help="model replaced by a no-op")
     parser.add_argument("--tiny", action="store_true", help="the tiny random teacher")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="label each file this many times (as distinct images): runs long enough to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    records = load_records(DatasetSpec("folder", args.images))
+    records = [ImageRecord(f"{r.image_id}#{k}", r.path, f"{r.relpath}#{k}")
+               for k in range(args.repeat) for r in load_records(DatasetSpec("folder", args.images))]
     paths = [r.path for r in records]
     result: dict = {"images": len(records), "threads": args.threads, "batch_size": args.batch_size}
     with ThreadPoolExecutor(args.threads) as pool:

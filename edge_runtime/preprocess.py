@@ -20,6 +20,7 @@ tests/teacher/test_official_view.py checks it against ``opencv-python-headless``
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,7 +30,8 @@ from PIL import Image
 
 from .images import load_rgb
 
-__all__ = ["INTERPOLATIONS", "PreprocessSpec", "pillow_resize", "resize_rgb", "resize_cv2_bicubic", "normalize"]
+__all__ = ["INTERPOLATIONS", "PreprocessSpec", "pillow_resize", "resize_rgb", "resize_cv2_bicubic", "normalize",
+           "normalize_table"]
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "area": Image.Resampling.BOX}
@@ -67,9 +69,11 @@ def pillow_resize(image: Image.Image, size: tuple[int, int], interpolation: str)
     return image
 
 
+@functools.lru_cache(maxsize=64)
 def _cubic_taps(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output position: the 4 source indices (border replicated), ``(dst_len, 4) int64``,
-    and the Keys cubic weights (A = -0.75, half-pixel centres), ``(dst_len, 4) float32``."""
+    and the Keys cubic weights (A = -0.75, half-pixel centres), ``(dst_len, 4) float32``.
+    Cached per size (a gallery or dataset repeats a few sizes); the arrays are read-only."""
     pos = (np.arange(dst_len, dtype=np.float64) + 0.5) * (src_len / dst_len) - 0.5
     start = np.floor(pos)
     dist = np.abs((pos - start)[:, None] - np.arange(-1, 3))  # distance to each tap, in [0, 2]
@@ -78,7 +82,28 @@ def _cubic_taps(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray]:
     far = ((a * dist - 5 * a) * dist + 8 * a) * dist - 4 * a  # 1 < |d| < 2
     weights = np.where(dist <= 1, near, np.where(dist < 2, far, 0.0)).astype(np.float32)
     index = np.clip(start.astype(np.int64)[:, None] + np.arange(-1, 3), 0, src_len - 1)
+    index.flags.writeable = weights.flags.writeable = False
     return index, weights
+
+
+@functools.lru_cache(maxsize=64)
+def _cv2_bicubic_plan(src_size: tuple[int, int], size: tuple[int, int], channels: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The gathers of :func:`resize_cv2_bicubic` for one size pair, cached: the source rows the
+    output needs ``(R,)``, each output row's 4 taps among them ``(4, height)``, the flat source
+    columns of the 4 column taps ``(4 * width * C,)`` (tap-major), and both axes' weights,
+    ``(4, width * C)`` and ``(4, height, 1)`` float32."""
+    (src_height, src_width), (height, width) = src_size, size
+    x_index, x_weights = _cubic_taps(src_width, width)
+    y_index, y_weights = _cubic_taps(src_height, height)
+    rows, row_of = np.unique(y_index, return_inverse=True)
+    # Rows as (R, W*C): tap k of output column x, channel c is flat column x_index[x, k] * C + c.
+    columns = (x_index[:, :, None] * channels + np.arange(channels)).transpose(1, 0, 2).reshape(-1)
+    column_weights = np.repeat(x_weights.T, channels, axis=1)
+    plan = (rows, row_of.reshape(height, 4).T.copy(), columns, column_weights, y_weights.T[:, :, None].copy())
+    for array in plan:
+        array.flags.writeable = False
+    return plan
 
 
 def resize_cv2_bicubic(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -90,11 +115,11 @@ def resize_cv2_bicubic(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     result for all but ~1 pixel value in 10^5, which is off by 1 (a float32 tie at .5); an
     OpenCV built without IPP (e.g. on ARM) differs from it by 1 on ~3% of values.
 
-    Vectorised, one pass per axis over only the source rows the output needs: per tap, one
-    gather and one multiply-add over the whole image. The float32 arithmetic is fixed (each
-    product rounded, taps added in order -1, 0, 1, 2, rows before columns), because the
-    rounding of each step is part of matching OpenCV on .5 boundaries; a matrix product would
-    sum in another order (or fused) and move values across them.
+    Vectorised, one pass per axis over only the source rows the output needs: the 4 column taps
+    in one gather per block of rows, then per tap one multiply-add. The float32 arithmetic is
+    fixed (each product rounded, taps added in order -1, 0, 1, 2, rows before columns), because
+    the rounding of each step is part of matching OpenCV on .5 boundaries; a matrix product
+    would sum in another order (or fused) and move values across them.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3:
         raise ValueError(f"resize_cv2_bicubic expects an (H, W, C) uint8 image, got {rgb.dtype} {rgb.shape}")
@@ -102,34 +127,38 @@ def resize_cv2_bicubic(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     src_height, src_width, channels = rgb.shape
     if (src_height, src_width) == (height, width):
         return rgb.copy()
-    x_index, x_weights = _cubic_taps(src_width, width)
-    y_index, y_weights = _cubic_taps(src_height, height)
-    rows, row_of = np.unique(y_index, return_inverse=True)
-    row_of = row_of.reshape(height, 4)
-    # Rows as (R, W*C): tap k of output column x, channel c is flat column x_index[x, k] * C + c.
-    picked = np.ascontiguousarray(rgb).reshape(src_height, src_width * channels)[rows]
-    columns = (x_index[:, :, None] * channels + np.arange(channels)).transpose(1, 0, 2).reshape(4, -1)
-    column_weights = np.repeat(x_weights.T, channels, axis=1)  # (4, width*C)
-    horizontal = _weighted_taps(picked, columns, column_weights, axis=1)  # (R, width*C)
-    vertical = _weighted_taps(horizontal, row_of.T, y_weights.T[:, :, None], axis=0)  # (height, width*C)
+    rows, row_of, columns, column_weights, row_weights = _cv2_bicubic_plan(
+        (src_height, src_width), (height, width), channels)
+    flat = np.ascontiguousarray(rgb).reshape(src_height, src_width * channels)
+    # Rows first, a block of source rows at a time: the 4 taps' gather (uint8) and products
+    # (float32) stay in cache, and no image-sized temporary is allocated per call (those cost page
+    # faults, as much as the arithmetic, whenever the allocator hands them back to the system).
+    horizontal = np.empty((len(rows), width * channels), np.float32)
+    block = min(_ROW_BLOCK, len(rows))
+    gathered = np.empty((block, columns.size), np.uint8)
+    products = np.empty((block, 4, width * channels), np.float32)
+    for start in range(0, len(rows), block):
+        count = min(block, len(rows) - start)
+        np.take(flat[rows[start:start + count]], columns, axis=1, out=gathered[:count])
+        np.multiply(gathered[:count].reshape(count, 4, -1), column_weights, out=products[:count])
+        _sum_of_taps(np.moveaxis(products[:count], 1, 0), out=horizontal[start:start + count])
+    vertical = np.empty((height, width * channels), np.float32)
+    _sum_of_taps([horizontal[row_of[k]] * row_weights[k] for k in range(4)], out=vertical)
     np.rint(vertical, out=vertical)
     np.clip(vertical, 0, 255, out=vertical)
     return vertical.astype(np.uint8).reshape(height, width, channels)
 
 
-def _weighted_taps(values: np.ndarray, index: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
-    """``sum_k take(values, index[k], axis) * weights[k]`` in float32, the 4 taps added in order.
-    values (R, N) uint8 or float32, index (4, M), weights (4, M) or (4, M, 1) -> (M, N) or (R, M)."""
-    shape = list(values.shape)
-    shape[axis] = index.shape[1]
-    gathered = np.empty(shape, values.dtype)
-    total, product = np.empty(shape, np.float32), np.empty(shape, np.float32)
-    for k in range(index.shape[0]):
-        np.take(values, index[k], axis=axis, out=gathered)
-        np.multiply(gathered, weights[k], out=total if k == 0 else product)
-        if k:
-            np.add(total, product, out=total)
-    return total
+_ROW_BLOCK = 64  # source rows per block of the horizontal pass (about 0.7 MB of products at 224)
+
+
+def _sum_of_taps(products, out: np.ndarray) -> np.ndarray:
+    """The 4 float32 products added in order into ``out``: ``((p0 + p1) + p2) + p3``."""
+    first, second, third, fourth = products
+    np.add(first, second, out=out)
+    out += third
+    out += fourth
+    return out
 
 
 def normalize(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -137,6 +166,14 @@ def normalize(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) 
     x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """:func:`normalize` of each of the 256 grey levels, per channel: ``(3, 256) float32``, so that
+    ``table[c, rgb[..., c]]`` is ``normalize(rgb)[c]`` value for value (the same float32 steps, for
+    one element at a time). A labeller ships ``uint8`` views and looks them up on its device."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3)
+    return np.ascontiguousarray(normalize(levels, mean, std)[:, 0, :])
 
 
 @dataclass(frozen=True)

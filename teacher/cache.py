@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
-from _agiqa.workers import die_with_parent
+from _agiqa.workers import labelling_worker
 from edge_runtime.images import ImageLoadError, load_rgb
 
 from .cache_schema import (
@@ -177,7 +177,7 @@ def _prepared(records: Sequence[ImageRecord], labeler: Labeler, num_workers: int
     if workers == 0:
         return (dataset[i] for i in range(len(dataset)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                                         collate_fn=_identity, worker_init_fn=die_with_parent(),
+                                         collate_fn=_identity, worker_init_fn=labelling_worker(),
                                          prefetch_factor=max(2, -(-2 * batch_size // workers)))
     return iter(loader)
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from _agiqa.atomic import atomic_write_bytes, atomic_write_json
-from edge_runtime.preprocess import INTERPOLATIONS, normalize, resize_rgb
+from edge_runtime.preprocess import INTERPOLATIONS, normalize, normalize_table, resize_rgb
 
 from .maniqa import MANIQA_MEAN, MANIQA_STD, create_maniqa, crop_boxes, maniqa_preset
 from .model import (
@@ -42,6 +42,7 @@ from .model import (
     revive_quality_branch,
 )
 from .semantic import SemanticConfig, SemanticEncoder, SquareInputs
+from .views import lookup_levels, to_device
 
 if TYPE_CHECKING:
     from .tiny_mllm import TinyMLLMConfig
@@ -227,7 +228,10 @@ class Teacher:
     def prepare(self) -> TeacherInputs:
         """The per-image CPU work of a label, apart from the models and picklable, so labelling
         workers run it: ``prepare(image)`` -> inputs for :meth:`label_prepared`."""
-        return TeacherInputs(self.config, self.encoder.inputs())
+        # Off the CPU, views travel as uint8 levels and are normalised on the device: a quarter of
+        # the bytes from the workers, and no float work on the host (the same values).
+        levels = self.device.type != "cpu"
+        return TeacherInputs(self.config, self.encoder.inputs(levels=levels), levels)
 
     @torch.inference_mode()
     def label(self, images: list[np.ndarray]) -> TeacherOutput:
@@ -240,7 +244,9 @@ class Teacher:
     def label_prepared(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> TeacherOutput:
         """:meth:`label` of images already through :attr:`prepare` (the same labels, bit for bit)."""
         semantic = self.encoder.encode_prepared([s for _, s in inputs]).to(self.device).float()
-        views = torch.from_numpy(np.stack([v for v, _ in inputs])).to(self.device)
+        views = to_device(np.stack([v for v, _ in inputs]), self.device)
+        if views.dtype == torch.uint8:  # TeacherInputs(levels=True)
+            views = lookup_levels(views, torch.from_numpy(normalize_table(MANIQA_MEAN, MANIQA_STD)))
         size = self.model.maniqa.config.img_size
         crops = [self.model(views[:, :, top:top + size, left:left + size], semantic) for top, left in self._crops]
         mean = TeacherOutput(*(sum(v.float() for v in field) / len(crops) for field in zip(*crops)))
@@ -250,13 +256,19 @@ class Teacher:
 @dataclass(frozen=True)
 class TeacherInputs:
     """One image's model inputs, made on the CPU (picklable, no model inside): ``(H, W, 3) uint8``
-    -> (MANIQA view ``(3, h, w) float32``, the MLLM's view from :class:`SquareInputs`)."""
+    -> (MANIQA view ``(3, h, w) float32``, the MLLM's view from :class:`SquareInputs`). With
+    ``levels`` the MANIQA view is its resized ``(h, w, 3) uint8`` image instead (normalised on the
+    device with ``normalize_table``), and the MLLM's view likewise where it has pixel values."""
 
     config: TeacherConfig
     semantic: SquareInputs
+    levels: bool = False
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return teacher_view(image, self.config), self.semantic(Image.fromarray(image))
+        semantic = self.semantic(Image.fromarray(image))
+        if self.levels:
+            return resize_rgb(image, self.config.view_size, self.config.interpolation), semantic
+        return teacher_view(image, self.config), semantic
 
 
 def tiny_teacher_for(cache_dir: str | os.PathLike) -> Path:

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .views import lookup_levels, to_device
+
 __all__ = [
     "COHERENCE_PROMPT",
     "SEMANTIC_CONTENT_PROMPT",
@@ -41,6 +43,8 @@ __all__ = [
     "SemanticConfig",
     "SemanticEncoder",
     "SquareInputs",
+    "clip_level_table",
+    "clip_levels",
     "clip_pixel_values",
     "expand_to_square",
     "mllm_backend",
@@ -140,30 +144,43 @@ def _square_side(processor) -> int | None:
     return int(side)
 
 
+def clip_level_table(processor) -> np.ndarray:
+    """``(3, 256) float32``: what transformers' CLIP processor makes of each grey level of each
+    channel (its float64 rescale, float32 cast, float32 ``(x - mean) / std``), the same values."""
+    levels = (np.arange(256, dtype=np.uint8).astype(np.float64) * processor.rescale_factor).astype(np.float32)
+    mean = np.asarray(processor.image_mean, np.float32)[:, None]
+    return (levels - mean) / np.asarray(processor.image_std, np.float32)[:, None]
+
+
+def clip_levels(image: Image.Image, processor) -> np.ndarray | None:
+    """A square RGB image -> ``(S, S, 3) uint8``, the processor's own Pillow resize (same filter, same
+    call), whose :func:`clip_level_table` lookup is its pixel values; None when the processor is
+    not one whose steps are done here (see :func:`clip_pixel_values`)."""
+    side = _square_side(processor)
+    if side is None or image.mode != "RGB" or image.width != image.height:
+        return None
+    resized = image if image.size == (side, side) else image.resize((side, side), resample=processor.resample)
+    return np.asarray(resized)
+
+
 def clip_pixel_values(images: Sequence[Image.Image], processor) -> torch.Tensor:
     """B square RGB images -> (B, 3, S, S) float32 pixel values, equal to
     ``processor.preprocess(images, return_tensors="pt")["pixel_values"]`` value for value.
 
     For transformers' PIL CLIP processor (mPLUG-Owl2's, S = 448) the steps are done here directly:
-    the processor's own Pillow resize (same filter, same call) on the image as given, then its
-    float64 rescale and float32 normalize at S x S, looked up per grey level. The processor itself
+    the processor's own Pillow resize (:func:`clip_levels`), then its float64 rescale and float32
+    normalize at S x S, looked up per grey level (:func:`clip_level_table`). The processor itself
     first copies each full-resolution image to numpy and back to Pillow (two more full-size passes)
     and normalises in float64/float32 arrays; the values are the same. Other processors run as
     they are.
     """
-    side = _square_side(processor)
-    if side is None or any(im.mode != "RGB" or im.width != im.height for im in images):
+    levels = [clip_levels(image, processor) for image in images]
+    if any(level is None for level in levels):
         return processor.preprocess(list(images), return_tensors="pt")["pixel_values"]
-    # The processor's arithmetic (float64 rescale, float32 cast, float32 (x - mean) / std) for each
-    # of the 256 grey levels of each channel, looked up: the same values, without ~2M float ops.
-    levels = (np.arange(256, dtype=np.uint8).astype(np.float64) * processor.rescale_factor).astype(np.float32)
-    table = (levels - np.asarray(processor.image_mean, np.float32)[:, None]) / np.asarray(processor.image_std,
-                                                                                          np.float32)[:, None]
-    pixels = torch.empty((len(images), 3, side, side), dtype=torch.float32)
+    table = clip_level_table(processor)
+    pixels = torch.empty((len(images), 3, *levels[0].shape[:2]), dtype=torch.float32)
     out = pixels.numpy()
-    for index, image in enumerate(images):
-        resized = image if image.size == (side, side) else image.resize((side, side), resample=processor.resample)
-        rgb = np.asarray(resized)
+    for index, rgb in enumerate(levels):
         for channel in range(3):
             np.take(table[channel], rgb[:, :, channel], out=out[index, channel])
     return pixels
@@ -237,6 +254,32 @@ class _HFBackend:
             raise ValueError("the processor has no chat template; save one with the checkpoint")
         self.image_mean = tuple(processor.image_processor.image_mean)
         self.hidden_size = int(model.config.get_text_config().hidden_size)
+        self._prompt_tokens: dict[tuple[str, ...], dict[str, torch.Tensor]] = {}
+        self._fixed_size = self._tokens_ignore_image_size()
+
+    def _text_inputs(self, prompts: Sequence[str], size: tuple[int, int] = (37, 37)) -> dict[str, torch.Tensor]:
+        """The processor's output for the prompts, each with one blank ``size`` image."""
+        texts = [self.prompt_text(q) for q in prompts]
+        blank = [Image.new("RGB", size) for _ in texts]
+        return dict(self.processor(text=texts, images=blank, padding=True, return_tensors="pt"))
+
+    def _tokens_ignore_image_size(self) -> bool:
+        """Whether the processor maps every image to pixel values of one shape and the prompt to the
+        same tokens (LLaVA-style: resize, centre crop), checked on two blank images of other sizes
+        and shapes. Then its image processor can run once per image, in labelling workers, and the
+        prompts' tokens once per run; processors whose tokens follow the image size (Qwen2-VL,
+        LLaVA-NeXT) return other keys or shapes, and run whole at encode time."""
+        small, large = self._text_inputs(["?"], (37, 37)), self._text_inputs(["?"], (91, 53))
+        if set(small) != {"input_ids", "attention_mask", "pixel_values"} or set(large) != set(small):
+            return False
+        return (small["pixel_values"].dim() == 4 and small["pixel_values"].shape == large["pixel_values"].shape
+                and torch.equal(small["input_ids"], large["input_ids"]))
+
+    @property
+    def pixel_processor(self):
+        """The image processor whose pixel values ``forward_pixels`` takes, when its output does not
+        depend on the image's size (see ``_tokens_ignore_image_size``); else None."""
+        return self.processor.image_processor if self._fixed_size else None
 
     @classmethod
     def load(cls, path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
@@ -257,6 +300,9 @@ class _HFBackend:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def forward(self, images: list[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fixed_size:  # each image through the image processor once, not once per prompt
+            return self.forward_pixels(self.processor.image_processor(images=list(images), return_tensors="pt")
+                                       ["pixel_values"], prompts)
         texts = [self.prompt_text(q) for q in prompts]
         seq_texts = [t for _ in images for t in texts]
         seq_images = [im for im in images for _ in texts]
@@ -267,6 +313,21 @@ class _HFBackend:
             for k, v in batch.items()
             if isinstance(v, torch.Tensor)
         }
+        return self._run(inputs)
+
+    def forward_pixels(self, pixels: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (B, 3, h, w) float32 from ``pixel_processor`` -> as ``forward``: sequences image-major
+        (image 0 with each prompt, then image 1, ...), the prompts' tokens as the processor makes them."""
+        key = tuple(prompts)
+        if key not in self._prompt_tokens:
+            self._prompt_tokens[key] = self._text_inputs(prompts)
+        tokens, count = self._prompt_tokens[key], pixels.shape[0]
+        device, dtype = self.model.device, self.model.dtype
+        return self._run({"input_ids": tokens["input_ids"].repeat(count, 1).to(device),
+                          "attention_mask": tokens["attention_mask"].repeat(count, 1).to(device),
+                          "pixel_values": pixels.to(device, dtype).repeat_interleave(len(prompts), dim=0)})
+
+    def _run(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
         return out.hidden_states[-1], inputs["attention_mask"]
 
@@ -361,16 +422,23 @@ def mllm_backend(model_type: str, model_path: str, trust_remote_code: bool = Fal
 class SquareInputs:
     """The encoder's per-image CPU work, apart from the model and picklable (for labelling workers):
     an image -> RGB, padded to a square with the processor's mean colour, then either the
-    ``(3, S, S) float32`` pixel values (``processor`` set: a backend with ``forward_pixels``) or the
-    square itself as ``(S, S, 3) uint8`` (the backend's processor runs at encode time)."""
+    ``(3, S, S) float32`` pixel values (``processor`` set: a backend with ``forward_pixels``) or,
+    with ``levels``, their ``(S, S, 3) uint8`` levels (looked up on the model's device), or the
+    square itself as ``(N, N, 3) uint8`` (no ``processor``: the backend's processor runs at encode
+    time)."""
 
     image_mean: tuple[float, ...]
     processor: Any = None
+    levels: bool = False
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         square = expand_to_square(image if image.mode == "RGB" else image.convert("RGB"), self.image_mean)
         if self.processor is None:
             return np.asarray(square)
+        if self.levels:
+            levels = clip_levels(square, self.processor)
+            if levels is not None:
+                return levels
         return clip_pixel_values([square], self.processor)[0].numpy()
 
 
@@ -396,9 +464,15 @@ class SemanticEncoder:
         """D: the width of the language model's last hidden layer (4096 for mPLUG-Owl2 llama2-7b)."""
         return self.backend.hidden_size
 
-    def inputs(self) -> SquareInputs:
-        """The per-image preparation ``encode_prepared`` takes (picklable; no model inside)."""
-        return SquareInputs(tuple(self.backend.image_mean), getattr(self.backend, "pixel_processor", None))
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return next(self.backend.model.parameters()).device
+
+    def inputs(self, levels: bool = False) -> SquareInputs:
+        """The per-image preparation ``encode_prepared`` takes (picklable; no model inside); with
+        ``levels``, pixel values leave it as ``uint8`` levels, looked up on the model's device."""
+        return SquareInputs(tuple(self.backend.image_mean), getattr(self.backend, "pixel_processor", None), levels)
 
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """images: B PIL images -> (B, P, D) float32 on CPU; [:, p] answers config.prompts[p].
@@ -426,7 +500,11 @@ class SemanticEncoder:
         with torch.inference_mode():
             for start in range(0, len(inputs), self.config.batch_size):
                 batch = inputs[start : start + self.config.batch_size]
-                if pixels:
+                if pixels and batch[0].dtype == np.uint8:  # levels (SquareInputs(levels=True))
+                    table = torch.from_numpy(clip_level_table(self.backend.pixel_processor))
+                    levels = to_device(np.stack(batch), self.device)
+                    hidden, mask = self.backend.forward_pixels(lookup_levels(levels, table), prompts)
+                elif pixels:
                     hidden, mask = self.backend.forward_pixels(torch.from_numpy(np.stack(batch)), prompts)
                 else:
                     hidden, mask = self.backend.forward([Image.fromarray(a) for a in batch], prompts)

@@ -74,6 +74,55 @@ def test_prepared_inputs_are_picklable_numpy(teacher: Teacher) -> None:
     assert all(torch.equal(x, y) for x, y in zip(out, teacher.label([image])))
 
 
+def test_uint8_level_views_give_the_same_labels(teacher: Teacher) -> None:
+    """TeacherInputs(levels=True) (what a GPU teacher's workers make): the MANIQA view leaves the
+    worker as its resized uint8 image and is normalised on the device by table lookup; the labels
+    are those of the float32 views, bit for bit."""
+    from teacher.labeler import TeacherInputs
+
+    rng = np.random.default_rng(5)
+    images = [(rng.random((30 + 9 * i, 50 - 4 * i, 3)) * 255).astype(np.uint8) for i in range(3)]
+    prepare = TeacherInputs(teacher.config, teacher.encoder.inputs(levels=True), levels=True)
+    inputs = [prepare(image) for image in images]
+    assert all(view.dtype == np.uint8 and view.shape == (224, 224, 3) for view, _ in inputs)
+    out = teacher.label_prepared(inputs)
+    assert all(torch.equal(x, y) for x, y in zip(out, teacher.label(images)))
+
+
+def test_llava_image_processor_once_per_image_gives_the_processors_vectors(teacher: Teacher) -> None:
+    """A LLaVA-style processor maps every image to pixels of one shape and the prompts to the same
+    tokens, so its image processor runs once per image (in the workers, ``prepare``) and the
+    prompts' tokens once; the vectors are those of the whole processor run per (image, prompt)."""
+    backend = teacher.encoder.backend
+    assert backend.pixel_processor is not None  # the tiny teacher's processor is of that kind
+    rng = np.random.default_rng(7)
+    images = [Image.fromarray((rng.random((30 + 11 * i, 50 - 6 * i, 3)) * 255).astype(np.uint8)) for i in range(3)]
+    fast = teacher.encoder.encode(images)
+    prepared = teacher.encoder.encode_prepared([teacher.encoder.inputs()(im) for im in images])
+    backend._fixed_size = False  # the processor on every (image, prompt), as before
+    try:
+        assert teacher.encoder.inputs()(images[0]).dtype == np.uint8  # the square, unprocessed
+        whole = teacher.encoder.encode(images)
+    finally:
+        backend._fixed_size = True
+    assert torch.equal(fast, whole) and torch.equal(prepared, whole)
+
+
+def test_level_lookup_is_the_normalisation() -> None:
+    """normalize_table + lookup_levels give normalize's float32 values exactly, for any mean/std."""
+    from edge_runtime.preprocess import normalize, normalize_table
+    from teacher.views import lookup_levels
+
+    rgb = np.random.default_rng(6).integers(0, 256, (2, 17, 23, 3), dtype=np.uint8)
+    for mean, std in (((0.5,) * 3, (0.5,) * 3), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
+        got = lookup_levels(torch.from_numpy(rgb), torch.from_numpy(normalize_table(mean, std)))
+        assert got.dtype == torch.float32 and got.shape == (2, 3, 17, 23)
+        expected = np.stack([normalize(image, mean, std) for image in rgb])
+        assert np.array_equal(got.numpy(), expected)
+    with pytest.raises(ValueError, match="uint8"):
+        lookup_levels(torch.zeros(1, 2, 2, 3), torch.zeros(3, 256))
+
+
 def test_load_rgb_from_bytes_matches_the_file(tmp_path: Path) -> None:
     path = tmp_path / "a.jpg"
     buffer = io.BytesIO()

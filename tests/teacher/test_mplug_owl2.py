@@ -197,6 +197,22 @@ def test_semantic_encoder_matches_original_end_to_end(reference) -> None:
     torch.testing.assert_close(vectors[0], vectors[2], atol=ATOL, rtol=0)
 
 
+def test_uint8_levels_give_the_encoders_vectors_bit_for_bit(reference) -> None:
+    """Workers feeding a GPU send the 448 view as uint8 levels (SquareInputs(levels=True)), looked
+    up on the model's device: the same pixel values, so the same vectors, as the float32 path."""
+    encoder = SemanticEncoder.from_pretrained(SemanticConfig(model_path=str(FIXTURE), dtype="float32"), device="cpu")
+    photo = Image.open(REPO / "tests" / "fixtures" / "photos" / "chelsea.jpg").convert("RGB")
+    images = [Image.fromarray(reference["tensors"]["image"].numpy()), photo, photo.resize((300, 701))]
+    floats, levels = encoder.inputs(), encoder.inputs(levels=True)
+    float_inputs, level_inputs = [floats(im) for im in images], [levels(im) for im in images]
+    side = encoder.backend.pixel_processor.crop_size.height
+    assert all(a.dtype == np.float32 and a.shape == (3, side, side) for a in float_inputs)
+    assert all(a.dtype == np.uint8 and a.shape == (side, side, 3) for a in level_inputs)
+    expected = encoder.encode(images)
+    assert torch.equal(encoder.encode_prepared(float_inputs), expected)
+    assert torch.equal(encoder.encode_prepared(level_inputs), expected)
+
+
 def _write_bin_shards(folder: Path, extra: dict[str, torch.Tensor]) -> None:
     """Replace model.safetensors with two pytorch_model-*.bin shards + index (the 7B's layout)."""
     state = {**load_file(str(FIXTURE / "model.safetensors")), **extra}
