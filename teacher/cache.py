@@ -14,8 +14,9 @@ import os
 import platform
 import time
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -179,7 +180,27 @@ def _prepared(records: Sequence[ImageRecord], labeler: Labeler, num_workers: int
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_identity, worker_init_fn=labelling_worker(),
                                          prefetch_factor=max(2, -(-2 * batch_size // workers)))
-    return iter(loader)
+    return _received_ahead(iter(loader), depth=2 * batch_size)
+
+
+def _received_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items`` in order, up to ``depth`` of them taken ahead by one thread. Taking an item from a
+    DataLoader worker (reading its pipe, unpickling the arrays) then overlaps the model, while the
+    main thread waits for the device (which releases the GIL), instead of following it."""
+    end = object()
+
+    def take() -> Any:
+        return next(items, end)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="agiqa-label-receive") as pool:
+        pending = deque(pool.submit(take) for _ in range(depth))
+        try:
+            while (item := pending.popleft().result()) is not end:
+                pending.append(pool.submit(take))
+                yield item
+        finally:  # the caller stopped early or failed: take nothing more
+            for future in pending:
+                future.cancel()
 
 
 def _label_shard(out: Path, name: str, items: Iterator[tuple[ImageRecord, Any, str | None, str | None]],

@@ -133,3 +133,37 @@ def test_load_rgb_from_bytes_matches_the_file(tmp_path: Path) -> None:
         load_rgb(tmp_path / "x.png", data=b"")
     with pytest.raises(ImageLoadError, match=r"x\.png: not an image"):
         load_rgb(tmp_path / "x.png", data=b"garbage")
+
+
+def test_items_received_ahead_keep_their_order_errors_and_early_stops() -> None:
+    """The thread that takes worker items ahead of the model: same items in the same order, a
+    worker's error raised where the item would have been, and a caller that stops early leaves
+    nothing running."""
+    import threading
+
+    from teacher.cache import _received_ahead
+
+    assert list(_received_ahead(iter(range(50)), depth=4)) == list(range(50))
+    assert list(_received_ahead(iter([]), depth=3)) == []
+
+    def failing():
+        yield from range(3)
+        raise OSError("worker 1 died")
+
+    got = []
+    with pytest.raises(OSError, match="worker 1 died"):
+        for item in _received_ahead(failing(), depth=8):
+            got.append(item)
+    assert got == [0, 1, 2]
+    taken = []
+
+    def counted():
+        for i in range(1000):
+            taken.append(i)
+            yield i
+
+    stream = _received_ahead(counted(), depth=5)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert len(taken) <= 3 + 5 + 1  # no more than the depth ahead, and then nothing
+    assert not any(t.name.startswith("agiqa-label-receive") for t in threading.enumerate())
