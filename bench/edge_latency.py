@@ -1,4 +1,4 @@
-"""Edge latency bench: eager fp32 student vs fp32 .pte vs int8 .pte, plus a 12 MP JPEG end to end.
+"""Edge latency bench: eager fp32 student vs fp32 .pte vs int8 .pte (static and dynamic activations), plus a 12 MP JPEG.
 
     python bench/edge_latency.py                      # random mnv3s student, bundled photos
     python bench/edge_latency.py --student runs/r1    # a distillation run (its splits) or student folder
@@ -133,15 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         student = StudentIQA.from_pretrained(student_dir).eval()
         spec = student.config.preprocess
 
-        modes = [("fp32", source, "fp32"), ("int8", source, "int8")]
+        # (row name, source, --quantize, --int8-activations)
+        modes = [("fp32", source, "fp32", "static"), ("int8", source, "int8", "static"),
+                 ("int8 dynamic", source, "int8", "dynamic")]
         if twin_dir is not None:
-            modes.append(("int8 no stem", twin_dir, "int8"))
+            modes.append(("int8 no stem", twin_dir, "int8", "static"))
         reports, pte = {}, {}
-        for name, src, mode in modes:
+        for name, src, mode, activations in modes:
             pte[name] = work / f"{name.replace(' ', '_')}.pte"
             try:
                 reports[name] = export_executorch(
-                    src, pte[name], quantize=mode, images=images,
+                    src, pte[name], quantize=mode, images=images, int8_activations=activations,
                     calibration=args.calibration, min_srcc=-1.0 if mode == "int8" else None,
                     max_abs_diff=None if mode == "int8" else 1e-3, threads=args.threads)
             except FidelityError as exc:  # keep benchmarking; the table shows the numbers
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         programs["eager fp32 (torch)"] = lambda x: float(student(x).score[0])
         sizes["eager fp32 (torch)"] = (student_dir / WEIGHTS_NAME).stat().st_size
         scorers = {}
-        for name, _, _ in modes:
+        for name, *_ in modes:
             scorer = scorers[name] = Scorer.from_file(pte[name], threads=args.threads)
             row = f"{name} .pte (XNNPACK)"
             programs[row] = lambda x, s=scorer: float(s.run(x.numpy())["score"][0])

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backends import ExportBackend, get_backend
+from .backends import INT8_ACTIVATIONS, ExportBackend, Int8Recipe, get_backend
 
-__all__ = ["LoweredProgram", "export_program", "quantize_int8", "lower_to_executorch"]
+__all__ = ["LoweredProgram", "export_program", "int8_recipe", "quantize_int8", "lower_to_executorch"]
 
 # The delegate's own plumbing: a node that is one of these is not "outside the delegate".
 _DELEGATE_PLUMBING = ("executorch_call_delegate", "getitem")
@@ -65,11 +65,18 @@ def _resolve(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _int8_quantizer(backend: ExportBackend) -> Any:
-    """The backend's quantizer with its global config, both built from the declared recipe."""
-    recipe = backend.int8
-    if recipe is None:
+def int8_recipe(backend: ExportBackend | str, activations: str = "static") -> Int8Recipe:
+    """``backend``'s declared int8 recipe, with ``activations`` (:data:`INT8_ACTIVATIONS`)."""
+    backend = _backend(backend)
+    if backend.int8 is None:
         raise ValueError(f"backend {backend.name!r} exports only {list(backend.modes)}, not int8")
+    if activations not in INT8_ACTIVATIONS:
+        raise ValueError(f"int8 activations must be one of {list(INT8_ACTIVATIONS)}, got {activations!r}")
+    return backend.int8.with_dynamic_activations() if activations == "dynamic" else backend.int8
+
+
+def _int8_quantizer(recipe: Int8Recipe) -> Any:
+    """The recipe's quantizer with its global config, both built from the declaration."""
     config = _resolve(recipe.config_factory)(**recipe.config_args)
     return _resolve(recipe.quantizer)().set_global(config)
 
@@ -128,8 +135,9 @@ def _global_pools_fp32(inner: Any) -> Any:
 
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
                   chunk: int = 16, only_under: str | None = None, keep_fp32: tuple[str, ...] = (),
-                  backend: ExportBackend | str = "xnnpack") -> tuple[nn.Module, int]:
-    """PT2E static int8 with ``backend``'s recipe; returns the converted module and the images seen.
+                  backend: ExportBackend | str = "xnnpack", activations: str = "static"
+                  ) -> tuple[nn.Module, int]:
+    """PT2E int8 with ``backend``'s recipe; returns the converted module and the images seen.
 
     ``calibration`` yields real, preprocessed images ``(1, 3, H, W)``: activation ranges are
     observed on them, so they must look like what the device will score. The graph is
@@ -138,10 +146,13 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     module with the static batch-1 example. ``only_under`` (a submodule path such as
     ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32, and so do
     the ops of the submodules ``keep_fp32`` (module paths) inside it, and the ops of ``FP32_OPS``.
+    With ``activations="dynamic"`` nothing is observed (the program measures each image's ranges
+    itself): ``calibration`` is not read, and 0 images are returned.
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = _int8_quantizer(_backend(backend))
+    recipe = int8_recipe(backend, activations)
+    quantizer = _int8_quantizer(recipe)
     if only_under or keep_fp32:
         quantizer.set_filter_function(_inside(only_under or "", keep_fp32))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -151,6 +162,9 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
                                     strict=False).module()
         _drop_provenance(graph.graph)
         prepared = prepare_pt2e(graph, _global_pools_fp32(quantizer))
+        if recipe.activations == "dynamic":
+            prepared(pair)  # one pass for the weight observers; activations have none
+            return convert_pt2e(prepared), 0
         seen, pending = 0, []
         for image in calibration:
             pending.append(image)

@@ -12,15 +12,19 @@ quantizer that takes other arguments needs code in :mod:`export._toolchain` as w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["EXPORT_BACKENDS", "QUANTIZE_MODES", "SUPPORTED_BACKENDS", "XNNPACK", "ExportBackend", "Int8Recipe",
-           "TensorQuantization", "get_backend", "registered_runtime_backends"]
+__all__ = ["EXPORT_BACKENDS", "INT8_ACTIVATIONS", "QUANTIZE_MODES", "SUPPORTED_BACKENDS", "XNNPACK",
+           "ExportBackend", "Int8Recipe", "TensorQuantization", "get_backend", "registered_runtime_backends"]
 
 # Every ``--quantize`` value, declared here only: a backend with an int8 recipe takes all of them,
 # one without takes fp32 alone; the CLI's choices and the export's checks derive from this.
 QUANTIZE_MODES: tuple[str, ...] = ("int8", "fp32")
+# How an int8 program's activations get their ranges: "static", observed once on calibration
+# images (every op int8, fastest); "dynamic", measured on each image at run time, the weights
+# int8 and the ops between convolutions fp32 (faithful on any photo: no calibration set to miss).
+INT8_ACTIVATIONS: tuple[str, ...] = ("static", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,22 @@ class Int8Recipe:
     config_factory: str  # import path of the function that builds the quantizer's global config
     config_args: dict[str, Any]  # keyword arguments of config_factory
     input_activation: TensorQuantization
-    output_activation: TensorQuantization
+    output_activation: TensorQuantization | None  # None: outputs stay fp32 (dynamic activations)
     weight: TensorQuantization
     bias: TensorQuantization | None = None  # None: bias stays as the backend's kernels take it
     is_qat: bool = False
+
+    @property
+    def activations(self) -> str:
+        """``"dynamic"`` or ``"static"`` (:data:`INT8_ACTIVATIONS`)."""
+        return "dynamic" if self.input_activation.is_dynamic else "static"
+
+    def with_dynamic_activations(self) -> Int8Recipe:
+        """The same weights, activations quantized per image at run time and outputs left fp32
+        (the quantizer's ``is_dynamic=True``: it then annotates only convolutions and linears)."""
+        dynamic = replace(self.input_activation, is_dynamic=True, observer="PlaceholderObserver")
+        return replace(self, config_args={**self.config_args, "is_dynamic": True},
+                                   input_activation=dynamic, output_activation=None)
 
     def record(self, only_under: str | None = None, keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
         """The contract's ``quantization`` entries (besides ``mode`` and ``calibration``)."""
@@ -71,6 +87,7 @@ class Int8Recipe:
                 "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
                           if only_under else "the whole model"),
                 **({"keep_fp32": list(keep_fp32)} if keep_fp32 else {}),
+                "activations": self.activations,
                 "fp32_ops": list(FP32_OPS),
                 "quantizer": self.quantizer,
                 "global_config": f"{self.config_factory.rsplit('.', 1)[-1]}({arguments})",

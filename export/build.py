@@ -117,10 +117,11 @@ def _check_submodules(wrapper: torch.nn.Module, paths: tuple[str, ...], scope: s
 
 
 def build_program(src: ExportSource, target: ExportBackend, quantize: str, calibration: int,
-                  say: Progress, keep_fp32: tuple[str, ...] = ()) -> BuiltProgram:
-    """Load ``src``'s student, quantize it (int8: calibrated on up to ``calibration`` of
-    ``src.calibration_images``, the submodules ``keep_fp32`` left in fp32) and lower it to
-    ``target``, with its contract."""
+                  say: Progress, keep_fp32: tuple[str, ...] = (), int8_activations: str = "static"
+                  ) -> BuiltProgram:
+    """Load ``src``'s student, quantize it (int8: static activations calibrated on up to
+    ``calibration`` of ``src.calibration_images``, or dynamic ones; the submodules ``keep_fp32``
+    left in fp32) and lower it to ``target``, with its contract."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     say(f"loading the student from {src.student_dir}")
@@ -133,15 +134,19 @@ def build_program(src: ExportSource, target: ExportBackend, quantize: str, calib
     if keep_fp32:
         _check_submodules(wrapper, keep_fp32, EdgeStudent.INT8_SCOPE)
     if quantize == "int8":
-        say(f"int8: calibrating on up to {calibration} images from {src.images_from}")
+        recipe = tc.int8_recipe(target, int8_activations)
         calibration_skipped: list[dict[str, str]] = []
+        if recipe.activations == "static":
+            say(f"int8: calibrating on up to {calibration} images from {src.images_from}")
+        else:
+            say("int8: dynamic activations (ranges measured per image at run time; no calibration)")
         batches = (x for _, x in image_tensors(spec, src.calibration_images, calibration, calibration_skipped))
         module, calibrated = tc.quantize_int8(wrapper, example, batches, only_under=EdgeStudent.INT8_SCOPE,
-                                              keep_fp32=keep_fp32, backend=target)
-        quantization.update(target.int8.record(EdgeStudent.INT8_SCOPE, keep_fp32))
-        quantization["calibration"] = {"images": calibrated, "requested": calibration,
-                                       "source": src.images_from,
-                                       "skipped": len(calibration_skipped)}
+                                              keep_fp32=keep_fp32, backend=target, activations=int8_activations)
+        quantization.update(recipe.record(EdgeStudent.INT8_SCOPE, keep_fp32))
+        quantization["calibration"] = ({"images": calibrated, "requested": calibration, "source": src.images_from,
+                                        "skipped": len(calibration_skipped)} if recipe.activations == "static"
+                                       else {"images": 0, "none_needed": "dynamic activations"})
         timings["quantize"] = time.perf_counter() - clock
     else:
         module = wrapper

@@ -13,7 +13,7 @@ import typer
 from _agiqa.errors import exit_codes_help, one_line_errors
 from _agiqa.version import version_callback
 
-from .backends import QUANTIZE_MODES, SUPPORTED_BACKENDS
+from .backends import INT8_ACTIVATIONS, QUANTIZE_MODES, SUPPORTED_BACKENDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Export a distilled student for on-device scoring.")
@@ -21,6 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_
 
 # One choice per export.backends.QUANTIZE_MODES entry (typer lists them and refuses others).
 Quantize = Enum("Quantize", {mode: mode for mode in QUANTIZE_MODES}, type=str)
+Int8Activations = Enum("Int8Activations", {mode: mode for mode in INT8_ACTIVATIONS}, type=str)
 
 
 # One choice per entry of export.backends.EXPORT_BACKENDS (typer lists them and refuses others).
@@ -53,6 +54,11 @@ def executorch_command(
     quantize: Quantize = typer.Option(Quantize.int8, help="int8 (PT2E static, backbone only, "
                                                           "XNNPACK) or fp32."),
     calibration: int = typer.Option(64, help="Real images used to calibrate int8 activations."),
+    int8_activations: Int8Activations = typer.Option(
+        Int8Activations.static, "--int8-activations",
+        help="int8: 'static' ranges calibrated once (fastest) or 'dynamic' ones measured on each image "
+             "by the program (no calibration set to miss: faithful on photos unlike it; slightly "
+             "slower and larger; see docs/edge.md)."),
     backend: Backend = typer.Option(Backend.xnnpack, help="Delegate; only xnnpack runs with "
                                                           "this ExecuTorch wheel."),
     images: Path | None = typer.Option(None, help="Folder of real images for calibration and "
@@ -82,7 +88,8 @@ def executorch_command(
                                verify_images=verify_images,
                                calibration_images=calibration_images, min_srcc=min_srcc,
                                max_abs_diff=max_abs_diff, verify_limit=verify_limit,
-                               keep_fp32=tuple(keep_fp32), progress=None if quiet else _progress())
+                               keep_fp32=tuple(keep_fp32), int8_activations=int8_activations.value,
+                               progress=None if quiet else _progress())
     v = report.verification
     srcc = "n/a" if v.srcc is None else f"{v.srcc:.4f}"
     typer.echo(f"wrote {report.program} ({report.program_bytes / 1e6:.2f} MB, {report.quantize}, "
@@ -93,7 +100,10 @@ def executorch_command(
                f"median {v.latency_ms_median:.2f} ms/image")
     c = report.calibration_fidelity
     if c is not None:
-        typer.echo(f"calibrated on {report.calibration_images} images from {report.images_from}: "
+        calibrated = (f"calibrated on {report.calibration_images} images from"
+                      if report.quantization.get("activations") != "dynamic"
+                      else "dynamic activations, no calibration; on the images calibration would use,")
+        typer.echo(f"{calibrated} {report.images_from}: "
                    f"SRCC {'n/a' if c.srcc is None else f'{c.srcc:.4f}'} on {c.num_images} of them, "
                    f"{c.distinct_scores} distinct scores (eager fp32: {c.reference_distinct_scores})")
     typer.echo(f"contract: {report.contract}\nreport:   {report.report}")

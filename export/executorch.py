@@ -15,7 +15,7 @@ from pathlib import Path
 
 from _agiqa.quiet import quiet_toolchain
 
-from .backends import QUANTIZE_MODES, ExportBackend, get_backend, registered_runtime_backends
+from .backends import INT8_ACTIVATIONS, QUANTIZE_MODES, ExportBackend, get_backend, registered_runtime_backends
 from .build import Progress, build_program
 from .publish import publish_program
 from .report import ExportError, ExportReport, resolve_thresholds
@@ -31,7 +31,8 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
                       calibration_images: str | os.PathLike | None = None,
                       min_srcc: float | None = None, max_abs_diff: float | None = None,
                       verify_limit: int | None = 200, threads: int | None = None,
-                      keep_fp32: Sequence[str] = (), progress: Progress | None = None) -> ExportReport:
+                      keep_fp32: Sequence[str] = (), int8_activations: str = "static",
+                      progress: Progress | None = None) -> ExportReport:
     """Export ``source`` (a run folder or a student folder) to ``out`` (.pte) and verify it.
 
     Writes ``out``, ``out.with_suffix('.json')`` (the contract) and ``...report.json``.
@@ -39,7 +40,10 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
     ``verify_images`` when given; the report names the set. ``calibration_images`` (a folder)
     calibrates int8 instead of the run's train split and unlabeled pool (or ``images``); int8 reports its fidelity on
     the calibration images too (``calibration_fidelity``). ``keep_fp32`` names submodules of the
-    int8 scope (``"student.backbone.conv_stem"``) left in fp32. ``progress`` receives one line
+    int8 scope (``"student.backbone.conv_stem"``) left in fp32. ``int8_activations``
+    (:data:`export.backends.INT8_ACTIVATIONS`): ``"static"`` ranges calibrated once (fastest) or
+    ``"dynamic"`` ones measured on each image by the program (no calibration set, faithful on any
+    photo; slightly slower, larger). ``progress`` receives one line
     per phase. Raises :class:`FidelityError` (after writing the report, and removing the
     contract so the runtime refuses the program) when the program disagrees with the eager
     student beyond the thresholds: fp32 ``max_abs_diff`` (default 1e-4), int8 ``min_srcc``
@@ -72,5 +76,7 @@ def export_executorch(source: str | os.PathLike, out: str | os.PathLike, *, quan
         raise ExportError(str(exc)) from None
     if keep_fp32 and quantize != "int8":
         raise ExportError("--keep-fp32 applies to int8 exports only")
-    built = build_program(src, target, quantize, calibration, say, tuple(keep_fp32))
+    if int8_activations not in INT8_ACTIVATIONS:
+        raise ExportError(f"--int8-activations must be one of {list(INT8_ACTIVATIONS)}, got {int8_activations!r}")
+    built = build_program(src, target, quantize, calibration, say, tuple(keep_fp32), int8_activations)
     return publish_program(built, out, src, thresholds, verify_limit=verify_limit, threads=threads, say=say)

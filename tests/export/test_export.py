@@ -21,7 +21,7 @@ from edge_runtime import ContractError, ModelContract, Scorer
 from edge_runtime.contract import contract_path, report_path, sha256_bytes
 from edge_runtime.preprocess import resize_rgb
 from export import QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
-from export.backends import EXPORT_BACKENDS, SUPPORTED_BACKENDS, get_backend
+from export.backends import EXPORT_BACKENDS, INT8_ACTIVATIONS, SUPPORTED_BACKENDS, get_backend
 from export.cli import Backend, Quantize
 from export.cli import app as export_app
 from student.model import StudentIQA, create_student
@@ -197,6 +197,35 @@ def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, im
     assert Path(int8.program).stat().st_size < Path(fp32.program).stat().st_size / 2
 
 
+def test_dynamic_int8_activations_need_no_calibration_and_run_everywhere(student_dir, images, tmp_path):
+    """--int8-activations dynamic: int8 weights, each image's activation ranges measured by the
+    program itself. Nothing is calibrated (and the report says so), the contract records it, the
+    program is verified like any other and the Python runtime scores it like the eager student."""
+    out = tmp_path / "dynamic.pte"
+    result = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
+                                             "--images", str(images), "--int8-activations", "dynamic",
+                                             "--min-srcc", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert "dynamic activations, no calibration" in result.output
+    saved = json.loads(report_path(out).read_text())
+    quantization = saved["quantization"]
+    assert quantization["activations"] == "dynamic" and quantization["input_activation"]["is_dynamic"] is True
+    assert quantization["output_activation"] is None
+    assert quantization["global_config"].endswith("is_dynamic=True, is_qat=False)")
+    assert saved["calibration_images"] == 0 and quantization["calibration"]["images"] == 0
+    assert saved["nodes_outside_delegate"] == 0, saved["outside_ops"]
+    contract = json.loads(json.loads(contract_path(out).read_text())["contract"])
+    assert contract["quantization"]["activations"] == "dynamic"
+    student = StudentIQA.from_pretrained(student_dir)
+    path = sorted(images.iterdir())[0]
+    with torch.no_grad():
+        expected = float(student(torch.from_numpy(student.config.preprocess.load(path))[None]).score[0])
+    assert Scorer.from_file(out).score(path) == pytest.approx(expected, abs=0.05)
+    bad = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
+                                          "--int8-activations", "sometimes"])
+    assert bad.exit_code == 2 and "sometimes" in bad.output
+
+
 @pytest.mark.slow
 def test_failed_reexport_keeps_the_earlier_good_program(fp32, student_dir, images):
     out = Path(fp32.program)
@@ -222,18 +251,23 @@ def test_backend_declares_what_its_toolchain_builds(name):
         assert backend.modes == ("fp32",)
         return
     assert backend.modes == ("int8", "fp32")
-    built = tc._int8_quantizer(backend).global_config
-    assert built.is_qat == backend.int8.is_qat
-    for role in ("input_activation", "output_activation", "weight", "bias"):
-        spec, declared = getattr(built, role), getattr(backend.int8, role)
-        if declared is None:
-            assert spec is None, role
-            continue
-        observer = spec.observer_or_fake_quant_ctr()  # an instance: its class is the observer
-        assert {"dtype": str(spec.dtype).replace("torch.", ""), "quant_min": spec.quant_min,
-                "quant_max": spec.quant_max, "qscheme": str(spec.qscheme).replace("torch.", ""),
-                "ch_axis": spec.ch_axis, "is_dynamic": spec.is_dynamic,
-                "observer": type(observer).__name__} == dataclasses.asdict(declared), role
+    for activations in INT8_ACTIVATIONS:
+        recipe = tc.int8_recipe(backend, activations)
+        assert recipe.activations == activations
+        built = tc._int8_quantizer(recipe).global_config
+        assert built.is_qat == recipe.is_qat
+        for role in ("input_activation", "output_activation", "weight", "bias"):
+            spec, declared = getattr(built, role), getattr(recipe, role)
+            if declared is None:
+                assert spec is None, (activations, role)
+                continue
+            observer = spec.observer_or_fake_quant_ctr()  # an instance: its class is the observer
+            assert {"dtype": str(spec.dtype).replace("torch.", ""), "quant_min": spec.quant_min,
+                    "quant_max": spec.quant_max, "qscheme": str(spec.qscheme).replace("torch.", ""),
+                    "ch_axis": spec.ch_axis, "is_dynamic": spec.is_dynamic,
+                    "observer": type(observer).__name__} == dataclasses.asdict(declared), (activations, role)
+    with pytest.raises(ValueError, match="int8 activations must be one of"):
+        tc.int8_recipe(backend, "per-image")
     with pytest.raises(ValueError, match=r"backend 'vulkan' is not supported; only 'xnnpack' "):
         get_backend("vulkan")
 
