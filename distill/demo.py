@@ -32,7 +32,9 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,6 +143,42 @@ def _scene_pool(seed: int, n: int, size: tuple[int, int], photos: list[np.ndarra
     return pool
 
 
+def _demo_view(index: int, rng: np.random.Generator, photos: list[tuple[str, np.ndarray]],
+               scenes: list[tuple[str, np.ndarray]], scene_share: float, size: tuple[int, int],
+               sizes: Sequence[tuple[int, int]] | None, out_dir: Path) -> tuple[dict, Callable[[], None]]:
+    """Draw and degrade demo image ``index`` (every draw from ``rng``, in the generator's order):
+    its manifest entry, and the function that resizes, encodes and writes it (no draws)."""
+    if sizes:  # drawn only then, so a single-size set keeps its images
+        size = tuple(sizes[int(rng.integers(len(sizes)))])
+    from_scene = scenes and rng.random() < scene_share
+    name, photo = scenes[int(rng.integers(len(scenes)))] if from_scene else photos[index % len(photos)]
+    ph, pw = photo.shape[:2]
+    frac = rng.uniform(0.7, 1.0) if from_scene else rng.uniform(0.45, 1.0)
+    ch, cw = int(ph * frac), int(pw * frac)
+    top, left = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+    view = Image.fromarray(photo[top:top + ch, left:left + cw])
+    if rng.random() < 0.5:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    # Scrambling a scene of random shapes leaves it as plausible as before: only photographs
+    # (whose content has an order to break) are scrambled.
+    kinds = DEGRADATIONS[:-1] if from_scene else DEGRADATIONS
+    kind = kinds[int(rng.integers(0, len(kinds)))]
+    strength = float(rng.uniform(0.0, 1.0))
+    scale = float(np.sqrt(size[0] * size[1] / (ch * cw)))
+    degraded = _degrade(view, kind, strength, scale, rng)
+    filename = f"{index:04d}_{name}_{kind}.png"
+
+    def write() -> None:
+        image = degraded.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=1)  # 5x faster to write than the default 6; same pixels
+        atomic_write_bytes(out_dir / filename, buf.getvalue())
+
+    entry = {"file": filename, "photo": name, "degradation": kind,
+             "strength": round(strength, 4), "mos": round(demo_mos(kind, strength), 4)}
+    return entry, write
+
+
 def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0,
                      size: tuple[int, int] = (256, 320), scene_share: float = SCENE_SHARE,
                      sizes: Sequence[tuple[int, int]] | None = None) -> Path:
@@ -166,31 +204,19 @@ def make_demo_images(out_dir: str | os.PathLike, count: int = 240, seed: int = 0
     scenes = _scene_pool(seed, n=round(count * scene_share / VIEWS_PER_SCENE), size=largest,
                          photos=[p for _, p in photos])
     entries = []
-    for index in range(count):
-        if sizes:  # drawn only then, so a single-size set keeps its images
-            size = tuple(sizes[int(rng.integers(len(sizes)))])
-        from_scene = scenes and rng.random() < scene_share
-        name, photo = scenes[int(rng.integers(len(scenes)))] if from_scene else photos[index % len(photos)]
-        ph, pw = photo.shape[:2]
-        frac = rng.uniform(0.7, 1.0) if from_scene else rng.uniform(0.45, 1.0)
-        ch, cw = int(ph * frac), int(pw * frac)
-        top, left = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
-        view = Image.fromarray(photo[top:top + ch, left:left + cw])
-        if rng.random() < 0.5:
-            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        # Scrambling a scene of random shapes leaves it as plausible as before: only photographs
-        # (whose content has an order to break) are scrambled.
-        kinds = DEGRADATIONS[:-1] if from_scene else DEGRADATIONS
-        kind = kinds[int(rng.integers(0, len(kinds)))]
-        strength = float(rng.uniform(0.0, 1.0))
-        scale = float(np.sqrt(size[0] * size[1] / (ch * cw)))
-        image = _degrade(view, kind, strength, scale, rng).resize((size[1], size[0]), Image.Resampling.BICUBIC)
-        filename = f"{index:04d}_{name}_{kind}.png"
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", compress_level=1)  # 5x faster to write than the default 6; same pixels
-        atomic_write_bytes(out_dir / filename, buf.getvalue())
-        entries.append({"file": filename, "photo": name, "degradation": kind,
-                        "strength": round(strength, 4), "mos": round(demo_mos(kind, strength), 4)})
+    # Resizing, PNG encoding and writing release the GIL: two threads do them while this loop
+    # draws and degrades the next views (the draws stay in one stream, in order; same files).
+    with ThreadPoolExecutor(2, thread_name_prefix="agiqa-demo-write") as pool:
+        pending: deque[Future] = deque()
+        for index in range(count):
+            entry, write = _demo_view(index, rng, photos, scenes, scene_share, size, sizes, out_dir)
+            entries.append(entry)
+            pending.append(pool.submit(write))
+            if len(pending) > 8:  # a few images in flight, not the whole set in memory
+                pending.popleft().result()
+        for future in pending:
+            future.result()  # re-raises a failed write
+
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "mos"])
