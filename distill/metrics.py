@@ -4,10 +4,10 @@ PLCC and RMSE follow the VQEG convention used across IQA papers (and MA-AGIQA's
 ``performance.py``): predictions are first mapped to the reference scale with
 ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``.
 
-SRCC and KRCC are bitwise reproducible; PLCC and RMSE are reproducible to about 1e-8 relative,
+SRCC and KRCC are bitwise reproducible; PLCC and RMSE are reproducible to a few 1e-6 relative,
 not bitwise: numpy's SIMD loops give last-bit differences that depend on where its temporaries sit
 in memory, and the iterative fit carries them on to where it stops (two processes scoring the
-same predictions can differ there).
+same predictions can differ there; 1.5e-6 in an RMSE was seen).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def modules_loaded_by(imports: str, watched: set[str]) -> list[str]:
 FITTED_METRICS = ("plcc", "rmse")
 
 
-def metrics_differences(a: object, b: object, path: str = "", rel_tol: float = 1e-6) -> list[str]:
+def metrics_differences(a: object, b: object, path: str = "", rel_tol: float = 1e-5) -> list[str]:
     """Where two metrics records (nested dicts/lists of JSON values) differ: exactly, except that keys
     ending in a :data:`FITTED_METRICS` name may differ by ``rel_tol``. ``[]`` when they agree."""
     import math

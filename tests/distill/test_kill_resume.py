@@ -9,7 +9,7 @@ command when the kill came before the run saved its ``config.json``), and that r
 turn at an instant drawn over what was left of the work; one more run is killed by a hook exactly
 between the checkpoint's two files. Every folder must end equal to the uninterrupted run's: the
 same metrics, the same training log, bitwise the same student weights (PLCC and RMSE, fitted
-by an iterative solver whose last digits follow memory alignment, to a relative 1e-6).
+by an iterative solver whose last digits follow memory alignment, to a relative 1e-5).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _result(run_dir: Path) -> dict:
 
 
 def _assert_same_run(run_dir: Path, reference: Path, outcomes: list[str] | None = None) -> None:
-    """Bitwise the same student weights; the same metrics and log (fitted PLCC/RMSE to 1e-6)."""
+    """Bitwise the same student weights; the same metrics and log (fitted PLCC/RMSE to 1e-5)."""
     where = "; ".join(outcomes or [])
     for which in ("best", "last"):
         a, b = (load_file(str(d / "student" / which / "model.safetensors")) for d in (run_dir, reference))
