@@ -8,7 +8,7 @@ under the given folders (of a folder holding one picture in several sizes, only 
 into ``--images``. Each step is timed per image (best of ``--reps``), and the median over the
 images is printed, in ms, in a process that keeps freed memory as the labelling workers do
 (``_agiqa.workers.keep_freed_memory``). A teacher on a GPU gets its views from the workers as ``uint8`` levels
-and normalises them on the device (``TeacherInputs(levels=True)``); a CPU teacher gets float32.
+and normalises them on the device (``SquareInputs(levels=True)``); a CPU teacher gets float32.
 
 - ``decode``: ``load_rgb`` of the file, as the labeller decodes it (no DCT downscale);
 - ``hash``: sha256 of the file bytes; ``hash_reread`` reads the file again first (as before);
@@ -107,7 +107,7 @@ def measure(paths: list[Path], reps: int) -> dict[str, float]:
         return processor.preprocess([square(path).convert("RGB")], return_tensors="pt")["pixel_values"]
 
     def worker(levels: bool) -> Callable[[Path], object]:
-        prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor, levels), levels)
+        prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor, levels))
         items = {p: _Prepared([ImageRecord(p.name, p, p.name)], prepare) for p in paths}
         return lambda p: items[p][0]
 

@@ -50,8 +50,7 @@ class NoopLabeler:
         processor = CLIPImageProcessorPil(size={"shortest_edge": 448}, crop_size={"height": 448, "width": 448},
                                           resample=3)
         # As a teacher on a GPU prepares: uint8 levels, normalised on the device.
-        self.prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor, levels=True),
-                                     levels=True)
+        self.prepare = TeacherInputs(config, SquareInputs(tuple(processor.image_mean), processor, levels=True))
 
     def fingerprint(self) -> dict:
         return {"teacher": "noop"}

@@ -231,7 +231,7 @@ class Teacher:
         # Off the CPU, views travel as uint8 levels and are normalised on the device: a quarter of
         # the bytes from the workers, and no float work on the host (the same values).
         levels = self.device.type != "cpu"
-        return TeacherInputs(self.config, self.encoder.inputs(levels=levels), levels)
+        return TeacherInputs(self.config, self.encoder.inputs(levels=levels))
 
     @torch.inference_mode()
     def label(self, images: list[np.ndarray]) -> TeacherOutput:
@@ -245,7 +245,7 @@ class Teacher:
         """:meth:`label` of images already through :attr:`prepare` (the same labels, bit for bit)."""
         semantic = self.encoder.encode_prepared([s for _, s in inputs]).to(self.device).float()
         views = to_device(np.stack([v for v, _ in inputs]), self.device)
-        if views.dtype == torch.uint8:  # TeacherInputs(levels=True)
+        if views.dtype == torch.uint8:  # levels (SquareInputs(levels=True))
             views = lookup_levels(views, torch.from_numpy(normalize_table(MANIQA_MEAN, MANIQA_STD)))
         size = self.model.maniqa.config.img_size
         crops = [self.model(views[:, :, top:top + size, left:left + size], semantic) for top, left in self._crops]
@@ -256,17 +256,16 @@ class Teacher:
 @dataclass(frozen=True)
 class TeacherInputs:
     """One image's model inputs, made on the CPU (picklable, no model inside): ``(H, W, 3) uint8``
-    -> (MANIQA view ``(3, h, w) float32``, the MLLM's view from :class:`SquareInputs`). With
-    ``levels`` the MANIQA view is its resized ``(h, w, 3) uint8`` image instead (normalised on the
-    device with ``normalize_table``), and the MLLM's view likewise where it has pixel values."""
+    -> (MANIQA view ``(3, h, w) float32``, the MLLM's view from :class:`SquareInputs`). When the
+    MLLM's view travels as uint8 levels (``semantic.levels``), so does the MANIQA view: its resized
+    ``(h, w, 3) uint8`` image, normalised on the device with ``normalize_table``."""
 
     config: TeacherConfig
     semantic: SquareInputs
-    levels: bool = False
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         semantic = self.semantic(Image.fromarray(image))
-        if self.levels:
+        if self.semantic.levels:
             return resize_rgb(image, self.config.view_size, self.config.interpolation), semantic
         return teacher_view(image, self.config), semantic
 

@@ -75,14 +75,14 @@ def test_prepared_inputs_are_picklable_numpy(teacher: Teacher) -> None:
 
 
 def test_uint8_level_views_give_the_same_labels(teacher: Teacher) -> None:
-    """TeacherInputs(levels=True) (what a GPU teacher's workers make): the MANIQA view leaves the
+    """TeacherInputs with SquareInputs(levels=True) (what a GPU teacher's workers make): the MANIQA view leaves the
     worker as its resized uint8 image and is normalised on the device by table lookup; the labels
     are those of the float32 views, bit for bit."""
     from teacher.labeler import TeacherInputs
 
     rng = np.random.default_rng(5)
     images = [(rng.random((30 + 9 * i, 50 - 4 * i, 3)) * 255).astype(np.uint8) for i in range(3)]
-    prepare = TeacherInputs(teacher.config, teacher.encoder.inputs(levels=True), levels=True)
+    prepare = TeacherInputs(teacher.config, teacher.encoder.inputs(levels=True))
     inputs = [prepare(image) for image in images]
     assert all(view.dtype == np.uint8 and view.shape == (224, 224, 3) for view, _ in inputs)
     out = teacher.label_prepared(inputs)
