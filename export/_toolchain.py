@@ -97,6 +97,12 @@ def _inside(prefix: str, keep_fp32: tuple[str, ...] = ()) -> Callable[[torch.fx.
     return inside
 
 
+def _inside_any(prefixes: tuple[str, ...]) -> Callable[[torch.fx.Node], bool]:
+    """A node filter: True for nodes traced from inside any of the submodules ``prefixes``."""
+    filters = [_inside(prefix) for prefix in prefixes]
+    return lambda node: any(inside(node) for inside in filters)
+
+
 def _is_global_pool(node: torch.fx.Node) -> bool:
     """An average over all of H and W: ``adaptive_avg_pool2d`` to 1x1, or ``mean`` over (H, W)."""
     name = _op_name(node.target).split(".")[0]
@@ -135,8 +141,8 @@ def _global_pools_fp32(inner: Any) -> Any:
 
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
                   chunk: int = 16, only_under: str | None = None, keep_fp32: tuple[str, ...] = (),
-                  backend: ExportBackend | str = "xnnpack", activations: str = "static"
-                  ) -> tuple[nn.Module, int]:
+                  backend: ExportBackend | str = "xnnpack", activations: str = "static",
+                  dynamic_under: tuple[str, ...] = ()) -> tuple[nn.Module, int]:
     """PT2E int8 with ``backend``'s recipe; returns the converted module and the images seen.
 
     ``calibration`` yields real, preprocessed images ``(1, 3, H, W)``: activation ranges are
@@ -146,6 +152,8 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     module with the static batch-1 example. ``only_under`` (a submodule path such as
     ``"student.backbone"``) quantizes only that submodule's ops; the rest stays fp32, and so do
     the ops of the submodules ``keep_fp32`` (module paths) inside it, and the ops of ``FP32_OPS``.
+    The submodules ``dynamic_under`` (module paths outside ``only_under``) get int8 weights with
+    dynamic activations whatever ``activations`` is.
     With ``activations="dynamic"`` nothing is observed (the program measures each image's ranges
     itself): ``calibration`` is not read, and 0 images are returned.
     """
@@ -155,6 +163,14 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     quantizer = _int8_quantizer(recipe)
     if only_under or keep_fp32:
         quantizer.set_filter_function(_inside(only_under or "", keep_fp32))
+    if dynamic_under:
+        # int8 weights, activations quantized per image and outputs fp32, whatever the recipe's
+        # activations: the head's linears (a handful of rows) keep a continuous score
+        head = _int8_quantizer(int8_recipe(backend, "dynamic"))
+        head.set_filter_function(_inside_any(dynamic_under))
+        from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
+        quantizer = ComposableQuantizer([quantizer, head])
     batch = torch.export.Dim("batch", min=1, max=4096)
     pair = example.expand(2, *example.shape[1:]).contiguous()  # batch 1 would be specialised
     with torch.no_grad():

@@ -76,17 +76,22 @@ class Int8Recipe:
         return replace(self, config_args={**self.config_args, "is_dynamic": True},
                                    input_activation=dynamic, output_activation=None)
 
-    def record(self, only_under: str | None = None, keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
+    def record(self, only_under: str | None = None, keep_fp32: tuple[str, ...] = (),
+               dynamic_under: tuple[str, ...] = ()) -> dict[str, Any]:
         """The contract's ``quantization`` entries (besides ``mode`` and ``calibration``)."""
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.config_args.items())
         tensors = {name: None if spec is None else asdict(spec)
                    for name, spec in (("input_activation", self.input_activation),
                                       ("output_activation", self.output_activation),
                                       ("weight", self.weight), ("bias", self.bias))}
+        scope = f"only ops inside module {only_under!r}" if only_under else "the whole model"
+        if dynamic_under:
+            scope += (f", and the linears of {', '.join(map(repr, dynamic_under))} with int8 weights, "
+                      "dynamic activations and fp32 outputs")
         return {"flow": "torchao.quantization.pt2e prepare_pt2e -> calibrate -> convert_pt2e",
-                "scope": (f"only ops inside module {only_under!r}; everything else stays fp32"
-                          if only_under else "the whole model"),
+                "scope": scope + ("; everything else stays fp32" if only_under else ""),
                 **({"keep_fp32": list(keep_fp32)} if keep_fp32 else {}),
+                **({"dynamic_scope": list(dynamic_under)} if dynamic_under else {}),
                 "activations": self.activations,
                 "fp32_ops": list(FP32_OPS),
                 "quantizer": self.quantizer,

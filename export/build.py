@@ -142,8 +142,9 @@ def build_program(src: ExportSource, target: ExportBackend, quantize: str, calib
             say("int8: dynamic activations (ranges measured per image at run time; no calibration)")
         batches = (x for _, x in image_tensors(spec, src.calibration_images, calibration, calibration_skipped))
         module, calibrated = tc.quantize_int8(wrapper, example, batches, only_under=EdgeStudent.INT8_SCOPE,
-                                              keep_fp32=keep_fp32, backend=target, activations=int8_activations)
-        quantization.update(recipe.record(EdgeStudent.INT8_SCOPE, keep_fp32))
+                                              keep_fp32=keep_fp32, backend=target, activations=int8_activations,
+                                              dynamic_under=EdgeStudent.INT8_DYNAMIC_SCOPE)
+        quantization.update(recipe.record(EdgeStudent.INT8_SCOPE, keep_fp32, EdgeStudent.INT8_DYNAMIC_SCOPE))
         quantization["calibration"] = ({"images": calibrated, "requested": calibration, "source": src.images_from,
                                         "skipped": len(calibration_skipped)} if recipe.activations == "static"
                                        else {"images": 0, "none_needed": "dynamic activations"})

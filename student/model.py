@@ -147,69 +147,91 @@ class LuminanceMSCNStem(nn.Module):
     normalisation (the demo: held-out SRCC to its teacher 0.89 -> 0.92 in the same 10 epochs).
     MSCN as in BRISQUE (Mittal et al. 2012): ``(I - mu) / (sigma + 1)`` of the 0-255 luminance
     (BT.601 weights) with a 7 x 7 Gaussian window (sigma 7/6), the normalisation the demo teacher's
-    ``teacher.maniqa.MSCNPatchEmbed`` applies to each RGB channel. Written for the device: luminance
-    as fixed 1 x 1 convolutions (which also undo the input normalisation), zero padding
-    renormalised by the window's mass at the borders (XNNPACK has no replicate padding), ``relu``
-    as the variance clamp, so the delegate takes every op. Export keeps it in fp32 (only
-    ``backbone`` is quantized): int8 moments would cancel.
+    ``teacher.maniqa.MSCNPatchEmbed`` applies to each RGB channel. Zero padding renormalised by the
+    window's mass at the borders (XNNPACK has no replicate padding), ``relu`` as the variance
+    clamp, so the delegate takes every op. Export keeps it in fp32 (only ``backbone`` is
+    quantized): int8 moments would cancel.
 
-    Shaped by XNNPACK's per-operator profile (``bench/edge_profile.py``), where a full-resolution
-    op with one or two channels costs what its pixels cost, not its arithmetic: the 7 x 7 window
-    runs as its two 1-d factors (7 x 1 then 1 x 7 depthwise: the Gaussian is separable, and so is
-    the border mass; a 7 x 7 grouped convolution became a 1.3 ms dense IGEMM, the factors two
-    depthwise kernels), and channels are picked and placed by 1 x 1 convolutions and same-shape
-    products, never by channel slices or broadcasts over a 2-wide channel axis (each a strided
-    0.1-0.2 ms pass). Equal to the single 7 x 7 window up to float32 rounding.
+    Shaped by XNNPACK's per-operator profile (``bench/edge_profile.py``), where an op on one or two
+    full-resolution channels costs what its pixels cost, not its arithmetic (a 2-channel depthwise
+    window fills 2 of a vector's 8-16 lanes; docs/edge.md has the profile):
+
+    - the luminance is computed straight into a *polyphase* layout, each 4 x 4 block of pixels
+      the 16 channels of one position, ``(B, 16, H/4, W/4)`` (a stride-4 convolution whose weights
+      pick the pixels). There each 1-d factor of the window is a 3-tap convolution over 16
+      channels (a pixel's 7 taps reach at most one block either way), run at full vector width,
+      and the elementwise ops touch as many values as before; ``pixel_shuffle`` puts MSCN back;
+    - the luminance is centred on that of the normalisation mean (no bias): MSCN does not change
+      with a constant shift, and centred moments cancel less in float32 (scores 10x closer to
+      float64 arithmetic than uncentred);
+    - channels are placed by 1 x 1 convolutions, not ``cat`` or channel padding (a padded tensor
+      in front of a dynamically quantized convolution fails XNNPACK's shape propagation).
+
+    Sizes that are not multiples of 4 are padded with zeros (masked out of the moments) and
+    cropped after. Equal to the direct 7 x 7 window up to float32 rounding.
     """
 
     out_channels = 4
+    phase = 4  # pixels per block side of the polyphase layout (>= 4: the window's radius is 3)
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], input_size: tuple[int, int]) -> None:
         super().__init__()
+        s, (height, width) = self.phase, input_size
         taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
-        taps = taps / taps.sum()
-        self.register_buffer("taps_h", taps.view(1, 1, 7, 1).expand(2, 1, 7, 1).clone(), persistent=False)
-        self.register_buffer("taps_w", taps.view(1, 1, 1, 7).expand(2, 1, 1, 7).clone(), persistent=False)
-        # grey = sum_c luma_c * 255 * (x_c * std_c + mean_c): one 1 x 1 convolution
-        luma = torch.tensor([0.299, 0.587, 0.114])
-        weight, bias = luma * torch.tensor(std) * 255, (luma * torch.tensor(mean) * 255).sum()
-        self.register_buffer("to_grey_weight", weight.view(1, 3, 1, 1).clone(), persistent=False)
-        self.register_buffer("to_grey_bias", bias.view(1).clone(), persistent=False)
-        # [grey, grey^2] = [grey, grey] * [1, grey]: two 1 x 1 convolutions and one product
-        self.register_buffer("grey_grey_weight", weight.view(1, 3, 1, 1).expand(2, 3, 1, 1).clone(),
-                             persistent=False)
-        self.register_buffer("grey_grey_bias", bias.expand(2).clone(), persistent=False)
-        self.register_buffer("one_grey_weight", torch.stack([torch.zeros(3), weight]).view(2, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("one_grey_bias", torch.stack([torch.tensor(1.0), bias]), persistent=False)
-        # the two moments apart: 1 x 1 convolutions picking channel 0 and channel 1
-        # (two buffers, not one indexed: an indexed buffer is a select op the delegate leaves out)
-        self.register_buffer("pick_mu", torch.tensor([1.0, 0.0]).view(1, 2, 1, 1), persistent=False)
-        self.register_buffer("pick_second", torch.tensor([0.0, 1.0]).view(1, 2, 1, 1), persistent=False)
-        ones = torch.ones(1, 1, *input_size)
-        mass = nn.functional.conv2d(nn.functional.conv2d(ones, taps.view(1, 1, 7, 1), padding=(3, 0)),
-                                    taps.view(1, 1, 1, 7), padding=(0, 3))
-        self.register_buffer("inv_mass", 1 / mass, persistent=False)
-        # output = [mscn, x]: x moved to channels 1-3 and mscn to channel 0 by 1 x 1 convolutions
+        self.register_buffer("taps", taps / taps.sum(), persistent=False)  # the 1-d factor of the window
+        # grey - grey(mean) = sum_c luma_c * 255 * std_c * x_c; pixel (a, b) of a block -> channel a*s + b
+        luma = torch.tensor([0.299, 0.587, 0.114]) * torch.tensor(std) * 255
+        to_blocks = torch.zeros(s * s, 3, s, s)
+        for a in range(s):
+            for b in range(s):
+                to_blocks[a * s + b, :, a, b] = luma
+        self.register_buffer("grey_weight", to_blocks, persistent=False)
+        along, same = self._polyphase_taps(self.taps, s), torch.eye(s)  # channel a*s + b: rows mix a, columns b
+        self.register_buffer("window_h", torch.stack([torch.kron(d, same) for d in along], -1)[..., None],
+                             persistent=False)  # (16, 16, 3, 1)
+        self.register_buffer("window_w", torch.stack([torch.kron(same, d) for d in along], -1)[:, :, None],
+                             persistent=False)  # (16, 16, 1, 3)
+        # zero padding to a multiple of s (right, bottom); padded pixels are masked out of the moments
+        self.size, self.padding = (height, width), (0, -width % s, 0, -height % s)
+        valid = nn.functional.pixel_unshuffle(nn.functional.pad(torch.ones(1, 1, height, width), self.padding), s)
+        self.register_buffer("valid", valid if any(self.padding) else None, persistent=False)
+        self.register_buffer("inv_mass", 1 / self._window(valid), persistent=False)
         self.register_buffer("place_image", torch.eye(4, 3).roll(1, 0).view(4, 3, 1, 1), persistent=False)
         self.register_buffer("place_mscn", torch.eye(4)[:, :1].view(4, 1, 1, 1).clone(), persistent=False)
         # MSCN's C = 1 as a 4-d tensor: a Python scalar becomes a 0-d constant the delegate leaves out
         self.register_buffer("stabiliser", torch.ones(1, 1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # No torch.cat: the int8 quantizer gives every cat shared int8 parameters, even outside
-        # its scope, which would clip the 0-255 moments here.
+    @staticmethod
+    def _polyphase_taps(taps: torch.Tensor, s: int) -> torch.Tensor:
+        """``(3, s, s)``: a 1-d filter on blocks of ``s`` pixels. Output phase q of block k reads
+        input phase r of block k + d (``d`` in -1, 0, 1) at pixel offset ``d*s + r - q``."""
+        radius = len(taps) // 2
+        along = torch.zeros(3, s, s)  # [d + 1, q, r]
+        for q in range(s):
+            for r in range(s):
+                for d in (-1, 0, 1):
+                    if abs(t := d * s + r - q) <= radius:
+                        along[d + 1, q, r] = taps[t + radius]
+        return along
+
+    def _window(self, blocks: torch.Tensor) -> torch.Tensor:
         conv = nn.functional.conv2d
-        grey = conv(x, self.to_grey_weight, self.to_grey_bias)  # (B, 1, H, W)
-        both = conv(x, self.grey_grey_weight, self.grey_grey_bias) * conv(x, self.one_grey_weight,
-                                                                          self.one_grey_bias)
-        if self.training:  # on CPU the depthwise convs are ~10x faster channels-last (export: eval, no copy op)
-            both = both.contiguous(memory_format=torch.channels_last)
-        moments = conv(conv(both, self.taps_h, padding=(3, 0), groups=2), self.taps_w, padding=(0, 3), groups=2)
-        mu = conv(moments, self.pick_mu) * self.inv_mass
-        second = conv(moments, self.pick_second) * self.inv_mass
+        return conv(conv(blocks, self.window_h, padding=(1, 0)), self.window_w, padding=(0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = nn.functional.conv2d
+        padded = nn.functional.pad(x, self.padding) if self.valid is not None else x
+        grey = conv(padded, self.grey_weight, stride=self.phase)  # (B, 16, H/4, W/4)
+        if self.valid is not None:
+            grey = grey * self.valid
+        mu = self._window(grey) * self.inv_mass
+        second = self._window(grey * grey) * self.inv_mass
         sigma = torch.relu(second - mu * mu).sqrt()
-        mscn = (grey - mu) / (sigma + self.stabiliser)
+        mscn = nn.functional.pixel_shuffle((grey - mu) / (sigma + self.stabiliser), self.phase)  # (B, 1, H, W)
+        if self.valid is not None:
+            mscn = mscn[:, :, :self.size[0], :self.size[1]]
+        # No torch.cat: the int8 quantizer gives every cat shared int8 parameters, even outside
+        # its scope, which would clip the moments here.
         return conv(x, self.place_image) + conv(mscn, self.place_mscn)
 
 

@@ -176,6 +176,7 @@ def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, im
     assert report["quantization"]["weight"]["qscheme"] == "per_channel_symmetric"
     assert report["quantization"]["input_activation"]["is_dynamic"] is False
     assert "'student.backbone'" in report["quantization"]["scope"]
+    assert report["quantization"]["dynamic_scope"] == list(EdgeStudent.INT8_DYNAMIC_SCOPE)
     # Checked here too, not only by the exporter's own verification: every test image (calibration
     # ones included), int8 program against the eager fp32 student. Measured: 0.985 over 16 images.
     student = StudentIQA.from_pretrained(student_dir)
@@ -192,7 +193,7 @@ def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, im
     inverted = [(i, j) for i in range(16) for j in range(16)
                 if eager[i] - eager[j] > 2 * noise and program[i] <= program[j]]
     assert inverted == [], (inverted, noise)
-    # The head stays fp32, so the score is not snapped to int8 levels: no ties among 8 images.
+    # The head's outputs stay fp32, so the score is not snapped to int8 levels: no ties among 8 images.
     assert len(set(program[:8])) == 8, program
     assert Path(int8.program).stat().st_size < Path(fp32.program).stat().st_size / 2
 
@@ -453,6 +454,36 @@ def test_int8_global_pool_gets_its_own_parameters():
     assert after.args[1] < 0.5 * before.args[1], (after.args[1], before.args[1])  # its own, finer step
     assert "global average pool" in FP32_OPS
     assert get_backend("xnnpack").int8.record("student.backbone")["fp32_ops"] == list(FP32_OPS)
+
+
+def test_head_linears_get_int8_weights_and_dynamic_activations_with_either_recipe(student_dir):
+    """The stream heads' linears (``EdgeStudent.INT8_DYNAMIC_SCOPE``) get int8 weights and an
+    activation quantized per call, with fp32 outputs, whether the backbone's activations are
+    static or dynamic; the experts, the gate and the score head keep fp32 weights."""
+    from export import _toolchain as tc
+    from export.build import load_student
+
+    wrapper = EdgeStudent(load_student(student_dir)).eval()
+    example = torch.rand(1, 3, *wrapper.student.config.preprocess.input_size)
+    for activations in ("static", "dynamic"):
+        module, _ = tc.quantize_int8(wrapper, example, iter([example] * 4), only_under=EdgeStudent.INT8_SCOPE,
+                                     activations=activations, dynamic_under=EdgeStudent.INT8_DYNAMIC_SCOPE)
+        linears: dict[str, tuple[bool, bool]] = {}
+        for node in module.graph.nodes:
+            if node.op == "call_function" and "linear" in str(node.target):
+                path = list((node.meta.get("nn_module_stack") or {}).values())[-1][0]
+                weight_int8 = "dequantize" in str(getattr(node.args[1], "target", ""))
+                # a dynamic activation: dequantize(quantize(x, *choose_qparams(x))), a few nodes up
+                upstream, frontier = set(), [node.args[0]]
+                for _ in range(4):
+                    frontier = [a for n in frontier if isinstance(n, torch.fx.Node) for a in n.args
+                                if isinstance(a, torch.fx.Node)]
+                    upstream |= {str(n.target) for n in frontier}
+                linears[path] = (weight_int8, any("choose_qparams" in target for target in upstream))
+        heads = {path: flags for path, flags in linears.items() if path.startswith(EdgeStudent.INT8_DYNAMIC_SCOPE)}
+        others = {path: flags for path, flags in linears.items() if path not in heads}
+        assert len(heads) == 2 and all(flags == (True, True) for flags in heads.values()), (activations, linears)
+        assert others and not any(weight for weight, _ in others.values()), (activations, linears)
 
 
 def test_keep_fp32_leaves_just_the_named_modules_unquantized(student_dir, images, tmp_path):

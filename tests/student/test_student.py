@@ -209,30 +209,32 @@ def test_contrast_stem_student_round_trips_and_older_configs_load_without_it(tmp
     assert StudentIQA.from_pretrained(plain).stem is None
 
 
-def test_contrast_stem_factored_window_equals_the_7x7_window() -> None:
-    """The stem's separable 7 x 1 + 1 x 7 window (and its border mass), picked and placed by 1 x 1
-    convolutions, computes what the single 7 x 7 window with slices did (the form trained
-    checkpoints were fitted with) to float32 rounding, in eval and in training mode."""
+@pytest.mark.parametrize("size", [(40, 48), (38, 45)])
+def test_contrast_stem_polyphase_window_equals_the_7x7_window(size: tuple[int, int]) -> None:
+    """The stem's 7 x 7 window, run as one 3 x 3 convolution over 4 x 4 pixel blocks (and its
+    border mass likewise), computes what the single 7 x 7 window over the image did (the form
+    trained checkpoints were fitted with) to float32 rounding, in eval and in training mode, also
+    where the size is no multiple of 4 (zero padded, masked, cropped)."""
     import torch.nn.functional as F
 
     from student.model import LuminanceMSCNStem
 
     mean, std = IMAGENET
-    stem = LuminanceMSCNStem(mean, std, (40, 48))
+    stem = LuminanceMSCNStem(mean, std, size)
     assert stem.state_dict() == {}  # only non-persistent buffers: checkpoints load unchanged
-    x = torch.randn(2, 3, 40, 48, generator=torch.Generator().manual_seed(1)) * 1.5
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1)) * 1.5
     taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * (7 / 6) ** 2))
     window = (torch.outer(taps, taps) / taps.sum() ** 2).expand(2, 1, 7, 7)
     luma = torch.tensor([0.299, 0.587, 0.114])
     rgb255 = (x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)) * 255
     grey = (rgb255 * luma.view(1, 3, 1, 1)).sum(1, keepdim=True)
-    mass = F.conv2d(torch.ones(1, 1, 40, 48), window[:1], padding=3)
+    mass = F.conv2d(torch.ones(1, 1, *size), window[:1], padding=3)
     moments = F.conv2d(torch.cat([grey, grey * grey], 1), window, padding=3, groups=2) / mass
     mu, second = moments[:, :1], moments[:, 1:]
     expected = (grey - mu) / (torch.relu(second - mu * mu).sqrt() + 1)
     for mode in (False, True):
         out = stem.train(mode)(x)
-        assert torch.equal(out[:, 1:], x)
+        assert out.shape == (2, 4, *size) and torch.equal(out[:, 1:], x)
         torch.testing.assert_close(out[:, :1], expected, rtol=0, atol=1e-4)
 
 
@@ -246,7 +248,7 @@ def test_student_and_teacher_stems_share_their_mscn_window() -> None:
 
     mean, std = IMAGENET
     student, teacher = LuminanceMSCNStem(mean, std, (40, 48)).eval(), MSCNPatchEmbed(embed_dim=8, patch_size=16)
-    assert torch.equal(student.taps_h[0, 0] * student.taps_w[0, 0], teacher.window[0, 0])
+    assert torch.equal(torch.outer(student.taps, student.taps), teacher.window[0, 0])
     grey = torch.rand(1, 1, 40, 48, generator=torch.Generator().manual_seed(2)).expand(1, 3, 40, 48)
     x = (grey - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
