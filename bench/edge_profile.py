@@ -6,7 +6,7 @@
 Loads the program with ETDump enabled (the executorch wheel's pybindings), runs it ``--runs``
 times on a random input of its shape, and prints the delegate call's median and, per XNNPACK
 operator (in execution order, ``--top N``: the N slowest), its median in ms. Operators of the
-contrast stem are the full-resolution float ones before the first quantized (QC8) convolution.
+contrast stem are the float ones before the first quantized (QC8) convolution.
 """
 
 from __future__ import annotations
