@@ -70,9 +70,11 @@ class EdgeStudent(nn.Module):
     """
 
     # int8 export quantizes the backbone (module path prefix in this wrapper) with the recipe's
-    # activations. The head's linears get int8 weights with dynamic activations and fp32
+    # activations. The two stream heads' linears (most of the head's weights: a quarter of the
+    # demo student's int8 program while fp32) get int8 weights with dynamic activations and fp32
     # outputs, always: static int8 outputs would give the score ~256 levels (ties in a gallery
-    # ranking), while their fp32 weights were a quarter of the demo student's int8 program.
+    # ranking). The experts, gate and score head stay fp32 (quantized too, a random tiny
+    # student's near-tied scores lost their order).
     INT8_SCOPE = "student.backbone"
     INT8_DYNAMIC_SCOPE = ("student.semantic_head", "student.quality_head")
 

@@ -162,8 +162,9 @@ class LuminanceMSCNStem(nn.Module):
       channels (a pixel's 7 taps reach at most one block either way), run at full vector width,
       and the elementwise ops touch as many values as before; ``pixel_shuffle`` puts MSCN back;
     - the luminance is centred on that of the normalisation mean (no bias): MSCN does not change
-      with a constant shift, and centred moments cancel less in float32 (scores 10x closer to
-      float64 arithmetic than uncentred);
+      with a constant shift, and centred moments cancel less in float32 (the demo student's
+      scores on 51 real photos: largest difference to float64 arithmetic 1.5e-3 with the former
+      stem, 3.7e-4 with this one);
     - channels are placed by 1 x 1 convolutions, not ``cat`` or channel padding (a padded tensor
       in front of a dynamically quantized convolution fails XNNPACK's shape propagation).
 
