@@ -139,6 +139,55 @@ def _global_pools_fp32(inner: Any) -> Any:
     return GlobalPoolsFp32()
 
 
+def _is_relu(node: torch.fx.Node) -> bool:
+    return node.op == "call_function" and _op_name(node.target).split(".")[0] in ("relu", "relu_")
+
+
+def _dynamic_convs_before_relu(inner: Any, config: Any,
+                               node_filter: Callable[[torch.fx.Node], bool]) -> Any:
+    """``inner`` (a PT2E quantizer with a dynamic-activation ``config``) that also gives int8
+    weights and per-image input ranges to the convolutions a ReLU consumes
+    (:data:`export.backends.DYNAMIC_INT8_OPS`).
+
+    Quantizers (XNNPACK's among them) skip a convolution whose one user is a ReLU, leaving it to
+    their conv+relu pattern, and that pattern is static-only: under a dynamic config nobody
+    annotates it, so every squeeze-excitation reduction of a MobileNetV3 kept fp32 weights (a
+    quarter of the demo student's dynamic program). Each such convolution still unannotated after
+    ``inner``, 2-d, not grouped, and passed by ``node_filter``, is annotated the way the quantizer
+    annotates its other dynamic convolutions: input dynamic, weight and bias by ``config``, output
+    fp32 (the ReLU after it runs in fp32). Grouped (depthwise) convolutions stay fp32, as the
+    quantizer leaves them under dynamic activations."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+
+    def groups(conv: torch.fx.Node) -> int:
+        return int(conv.args[6]) if len(conv.args) > 6 else int(conv.kwargs.get("groups", 1))
+
+    class DynamicConvsBeforeRelu(Quantizer):
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return inner.transform_for_annotation(model)
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = inner.annotate(model)
+            for conv in model.graph.nodes:
+                if (conv.op != "call_function" or _op_name(conv.target) != "conv2d.default"
+                        or "quantization_annotation" in conv.meta or len(conv.users) != 1
+                        or not _is_relu(next(iter(conv.users))) or groups(conv) != 1
+                        or not node_filter(conv)):
+                    continue
+                source, weight, bias = conv.args[0], conv.args[1], conv.args[2] if len(conv.args) > 2 else None
+                qspecs = {source: config.input_activation, weight: config.weight}
+                if isinstance(bias, torch.fx.Node) and config.bias is not None:
+                    qspecs[bias] = config.bias
+                conv.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=qspecs, output_qspec=None, _annotated=True)
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            inner.validate(model)
+
+    return DynamicConvsBeforeRelu()
+
+
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
                   chunk: int = 16, only_under: str | None = None, keep_fp32: tuple[str, ...] = (),
                   backend: ExportBackend | str = "xnnpack", activations: str = "static",
@@ -161,8 +210,12 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
 
     recipe = int8_recipe(backend, activations)
     quantizer = _int8_quantizer(recipe)
+    scope = _inside(only_under or "", keep_fp32)
     if only_under or keep_fp32:
-        quantizer.set_filter_function(_inside(only_under or "", keep_fp32))
+        quantizer.set_filter_function(scope)
+    if recipe.activations == "dynamic":
+        config = _resolve(recipe.config_factory)(**recipe.config_args)
+        quantizer = _dynamic_convs_before_relu(quantizer, config, scope)
     if dynamic_under:
         # int8 weights, activations quantized per image and outputs fp32, whatever the recipe's
         # activations: the head's linears (a handful of rows) keep a continuous score

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["EXPORT_BACKENDS", "INT8_ACTIVATIONS", "QUANTIZE_MODES", "SUPPORTED_BACKENDS", "XNNPACK",
+__all__ = ["DYNAMIC_INT8_OPS", "EXPORT_BACKENDS", "FP32_OPS", "INT8_ACTIVATIONS", "QUANTIZE_MODES",
+           "SUPPORTED_BACKENDS", "XNNPACK",
            "ExportBackend", "Int8Recipe", "TensorQuantization", "get_backend", "registered_runtime_backends"]
 
 # Every ``--quantize`` value, declared here only: a backend with an int8 recipe takes all of them,
@@ -47,6 +48,16 @@ FP32_OPS = {
                            "pooled features of a whole feature map got the step of single "
                            "activations: a handful of levels, and different photos the same "
                            "features (ties in the score)",
+}
+
+
+# Ops a dynamic recipe gives int8 weights although the backend's quantizer alone would leave them
+# fp32, with why (the contract records the names; export._toolchain annotates them).
+DYNAMIC_INT8_OPS = {
+    "convolution before a ReLU": "quantizers leave a convolution a ReLU consumes to their conv+relu "
+                                 "pattern, which is static-only, so under dynamic activations the "
+                                 "squeeze-excitation reductions kept fp32 weights (a quarter of the "
+                                 "demo student's program)",
 }
 
 
@@ -94,6 +105,7 @@ class Int8Recipe:
                 **({"dynamic_scope": list(dynamic_under)} if dynamic_under else {}),
                 "activations": self.activations,
                 "fp32_ops": list(FP32_OPS),
+                **({"dynamic_int8_ops": list(DYNAMIC_INT8_OPS)} if self.activations == "dynamic" else {}),
                 "quantizer": self.quantizer,
                 "global_config": f"{self.config_factory.rsplit('.', 1)[-1]}({arguments})",
                 **tensors, "is_qat": self.is_qat}

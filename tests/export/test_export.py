@@ -213,6 +213,7 @@ def test_dynamic_int8_activations_need_no_calibration_and_run_everywhere(student
     assert quantization["activations"] == "dynamic" and quantization["input_activation"]["is_dynamic"] is True
     assert quantization["output_activation"] is None
     assert quantization["global_config"].endswith("is_dynamic=True, is_qat=False)")
+    assert quantization["dynamic_int8_ops"] == ["convolution before a ReLU"]
     assert saved["calibration_images"] == 0 and quantization["calibration"]["images"] == 0
     assert saved["nodes_outside_delegate"] == 0, saved["outside_ops"]
     contract = json.loads(json.loads(contract_path(out).read_text())["contract"])
@@ -484,6 +485,33 @@ def test_head_linears_get_int8_weights_and_dynamic_activations_with_either_recip
         others = {path: flags for path, flags in linears.items() if path not in heads}
         assert len(heads) == 2 and all(flags == (True, True) for flags in heads.values()), (activations, linears)
         assert others and not any(weight for weight, _ in others.values()), (activations, linears)
+
+
+def test_dynamic_recipe_gives_int8_weights_to_every_dense_conv_even_before_a_relu(student_dir):
+    """Under dynamic activations every non-grouped backbone convolution gets int8 weights, also
+    those a ReLU consumes (the squeeze-excitation reductions, which the quantizer leaves to its
+    static-only conv+relu pattern); depthwise convolutions stay fp32, as the quantizer wants."""
+    from export import _toolchain as tc
+    from export.build import load_student
+
+    wrapper = EdgeStudent(load_student(student_dir)).eval()
+    example = torch.rand(1, 3, *wrapper.student.config.preprocess.input_size)
+    module, _ = tc.quantize_int8(wrapper, example, iter([]), only_under=EdgeStudent.INT8_SCOPE,
+                                 activations="dynamic", dynamic_under=EdgeStudent.INT8_DYNAMIC_SCOPE)
+    dense, grouped = {}, {}
+    for node in module.graph.nodes:
+        if node.op != "call_function" or "conv2d" not in str(node.target):
+            continue
+        path = list((node.meta.get("nn_module_stack") or {}).values())[-1][0]
+        if not path.startswith(EdgeStudent.INT8_SCOPE + "."):
+            continue
+        before_relu = len(node.users) == 1 and "relu" in str(next(iter(node.users)).target)
+        groups = node.args[6] if len(node.args) > 6 else 1
+        weight_int8 = "dequantize" in str(getattr(node.args[1], "target", ""))
+        (grouped if groups != 1 else dense)[path] = (weight_int8, before_relu)
+    assert any(before_relu for _, before_relu in dense.values()), dense  # the case this is about
+    assert all(weight_int8 for weight_int8, _ in dense.values()), dense
+    assert grouped and not any(weight_int8 for weight_int8, _ in grouped.values()), grouped
 
 
 def test_keep_fp32_leaves_just_the_named_modules_unquantized(student_dir, images, tmp_path):
