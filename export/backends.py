@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["DYNAMIC_INT8_OPS", "EXPORT_BACKENDS", "FP32_OPS", "INT8_ACTIVATIONS", "QUANTIZE_MODES",
-           "SUPPORTED_BACKENDS", "XNNPACK",
+__all__ = ["DEFAULT_INT8_ACTIVATIONS", "DYNAMIC_INT8_OPS", "EXPORT_BACKENDS", "FP32_OPS", "INT8_ACTIVATIONS",
+           "QUANTIZE_MODES", "SUPPORTED_BACKENDS", "XNNPACK",
            "ExportBackend", "Int8Recipe", "TensorQuantization", "get_backend", "registered_runtime_backends"]
 
 # Every ``--quantize`` value, declared here only: a backend with an int8 recipe takes all of them,
@@ -26,6 +26,10 @@ QUANTIZE_MODES: tuple[str, ...] = ("int8", "fp32")
 # images (every op int8, fastest); "dynamic", measured on each image at run time, the weights
 # int8 and the ops between convolutions fp32 (faithful on any photo: no calibration set to miss).
 INT8_ACTIVATIONS: tuple[str, ...] = ("static", "dynamic")
+# The default: dynamic. On real photos unlike the demo's the static program ranks with SRCC
+# 0.9945-0.9958 against the eager student, the dynamic one 0.9990-0.9999 (every score distinct)
+# at 0.32 of fp32's size; it costs 7% of latency on a 2-core x86-64 (docs/edge.md).
+DEFAULT_INT8_ACTIVATIONS = "dynamic"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from edge_runtime.images import ImageLoadError
 from edge_runtime.preprocess import PreprocessSpec
 
 from . import _toolchain as tc
-from .backends import ExportBackend
+from .backends import DEFAULT_INT8_ACTIVATIONS, ExportBackend
 from .report import ExportError
 from .source import ExportSource
 from .wrapper import OUTPUT_NAMES, EdgeStudent, expert_names
@@ -117,8 +117,8 @@ def _check_submodules(wrapper: torch.nn.Module, paths: tuple[str, ...], scope: s
 
 
 def build_program(src: ExportSource, target: ExportBackend, quantize: str, calibration: int,
-                  say: Progress, keep_fp32: tuple[str, ...] = (), int8_activations: str = "static"
-                  ) -> BuiltProgram:
+                  say: Progress, keep_fp32: tuple[str, ...] = (),
+                  int8_activations: str = DEFAULT_INT8_ACTIVATIONS) -> BuiltProgram:
     """Load ``src``'s student, quantize it (int8: static activations calibrated on up to
     ``calibration`` of ``src.calibration_images``, or dynamic ones; the submodules ``keep_fp32``
     left in fp32) and lower it to ``target``, with its contract."""

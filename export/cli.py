@@ -13,7 +13,7 @@ import typer
 from _agiqa.errors import exit_codes_help, one_line_errors
 from _agiqa.version import version_callback
 
-from .backends import INT8_ACTIVATIONS, QUANTIZE_MODES, SUPPORTED_BACKENDS
+from .backends import DEFAULT_INT8_ACTIVATIONS, INT8_ACTIVATIONS, QUANTIZE_MODES, SUPPORTED_BACKENDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=exit_codes_help(),
                   help="Export a distilled student for on-device scoring.")
@@ -51,14 +51,14 @@ def executorch_command(
                                             "student folder (then --images is required)."),
     out: Path = typer.Option(..., "--out", "-o", help="The .pte to write; model.json and "
                                                       "model.report.json go beside it."),
-    quantize: Quantize = typer.Option(Quantize.int8, help="int8 (PT2E static, backbone only, "
-                                                          "XNNPACK) or fp32."),
-    calibration: int = typer.Option(64, help="Real images used to calibrate int8 activations."),
+    quantize: Quantize = typer.Option(Quantize.int8, help="int8 (PT2E, the backbone and the stream "
+                                                          "heads' weights; see --int8-activations) or fp32."),
+    calibration: int = typer.Option(64, help="Real images used to calibrate static int8 activations."),
     int8_activations: Int8Activations = typer.Option(
-        Int8Activations.static, "--int8-activations",
-        help="int8: 'static' ranges calibrated once (fastest) or 'dynamic' ones measured on each image "
-             "by the program (no calibration set to miss: faithful on photos unlike it; slightly "
-             "slower and larger; see docs/edge.md)."),
+        Int8Activations(DEFAULT_INT8_ACTIVATIONS), "--int8-activations",
+        help="int8: 'dynamic' ranges measured on each image by the program (no calibration set to "
+             "miss: faithful on photos unlike it) or 'static' ones calibrated once (slightly faster, "
+             "less faithful on photos unlike the calibration set); see docs/edge.md."),
     backend: Backend = typer.Option(Backend.xnnpack, help="Delegate; only xnnpack runs with "
                                                           "this ExecuTorch wheel."),
     images: Path | None = typer.Option(None, help="Folder of real images for calibration and "

@@ -130,10 +130,12 @@ def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_exports(tmp_path_factory: pytest.TempPathFactory, tiny_student_dir: Path,
                  realistic_image_dir: Path) -> dict:
-    """``{"fp32": ExportReport, "int8": ExportReport}`` of the tiny student, default thresholds
-    but int8's SRCC >= 0.95 (not 0.99): the random student's 8 verification scores span 1e-4,
-    with pairs 1e-5 apart, so one swap of such a pair (SRCC 0.976) is int8 noise, not a broken
-    program; test_int8_program_ranks_like_the_eager_student checks the ranking beyond the noise.
+    """``{"fp32", "int8", "int8-dynamic"}`` -> ``ExportReport`` of the tiny student: int8 with
+    static activations (their one golden tolerance is tight enough for the tamper tests) and with
+    dynamic ones (the default export). Default thresholds but int8's SRCC >= 0.95 (not 0.99): the
+    random student's 8 verification scores span 1e-4, with pairs 1e-5 apart, so one swap of such a
+    pair (SRCC 0.976) is int8 noise, not a broken program; test_int8_program_ranks_like_the_eager_student
+    checks the ranking beyond the noise.
     Written under umask 022 (file modes are checked); each program has its contract, report and
     golden file beside it."""
     from export import export_executorch
@@ -141,9 +143,10 @@ def tiny_exports(tmp_path_factory: pytest.TempPathFactory, tiny_student_dir: Pat
     work = tmp_path_factory.mktemp("tiny-exports")
     old = os.umask(0o022)
     try:
-        return {mode: export_executorch(tiny_student_dir, work / mode / "model.pte", quantize=mode,
-                                        images=realistic_image_dir,
+        variants = {"fp32": ("fp32", "static"), "int8": ("int8", "static"), "int8-dynamic": ("int8", "dynamic")}
+        return {name: export_executorch(tiny_student_dir, work / name / "model.pte", quantize=mode,
+                                        images=realistic_image_dir, int8_activations=activations,
                                         min_srcc=0.95 if mode == "int8" else None)
-                for mode in ("fp32", "int8")}
+                for name, (mode, activations) in variants.items()}
     finally:
         os.umask(old)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from edge_runtime import ContractError, ModelContract, Scorer
 from edge_runtime.contract import contract_path, report_path, sha256_bytes
+from edge_runtime.golden import golden_path
 from edge_runtime.preprocess import resize_rgb
 from export import QUANTIZE_MODES, EdgeStudent, ExportError, export_executorch
 from export.backends import EXPORT_BACKENDS, INT8_ACTIVATIONS, SUPPORTED_BACKENDS, get_backend
@@ -198,14 +199,19 @@ def test_int8_program_ranks_like_the_eager_student(tiny_exports, student_dir, im
     assert Path(int8.program).stat().st_size < Path(fp32.program).stat().st_size / 2
 
 
-def test_dynamic_int8_activations_need_no_calibration_and_run_everywhere(student_dir, images, tmp_path):
-    """--int8-activations dynamic: int8 weights, each image's activation ranges measured by the
-    program itself. Nothing is calibrated (and the report says so), the contract records it, the
-    program is verified like any other and the Python runtime scores it like the eager student."""
+def test_dynamic_int8_activations_are_the_default_need_no_calibration_and_run_everywhere(
+        student_dir, images, tmp_path):
+    """int8's default, --int8-activations dynamic: int8 weights, each image's activation ranges
+    measured by the program itself. Nothing is calibrated (and the report says so), the contract
+    records it, the golden pairs carry int8-dynamic's tolerances, the program is verified like any
+    other and the Python runtime scores it like the eager student."""
+    from safetensors import safe_open
+
+    from export.golden import TOLERANCES
+
     out = tmp_path / "dynamic.pte"
     result = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
-                                             "--images", str(images), "--int8-activations", "dynamic",
-                                             "--min-srcc", "0.9"])
+                                             "--images", str(images), "--min-srcc", "0.9"])
     assert result.exit_code == 0, result.output
     assert "dynamic activations, no calibration" in result.output
     saved = json.loads(report_path(out).read_text())
@@ -214,6 +220,10 @@ def test_dynamic_int8_activations_need_no_calibration_and_run_everywhere(student
     assert quantization["output_activation"] is None
     assert quantization["global_config"].endswith("is_dynamic=True, is_qat=False)")
     assert quantization["dynamic_int8_ops"] == ["convolution before a ReLU"]
+    with safe_open(str(golden_path(out)), "np") as golden:
+        meta = golden.metadata()
+    assert (float(meta["score_tolerance"]), float(meta["gate_tolerance"])) == \
+        (TOLERANCES["int8-dynamic"]["score"], TOLERANCES["int8-dynamic"]["gate"])
     assert saved["calibration_images"] == 0 and quantization["calibration"]["images"] == 0
     assert saved["nodes_outside_delegate"] == 0, saved["outside_ops"]
     contract = json.loads(json.loads(contract_path(out).read_text())["contract"])
@@ -412,7 +422,7 @@ def test_calibration_images_are_named_and_int8_fidelity_is_shown_on_both_sets(
     out = tmp_path / "out" / "model.pte"
     result = CliRunner().invoke(export_app, ["executorch", str(student_dir), "--out", str(out), "-q",
                                              "--calibration-images", str(other), "--verify-images",
-                                             str(images), "--min-srcc", "-1"])
+                                             str(images), "--min-srcc", "-1", "--int8-activations", "static"])
     assert result.exit_code == 0, result.output
     saved = json.loads(report_path(out).read_text())
     assert saved["calibration_images"] == 6 and str(other) in saved["images_from"]

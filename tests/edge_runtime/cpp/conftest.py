@@ -33,5 +33,6 @@ def aarch64_binary(cpp_build_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def programs(tiny_exports) -> dict[str, Path]:
-    """The tiny student's int8 and fp32 programs (tests/conftest.py), each with its golden file."""
+    """The tiny student's fp32, int8 (static) and int8-dynamic programs (tests/conftest.py), each
+    with its golden file."""
     return {mode: Path(report.program) for mode, report in tiny_exports.items()}
