@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         modes = [("fp32", source, "fp32", "static"), ("int8", source, "int8", "static"),
                  ("int8 dynamic", source, "int8", "dynamic")]
         if twin_dir is not None:
-            modes.append(("int8 no stem", twin_dir, "int8", "static"))
+            modes += [("int8 no stem", twin_dir, "int8", "static"),
+                      ("int8 dynamic no stem", twin_dir, "int8", "dynamic")]
         reports, pte = {}, {}
         for name, src, mode, activations in modes:
             pte[name] = work / f"{name.replace(' ', '_')}.pte"
@@ -172,35 +173,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nedge latency bench: {label}; input {spec.input_size[0]}x{spec.input_size[1]}, "
               f"batch 1, {args.threads} threads, {len(inputs)} held-out photos x {args.rounds} rounds "
               "(alternating blocks)")
-        print(f"{'program':<26} {'median ms':>9} {'p90 ms':>8} {'x int8':>7} {'size MB':>8} {'max|diff|':>10} "
+        print(f"{'program':<36} {'median ms':>9} {'p90 ms':>8} {'x int8':>7} {'size MB':>8} {'max|diff|':>10} "
               f"{'SRCC':>7} {'distinct':>8} {'outside':>7}")
         reference = np.asarray(results["eager fp32 (torch)"][1])
         medians = {name: float(np.median(ms)) for name, (ms, _) in results.items()}
         int8_ms = medians["int8 .pte (XNNPACK)"]
         for name, (ms, out) in results.items():
-            twin = name.startswith("int8 no stem")  # another model: its scores are not comparable
+            twin = "no stem" in name  # another model: its scores are not comparable
             diff = "-" if twin else f"{np.abs(np.asarray(out) - reference).max():.2e}"
             agree = "-" if twin else f"{srcc(out, reference):.4f}"
             report = program_reports.get(name)
             outside = "-" if report is None else str(report.nodes_outside_delegate)
-            print(f"{name:<26} {medians[name]:>9.2f} {np.percentile(ms, 90):>8.2f} "
+            print(f"{name:<36} {medians[name]:>9.2f} {np.percentile(ms, 90):>8.2f} "
                   f"{medians[name] / int8_ms:>7.2f} {sizes[name] / 1e6:>8.2f} {diff:>10} {agree:>7} "
                   f"{len(set(out)):>8} {outside:>7}")
         # "distinct": different scores among the photos (ties make a sorted gallery ambiguous).
         print(f"eager score spread over these photos: std {reference.std():.3g}, "
               f"range {reference.min():.4g}..{reference.max():.4g}")
-        goals = []
-        if "int8 no stem .pte (XNNPACK)" in medians:
-            ratio = int8_ms / medians["int8 no stem .pte (XNNPACK)"]
-            goals.append(f"int8 with stem <= 1.15x without: {ratio:.2f}x {_ok(ratio <= 1.15)}")
         ort = [medians[n] for n in medians if n.startswith("ONNX Runtime")]
-        if ort:
-            ratio = int8_ms / min(ort)
-            goals.append(f"int8 .pte <= 0.5x the faster ONNX Runtime: {ratio:.2f}x {_ok(ratio <= 0.5)}")
-        if goals:
-            print("stem goals: " + "; ".join(goals))
-        int8_row = "int8 .pte (XNNPACK)"
-        end_to_end(work, scorers["int8"], spec, int8_ms, medians["eager fp32 (torch)"],
+        for recipe, label in (("int8", "static int8"), ("int8 dynamic", "dynamic int8 (the default)")):
+            goals, ms = [], medians[f"{recipe} .pte (XNNPACK)"]
+            if f"{recipe} no stem .pte (XNNPACK)" in medians:
+                ratio = ms / medians[f"{recipe} no stem .pte (XNNPACK)"]
+                goals.append(f"with stem <= 1.15x without: {ratio:.2f}x {_ok(ratio <= 1.15)}")
+            if ort:
+                ratio = ms / min(ort)
+                goals.append(f"<= 0.5x the faster ONNX Runtime: {ratio:.2f}x {_ok(ratio <= 0.5)}")
+            if goals:
+                print(f"stem goals, {label}: " + "; ".join(goals))
+        int8_row = "int8 dynamic .pte (XNNPACK)"  # the default export
+        end_to_end(work, scorers["int8 dynamic"], spec, medians[int8_row], medians["eager fp32 (torch)"],
                    sizes["fp32 .pte (XNNPACK)"], sizes[int8_row], program_reports[int8_row])
     return 0
 
@@ -230,9 +232,10 @@ def resolve_source_images(images: Path, spec) -> list[torch.Tensor]:
 def end_to_end(work: Path, scorer: Scorer, spec, int8_ms: float, eager_ms: float,
                fp32_bytes: int, int8_bytes: int, int8_report) -> None:
     jpeg = make_12mp_jpeg(work / "photo_12mp.jpg")
-    full = dataclasses.replace(spec, jpeg_draft=False)
     timings = {}
-    for name, s in (("draft", spec), ("full decode", full)):
+    # Both decode rules, whichever the student's contract uses (its scores hold only for that one).
+    for name, s in (("draft", dataclasses.replace(spec, jpeg_draft=True)),
+                    ("full decode", dataclasses.replace(spec, jpeg_draft=False))):
         decode_ms, e2e_ms = [], []
         for _ in range(5):
             t0 = time.perf_counter()
@@ -244,21 +247,26 @@ def end_to_end(work: Path, scorer: Scorer, spec, int8_ms: float, eager_ms: float
             e2e_ms.append((t2 - t0) * 1e3)
         timings[name] = (float(np.median(decode_ms)), float(np.median(e2e_ms)), rgb.shape)
     (d_dec, d_e2e, d_shape), (f_dec, f_e2e, f_shape) = timings["draft"], timings["full decode"]
-    print(f"\n12 MP JPEG (4000x3000, q90, {jpeg.stat().st_size / 1e6:.1f} MB) end to end, int8 .pte:")
+    used = "draft" if spec.jpeg_draft else "full decode"
+    print(f"\n12 MP JPEG (4000x3000, q90, {jpeg.stat().st_size / 1e6:.1f} MB) end to end, dynamic int8 .pte "
+          f"(the student's contract: jpeg_draft={spec.jpeg_draft}, so {used}):")
     print(f"  JPEG draft : decode {d_dec:7.1f} ms (to {d_shape[1]}x{d_shape[0]}), "
           f"decode+resize+model {d_e2e:7.1f} ms")
     print(f"  full decode: decode {f_dec:7.1f} ms (to {f_shape[1]}x{f_shape[0]}), "
           f"decode+resize+model {f_e2e:7.1f} ms")
+    e2e = d_e2e if spec.jpeg_draft else f_e2e
     print(f"  draft saves {f_e2e - d_e2e:.1f} ms ({100 * (1 - d_e2e / f_e2e):.0f}%); "
-          f"e2e / int8 model-only = {d_e2e / int8_ms:.1f}x")
+          f"e2e ({used}) / int8 model-only = {e2e / int8_ms:.1f}x")
     v = int8_report.verification
-    print("\ntargets: "
+    distinct = v.distinct_scores / max(v.reference_distinct_scores, 1)
+    print("\ntargets, dynamic int8 (the default): "
           f"int8 <= eager/4: {int8_ms:.2f} vs {eager_ms / 4:.2f} ms {_ok(int8_ms <= eager_ms / 4)}; "
-          f"int8 size <= fp32/3.5: {fp32_bytes / max(int8_bytes, 1):.2f}x {_ok(int8_bytes <= fp32_bytes / 3.5)}; "
-          f"SRCC >= 0.995: {v.srcc if v.srcc is None else round(v.srcc, 4)} "
-          f"{_ok(v.srcc is not None and v.srcc >= 0.995)}; "
+          f"int8 size <= fp32/3: {int8_bytes / fp32_bytes:.2f} {_ok(int8_bytes <= fp32_bytes / 3)}; "
+          f"SRCC >= 0.999 on the export's verification set: {v.srcc if v.srcc is None else round(v.srcc, 4)} "
+          f"{_ok(v.srcc is not None and v.srcc >= 0.999)}; distinct scores >= 95%: {distinct:.0%} "
+          f"{_ok(distinct >= 0.95)}; "
           f"outside delegate 0: {int8_report.nodes_outside_delegate} {_ok(int8_report.nodes_outside_delegate == 0)}; "
-          f"e2e <= 3x model: {d_e2e / int8_ms:.1f}x {_ok(d_e2e <= 3 * int8_ms)}")
+          f"e2e <= 3x model: {e2e / int8_ms:.1f}x {_ok(e2e <= 3 * int8_ms)}")
 
 
 def _ok(flag: bool) -> str:
