@@ -75,10 +75,14 @@ def int8_recipe(backend: ExportBackend | str, activations: str = "static") -> In
     return backend.int8.with_dynamic_activations() if activations == "dynamic" else backend.int8
 
 
+def _int8_config(recipe: Int8Recipe) -> Any:
+    """The recipe's global quantization config, built from the declaration."""
+    return _resolve(recipe.config_factory)(**recipe.config_args)
+
+
 def _int8_quantizer(recipe: Int8Recipe) -> Any:
     """The recipe's quantizer with its global config, both built from the declaration."""
-    config = _resolve(recipe.config_factory)(**recipe.config_args)
-    return _resolve(recipe.quantizer)().set_global(config)
+    return _resolve(recipe.quantizer)().set_global(_int8_config(recipe))
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -214,8 +218,7 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     if only_under or keep_fp32:
         quantizer.set_filter_function(scope)
     if recipe.activations == "dynamic":
-        config = _resolve(recipe.config_factory)(**recipe.config_args)
-        quantizer = _dynamic_convs_before_relu(quantizer, config, scope)
+        quantizer = _dynamic_convs_before_relu(quantizer, _int8_config(recipe), scope)
     if dynamic_under:
         # int8 weights, activations quantized per image and outputs fp32, whatever the recipe's
         # activations: the head's linears (a handful of rows) keep a continuous score

@@ -44,11 +44,6 @@ _CANDIDATES = 16
 TOLERANCES = {"fp32": {"score": 1e-5, "gate": 1e-5}, "int8": {"score": 1e-4, "gate": 1e-4},
               "int8-dynamic": {"score": 1e-2, "gate": 5e-3}}
 
-
-def tolerance_key(quantization: dict) -> str:
-    """The :data:`TOLERANCES` key of a contract's ``quantization`` entry."""
-    mode = str(quantization.get("mode", "fp32"))
-    return "int8-dynamic" if mode == "int8" and quantization.get("activations") == "dynamic" else mode
 # The model input must come from identical pixels: one uint8 step is 0.017 after normalising.
 PREPROCESS_TOLERANCE = 1e-5
 # Stored images are at most this many times the model input per side (a 12 MP photo would
@@ -109,6 +104,12 @@ def _stored_rgb(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
         return rgb
     factor = min(limit_h / height, limit_w / width)
     return resize_rgb(rgb, (max(1, round(height * factor)), max(1, round(width * factor))))
+
+
+def tolerance_key(quantization: dict) -> str:
+    """The :data:`TOLERANCES` key of a contract's ``quantization`` entry."""
+    mode = str(quantization.get("mode", "fp32"))
+    return "int8-dynamic" if mode == "int8" and quantization.get("activations") == "dynamic" else mode
 
 
 def write_golden(program: str | os.PathLike, images: Sequence[str | os.PathLike],
