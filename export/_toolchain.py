@@ -120,76 +120,82 @@ def _is_global_pool(node: torch.fx.Node) -> bool:
     return False
 
 
-def _global_pools_fp32(inner: Any) -> Any:
-    """``inner`` (a PT2E quantizer) with every global average pool left fp32
-    (:data:`export.backends.FP32_OPS`): each is marked annotated before ``inner`` annotates, so
-    neither its pool pattern nor its propagation of shared parameters (pools, means, reshapes
-    take their input's) reaches it, and the next quantized op observes the pooled values itself."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+AnnotationPass = Callable[[torch.fx.GraphModule], None]
 
-    class GlobalPoolsFp32(Quantizer):
+
+def _with_passes(inner: Any, before: tuple[AnnotationPass, ...] = (),
+                 after: tuple[AnnotationPass, ...] = ()) -> Any:
+    """``inner`` (a PT2E quantizer) whose ``annotate`` runs the ``before`` passes on the graph
+    first and the ``after`` passes last; its transform and validation are ``inner``'s."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    class WithPasses(Quantizer):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             return inner.transform_for_annotation(model)
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            for node in model.graph.nodes:
-                if node.op == "call_function" and _is_global_pool(node):
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
-            return inner.annotate(model)
+            for annotation_pass in before:
+                annotation_pass(model)
+            model = inner.annotate(model)
+            for annotation_pass in after:
+                annotation_pass(model)
+            return model
 
         def validate(self, model: torch.fx.GraphModule) -> None:
             inner.validate(model)
 
-    return GlobalPoolsFp32()
+    return WithPasses()
+
+
+def _global_pools_fp32(model: torch.fx.GraphModule) -> None:
+    """A ``before`` pass: every global average pool left fp32 (:data:`export.backends.FP32_OPS`).
+    Each is marked annotated before the quantizer annotates, so neither its pool pattern nor its
+    propagation of shared parameters (pools, means, reshapes take their input's) reaches it, and
+    the next quantized op observes the pooled values itself."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for node in model.graph.nodes:
+        if node.op == "call_function" and _is_global_pool(node):
+            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
 
 
 def _is_relu(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and _op_name(node.target).split(".")[0] in ("relu", "relu_")
 
 
-def _dynamic_convs_before_relu(inner: Any, config: Any,
-                               node_filter: Callable[[torch.fx.Node], bool]) -> Any:
-    """``inner`` (a PT2E quantizer with a dynamic-activation ``config``) that also gives int8
-    weights and per-image input ranges to the convolutions a ReLU consumes
+def _dynamic_convs_before_relu(config: Any, node_filter: Callable[[torch.fx.Node], bool]) -> AnnotationPass:
+    """An ``after`` pass for a quantizer with a dynamic-activation ``config``: int8 weights and
+    per-image input ranges for the convolutions a ReLU consumes
     (:data:`export.backends.DYNAMIC_INT8_OPS`).
 
     Quantizers (XNNPACK's among them) skip a convolution whose one user is a ReLU, leaving it to
     their conv+relu pattern, and that pattern is static-only: under a dynamic config nobody
     annotates it, so every squeeze-excitation reduction of a MobileNetV3 kept fp32 weights (a
     quarter of the demo student's dynamic program). Each such convolution still unannotated after
-    ``inner``, 2-d, not grouped, and passed by ``node_filter``, is annotated the way the quantizer
-    annotates its other dynamic convolutions: input dynamic, weight and bias by ``config``, output
-    fp32 (the ReLU after it runs in fp32). Grouped (depthwise) convolutions stay fp32, as the
-    quantizer leaves them under dynamic activations."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+    the quantizer, 2-d, not grouped, and passed by ``node_filter``, is annotated the way the
+    quantizer annotates its other dynamic convolutions: input dynamic, weight and bias by
+    ``config``, output fp32 (the ReLU after it runs in fp32). Grouped (depthwise) convolutions
+    stay fp32, as the quantizer leaves them under dynamic activations."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     def groups(conv: torch.fx.Node) -> int:
         return int(conv.args[6]) if len(conv.args) > 6 else int(conv.kwargs.get("groups", 1))
 
-    class DynamicConvsBeforeRelu(Quantizer):
-        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            return inner.transform_for_annotation(model)
+    def annotate(model: torch.fx.GraphModule) -> None:
+        for conv in model.graph.nodes:
+            if (conv.op != "call_function" or _op_name(conv.target) != "conv2d.default"
+                    or "quantization_annotation" in conv.meta or len(conv.users) != 1
+                    or not _is_relu(next(iter(conv.users))) or groups(conv) != 1
+                    or not node_filter(conv)):
+                continue
+            source, weight, bias = conv.args[0], conv.args[1], conv.args[2] if len(conv.args) > 2 else None
+            qspecs = {source: config.input_activation, weight: config.weight}
+            if isinstance(bias, torch.fx.Node) and config.bias is not None:
+                qspecs[bias] = config.bias
+            conv.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map=qspecs, output_qspec=None, _annotated=True)
 
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = inner.annotate(model)
-            for conv in model.graph.nodes:
-                if (conv.op != "call_function" or _op_name(conv.target) != "conv2d.default"
-                        or "quantization_annotation" in conv.meta or len(conv.users) != 1
-                        or not _is_relu(next(iter(conv.users))) or groups(conv) != 1
-                        or not node_filter(conv)):
-                    continue
-                source, weight, bias = conv.args[0], conv.args[1], conv.args[2] if len(conv.args) > 2 else None
-                qspecs = {source: config.input_activation, weight: config.weight}
-                if isinstance(bias, torch.fx.Node) and config.bias is not None:
-                    qspecs[bias] = config.bias
-                conv.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map=qspecs, output_qspec=None, _annotated=True)
-            return model
-
-        def validate(self, model: torch.fx.GraphModule) -> None:
-            inner.validate(model)
-
-    return DynamicConvsBeforeRelu()
+    return annotate
 
 
 def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor],
@@ -217,8 +223,9 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
     scope = _inside(only_under or "", keep_fp32)
     if only_under or keep_fp32:
         quantizer.set_filter_function(scope)
+    after: tuple[AnnotationPass, ...] = ()
     if recipe.activations == "dynamic":
-        quantizer = _dynamic_convs_before_relu(quantizer, _int8_config(recipe), scope)
+        after = (_dynamic_convs_before_relu(_int8_config(recipe), scope),)
     if dynamic_under:
         # int8 weights, activations quantized per image and outputs fp32, whatever the recipe's
         # activations: the head's linears (a handful of rows) keep a continuous score
@@ -233,7 +240,7 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Iterabl
         graph = torch.export.export(module.eval(), (pair,), dynamic_shapes=({0: batch},),
                                     strict=False).module()
         _drop_provenance(graph.graph)
-        prepared = prepare_pt2e(graph, _global_pools_fp32(quantizer))
+        prepared = prepare_pt2e(graph, _with_passes(quantizer, before=(_global_pools_fp32,), after=after))
         if recipe.activations == "dynamic":
             prepared(pair)  # one pass for the weight observers; activations have none
             return convert_pt2e(prepared), 0
